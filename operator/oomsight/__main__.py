@@ -1,0 +1,5 @@
+import sys
+
+from oomsight.cli.main import main
+
+sys.exit(main())

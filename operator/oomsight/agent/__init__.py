@@ -1,0 +1,1 @@
+"""The node agent (DaemonSet): a plain process that only reports."""

@@ -1,0 +1,1 @@
+"""Kubernetes adapters: CRD names, event recorder, report writer, pod cache."""
