@@ -14,12 +14,35 @@ directories for cgroupfs, ``kubepods.slice`` for systemd.
 
 from __future__ import annotations
 
+import errno
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from oomsight.host.errors import HostAccessDenied, HostError, WrongHostRoot, translate_oserror
+from oomsight.core.errors import ParseError
+from oomsight.core.kubepath import KubeRef, is_conmon, parse_cgroup_path
+from oomsight.core.memory import (
+    UNLIMITED,
+    V1_FILES,
+    V2_FILES,
+    EffectiveLimit,
+    MemoryReading,
+    parse_v1_limit,
+    parse_v2_limit,
+    reading_v1,
+    reading_v2,
+    tighter,
+)
+from oomsight.host.errors import (
+    VANISHED_ERRNOS,
+    HostAccessDenied,
+    HostError,
+    Vanished,
+    WrongHostRoot,
+    translate_oserror,
+)
 
 LayoutVersion = Literal["v1", "v2", "hybrid"]
 MemoryVersion = Literal["v1", "v2"]
@@ -163,3 +186,228 @@ def detect_layout(host_root: Path | str = Path("/")) -> CgroupLayout:
         driver=driver,
         kubepods=kubepods,
     )
+
+
+# --------------------------------------------------------------------------------------------- the walk
+
+
+@dataclass(frozen=True, slots=True)
+class CgroupEntry:
+    """One memory cgroup found by a sweep: what it is, its reading, and the limit that applies to it.
+
+    ``reading`` is None and ``error`` says why when a file of this cgroup could not be parsed.
+    """
+
+    path: str
+    """Relative to the memory hierarchy's root, as the kernel prints it (``/kubepods/burstable/pod…/…``)."""
+    kube: KubeRef | None
+    """What the path says about its pod and container; None for a cgroup outside kubepods."""
+    reading: MemoryReading | None
+    limit: EffectiveLimit
+    """The tightest limit from this cgroup up to the root, and the level it is set at."""
+    error: str | None = None
+    pids: tuple[int, ...] | None = None
+    """The cgroup's own ``cgroup.procs``, when the sweep was asked for them."""
+
+
+@dataclass(frozen=True, slots=True)
+class Sweep:
+    """One pass over the memory hierarchy."""
+
+    layout: CgroupLayout
+    entries: tuple[CgroupEntry, ...]
+    vanished: int
+    """Cgroups removed between listing and reading (skipped; normal on a busy node)."""
+    errors: int
+    """Cgroups whose files could not be parsed or read (listed with ``error``)."""
+
+
+class _Gone(Exception):
+    """The cgroup directory disappeared while being read."""
+
+
+def _read_file(path: str) -> str | None:
+    """The whole file, or None when it does not exist. Raises ``_Gone`` on ENODEV (removed cgroup)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        data = os.read(fd, 65536)
+        if len(data) == 65536:  # a file larger than one read: keep going
+            chunks = [data]
+            while chunk := os.read(fd, 65536):
+                chunks.append(chunk)
+            data = b"".join(chunks)
+    except OSError as err:
+        if err.errno in VANISHED_ERRNOS:
+            raise _Gone from err
+        raise
+    finally:
+        os.close(fd)
+    return data.decode("ascii", "replace")
+
+
+class CgroupWalker:
+    """Sweeps a node's memory hierarchy; keeps running totals of what it skipped, for metrics.
+
+    ``files`` is the set of memory files read per cgroup (default: everything the model parses);
+    pass ``core.memory.V1_FILES``/``V2_FILES`` subsets to trade detail for speed.
+    """
+
+    def __init__(self, layout: CgroupLayout, files: Sequence[str] | None = None) -> None:
+        self.layout = layout
+        self._root = str(layout.memory_root)
+        self._v1 = layout.memory_version == "v1"
+        self._files = tuple(files) if files is not None else (V1_FILES if self._v1 else V2_FILES)
+        self._limit_file = "memory.limit_in_bytes" if self._v1 else "memory.max"
+        self.sweeps_total = 0
+        self.errors_total = 0
+        self.vanished_total = 0
+        self._eff: dict[str, EffectiveLimit] = {}
+
+    # -- public
+
+    def sweep(self, include_all: bool = False, with_pids: bool = False) -> Sweep:
+        """Every container cgroup (and with ``include_all`` every other memory cgroup), read once.
+
+        A cgroup that vanishes mid-read is skipped and counted; one whose files do not parse is listed
+        with its error and counted. Permission problems raise ``HostAccessDenied`` (one line).
+        """
+        entries: list[CgroupEntry] = []
+        limits: dict[str, int | None] = {}
+        self._eff = {}
+        counts = [0, 0]  # vanished, errors
+        self._walk("", None, include_all, with_pids, entries, limits, counts)
+        self.sweeps_total += 1
+        self.vanished_total += counts[0]
+        self.errors_total += counts[1]
+        return Sweep(layout=self.layout, entries=tuple(entries), vanished=counts[0], errors=counts[1])
+
+    def read(self, path: str) -> MemoryReading:
+        """One cgroup's reading (``path`` relative to the hierarchy root).
+
+        Raises ``Vanished`` or ``ParseError``.
+        """
+        directory = self._root + path
+        try:
+            return self._reading(directory)
+        except _Gone as err:
+            raise Vanished(f"cgroup {path} vanished", path=directory) from err
+        except OSError as err:
+            raise translate_oserror(err, directory) from err
+
+    # -- internals
+
+    def _reading(self, directory: str) -> MemoryReading:
+        texts: dict[str, str] = {}
+        for name in self._files:
+            text = _read_file(f"{directory}/{name}")
+            if text is not None:
+                texts[name] = text
+        if not texts and not os.path.isdir(directory):
+            raise _Gone
+        return reading_v1(texts) if self._v1 else reading_v2(texts)
+
+    def _own_limit(self, rel: str, limits: dict[str, int | None]) -> int | None:
+        if rel in limits:
+            return limits[rel]
+        text = _read_file(f"{self._root}{rel}/{self._limit_file}")
+        limit: int | None = None
+        if text is not None:
+            try:
+                limit = (parse_v1_limit if self._v1 else parse_v2_limit)(self._limit_file, text)
+            except ParseError:
+                limit = None  # an unreadable ancestor limit is reported on the ancestor itself
+        limits[rel] = limit
+        return limit
+
+    def _effective(self, rel: str, limits: dict[str, int | None]) -> EffectiveLimit:
+        """Tightest limit from the root down to ``rel``, memoised per sweep for every ancestor."""
+        cached = self._eff.get(rel)
+        if cached is not None:
+            return cached
+        own = self._own_limit(rel, limits)
+        if not rel:
+            result = tighter(UNLIMITED, "/", own)
+        else:
+            result = tighter(self._effective(rel.rpartition("/")[0], limits), rel, own)
+        self._eff[rel] = result
+        return result
+
+    def _walk(
+        self,
+        rel: str,
+        parent: KubeRef | None,
+        include_all: bool,
+        with_pids: bool,
+        entries: list[CgroupEntry],
+        limits: dict[str, int | None],
+        counts: list[int],
+    ) -> None:
+        directory = self._root + rel
+        try:
+            it = os.scandir(directory or "/")
+        except FileNotFoundError:
+            counts[0] += 1
+            return
+        except OSError as err:
+            if err.errno in VANISHED_ERRNOS:
+                counts[0] += 1
+                return
+            raise translate_oserror(err, directory, "list") from err
+        with it:
+            children = [e.name for e in it if e.is_dir(follow_symlinks=False)]
+        for name in children:
+            if is_conmon(name):
+                continue
+            child = f"{rel}/{name}"
+            ref = parse_cgroup_path(child) if (parent is not None or "kubepods" in child) else None
+            container = ref is not None and ref.level == "container"
+            if container or include_all:
+                self._entry(child, ref, with_pids, entries, limits, counts)
+            if not container or include_all:
+                self._walk(child, ref, include_all, with_pids, entries, limits, counts)
+
+    def _entry(
+        self,
+        rel: str,
+        ref: KubeRef | None,
+        with_pids: bool,
+        entries: list[CgroupEntry],
+        limits: dict[str, int | None],
+        counts: list[int],
+    ) -> None:
+        directory = self._root + rel
+        try:
+            reading = self._reading(directory)
+            pids = self._pids(directory) if with_pids else None
+        except _Gone:
+            counts[0] += 1
+            return
+        except ParseError as err:
+            counts[1] += 1
+            entries.append(CgroupEntry(rel, ref, None, self._effective(rel, limits), error=str(err)))
+            return
+        except OSError as err:
+            if err.errno in (errno.EACCES, errno.EPERM):
+                raise translate_oserror(err, directory) from err
+            counts[1] += 1
+            entries.append(
+                CgroupEntry(rel, ref, None, self._effective(rel, limits), error=f"{rel}: {err.strerror}")
+            )
+            return
+        limits[rel] = reading.limit_bytes
+        entries.append(CgroupEntry(rel, ref, reading, self._effective(rel, limits), pids=pids))
+
+    @staticmethod
+    def _pids(directory: str) -> tuple[int, ...]:
+        text = _read_file(f"{directory}/cgroup.procs")
+        if text is None:
+            raise _Gone
+        return tuple(int(p) for p in text.split())
+
+
+def sweep(host_root: Path | str = Path("/"), include_all: bool = False, with_pids: bool = False) -> Sweep:
+    """Detect the layout under ``host_root`` and sweep it once (see ``CgroupWalker.sweep``)."""
+    return CgroupWalker(detect_layout(host_root)).sweep(include_all=include_all, with_pids=with_pids)
