@@ -1,0 +1,590 @@
+"""Explain one OOM ``Incident`` in plain language (pure).
+
+``diagnose()`` first reduces the incident to ``Facts`` (scope, limit, what was charged, who died and
+why), then runs the ``RULES`` table: each rule is a name, a test on the facts and the sentence it
+adds. Add a rule by adding a row; nothing else needs to change.
+
+Where the facts come from:
+
+- scope: ``oom_memcg`` (the cgroup whose limit was hit) against ``task_memcg`` (the victim's) in the
+  ``oom-kill:`` summary (≥4.19) or ``Task in X killed as a result of limit of Y`` (older); a global OOM
+  has ``oom_memcg`` absent (``global_oom``) and prints ``Out of memory:``. Kubernetes levels come from
+  ``oomsight.core.kubepath.parse_cgroup_path``.
+- charged memory: the OOM memcg's stats block. cgroup v1 (Documentation/admin-guide/cgroup-v1/
+  memory.rst): ``rss`` (anon, incl. THP), ``cache`` (page cache incl. tmpfs/shmem), ``shmem``;
+  kernel memory from the ``kmem:`` usage line. v2 (cgroup-v2.rst ``memory.stat``): ``anon``,
+  ``file`` (incl. ``shmem``), ``shmem``, ``kernel`` (≥5.18; else ``kernel_stack + pagetables +
+  percpu + sock + vmalloc + slab``). ``file`` below always excludes shmem, so the four add up.
+- who is killed: ``oom_badness`` (mm/oom_kill.c) = rss + swap entries + page tables / PAGE_SIZE, plus
+  ``oom_score_adj × totalpages / 1000``; -1000 exempts a task.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC
+from typing import Any, Literal
+
+from oomsight.core.kubepath import KubeRef, parse_cgroup_path
+from oomsight.core.oomreport import Incident, TaskRow, Victim
+
+Scope = Literal["container", "pod", "ancestor", "node"]
+Kind = Literal["anon", "file", "shmem", "kernel"]
+KINDS: tuple[Kind, ...] = ("anon", "file", "shmem", "kernel")
+PAGE = 4096
+UNLIMITED = 1 << 60  # v1 prints 9007199254740988kB (PAGE_COUNTER_MAX) for "no limit"
+
+KIND_WORDS: dict[Kind, str] = {
+    "anon": "anonymous memory (heap, stacks: what the processes allocated)",
+    "file": "page cache (file contents read or written)",
+    "shmem": "shmem/tmpfs (files in an emptyDir with medium: Memory, /dev/shm, shared memory)",
+    "kernel": "kernel memory (slab, page tables, kernel stacks, sockets)",
+}
+
+
+def human(n: int | None) -> str:
+    """Bytes as the kernel's own units a person reads: 1.5 GiB, 96.0 MiB, 412 KiB."""
+    if n is None:
+        return "unknown"
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20)):
+        if abs(n) >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n // 1024} KiB" if abs(n) >= 1024 else f"{n} B"
+
+
+@dataclass(frozen=True, slots=True)
+class Charged:
+    """Memory charged to the cgroup that hit its limit (or the node), bytes; None when not printed."""
+
+    anon: int | None = None
+    file: int | None = None
+    shmem: int | None = None
+    kernel: int | None = None
+    swap: int | None = None
+
+    def get(self, kind: Kind) -> int | None:
+        return getattr(self, kind)  # type: ignore[no-any-return]
+
+    @property
+    def total(self) -> int:
+        return sum(self.get(k) or 0 for k in KINDS)
+
+
+@dataclass(frozen=True, slots=True)
+class Facts:
+    """What the report establishes, before any wording."""
+
+    incident: Incident
+    victim: Victim
+    scope: Scope | None
+    oom_ref: KubeRef | None
+    task_ref: KubeRef | None
+    limit_bytes: int | None
+    usage_bytes: int | None
+    charged: Charged
+    dominant: Kind | None
+    container_survived: bool | None
+    survivors: tuple[TaskRow, ...]
+    chosen_by_oom_score_adj: bool
+    bigger: TaskRow | None
+    """With ``chosen_by_oom_score_adj``: the bigger process that was spared."""
+    victim_row: TaskRow | None
+    child_of_selected: bool
+    arena_mappings: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Diagnosis:
+    """The answer for one incident; ``as_json()`` is the documented ``incidents[]`` item."""
+
+    facts: Facts
+    explanation: str
+    advice: tuple[str, ...]
+    rules: tuple[str, ...]
+    """Names of the rules that fired, for tests and for grouping."""
+
+    @property
+    def scope(self) -> Scope | None:
+        return self.facts.scope
+
+    @property
+    def dominant(self) -> Kind | None:
+        return self.facts.dominant
+
+    @property
+    def container_survived(self) -> bool | None:
+        return self.facts.container_survived
+
+    @property
+    def chosen_by_oom_score_adj(self) -> bool:
+        return self.facts.chosen_by_oom_score_adj
+
+    @property
+    def pod_uid(self) -> str | None:
+        ref = self.facts.task_ref or self.facts.oom_ref
+        return ref.pod_uid if ref else None
+
+    @property
+    def container_id(self) -> str | None:
+        ref = self.facts.task_ref
+        return ref.container_id if ref else None
+
+    def as_json(self) -> dict[str, Any]:
+        f = self.facts
+        inc, v = f.incident, f.victim
+        wall = inc.wall
+        time: str | None = None
+        if wall is not None:
+            time = (
+                wall.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+                if wall.tzinfo is not None
+                else wall.isoformat()
+            )
+        return {
+            "time": time,
+            "seq": inc.seq,
+            "monotonic_usec": inc.usec,
+            "scope": f.scope,
+            "oom_cgroup": inc.oom_memcg,
+            "task_cgroup": inc.task_memcg,
+            "pod_uid": self.pod_uid,
+            "container_id": self.container_id,
+            "victim": {
+                "pid": v.pid,
+                "comm": v.comm,
+                "anon_rss_bytes": v.anon_rss_bytes,
+                "file_rss_bytes": v.file_rss_bytes,
+                "shmem_rss_bytes": v.shmem_rss_bytes,
+                "oom_score_adj": _victim_adj(f),
+                "total_vm_bytes": v.total_vm_bytes,
+                "uid": v.uid,
+            },
+            "also_killed": [{"pid": o.pid, "comm": o.comm} for o in inc.victims[1:]],
+            "limit_bytes": f.limit_bytes,
+            "usage_bytes": f.usage_bytes,
+            "charged": {k: f.charged.get(k) for k in KINDS},
+            "dominant": f.dominant,
+            "container_survived": f.container_survived,
+            "chosen_by_oom_score_adj": f.chosen_by_oom_score_adj,
+            "group_kill": inc.group_kill,
+            "explanation": self.explanation,
+            "advice": list(self.advice),
+            "rules": list(self.rules),
+            "kernel": {
+                "release": inc.kernel,
+                "constraint": inc.constraint,
+                "trigger": inc.trigger.comm if inc.trigger else None,
+                "gfp_mask": inc.trigger.gfp_mask if inc.trigger else None,
+                "order": inc.trigger.order if inc.trigger else None,
+                "header_missing": inc.header_missing,
+            },
+            "evidence": [text for _, text in inc.evidence if not text.startswith("[")][:40],
+        }
+
+
+def _victim_adj(f: Facts) -> int | None:
+    if f.victim.oom_score_adj is not None:
+        return f.victim.oom_score_adj
+    return f.victim_row.oom_score_adj if f.victim_row else None
+
+
+# --- facts ---------------------------------------------------------------------------------------
+
+
+def _scope(inc: Incident, oom_ref: KubeRef | None, task_ref: KubeRef | None) -> Scope | None:
+    if inc.node_wide:
+        return "node"
+    oom, task = inc.oom_memcg, inc.task_memcg
+    if oom is None:
+        return None
+    if oom == "/" and inc.constraint != "CONSTRAINT_MEMCG":
+        return "node"
+    if task is None or oom == task:
+        if oom_ref is not None and oom_ref.level == "pod":
+            return "pod"
+        return "container" if oom_ref is None or oom_ref.level == "container" else "ancestor"
+    if oom_ref is not None and oom_ref.level == "pod":
+        return "pod"
+    return "ancestor"
+
+
+def _charged(inc: Incident) -> Charged:
+    kmem = inc.counter("kmem")
+    kernel_v1 = kmem.usage_bytes if kmem else None
+    if not inc.memcg_stats:
+        if inc.meminfo:
+            mi = dict(inc.meminfo)
+            anon = (mi.get("active_anon", 0) + mi.get("inactive_anon", 0)) * PAGE
+            shmem = mi.get("shmem", 0) * PAGE
+            file = max((mi.get("active_file", 0) + mi.get("inactive_file", 0)) * PAGE - shmem, 0)
+            kern = (
+                mi.get("slab_reclaimable", 0) + mi.get("slab_unreclaimable", 0) + mi.get("pagetables", 0)
+            ) * PAGE
+            return Charged(anon=max(anon - shmem, 0), file=file, shmem=shmem, kernel=kern)
+        return Charged(kernel=kernel_v1)
+    first = dict(inc.memcg_stats[0][1])
+    if inc.stats_format == "v2" or ("anon" in first and "rss" not in first):
+        shmem = first.get("shmem", 0)
+        kernel = first.get("kernel")
+        if kernel is None:
+            kernel = sum(
+                first.get(k, 0) for k in ("kernel_stack", "pagetables", "percpu", "sock", "vmalloc", "slab")
+            )
+        return Charged(
+            anon=first.get("anon"),
+            file=max(first.get("file", 0) - shmem, 0),
+            shmem=shmem,
+            kernel=kernel,
+            swap=first.get("swap"),
+        )
+    if "total_rss" in first:
+        stats = {k[6:]: v for k, v in first.items() if k.startswith("total_")}
+    elif inc.stats_format == "v1-line":
+        # One line per cgroup of the subtree, each with its own (local) numbers: sum them.
+        stats = {}
+        for _, kv in inc.memcg_stats:
+            for k, v in kv:
+                stats[k] = stats.get(k, 0) + v
+    else:
+        stats = first
+    shmem_v = stats.get("shmem")
+    cache = stats.get("cache")
+    file_v = None if cache is None else max(cache - (shmem_v or 0), 0)
+    return Charged(anon=stats.get("rss"), file=file_v, shmem=shmem_v, kernel=kernel_v1, swap=stats.get("swap"))
+
+
+def _dominant(c: Charged) -> Kind | None:
+    present = [(c.get(k) or 0, k) for k in KINDS]
+    best = max(present)
+    return best[1] if best[0] > 0 else None
+
+
+def _victim_row(inc: Incident) -> TaskRow | None:
+    return next((t for t in inc.tasks if t.pid == inc.victim.pid), None)
+
+
+def _survival(
+    inc: Incident, scope: Scope | None, row: TaskRow | None
+) -> tuple[bool | None, tuple[TaskRow, ...]]:
+    """Did the victim's container live on? True when other tasks of it remained (a child was killed)."""
+    if inc.group_kill:
+        return False, ()
+    killed = {v.pid for v in inc.victims}
+    if inc.selected_pid is not None and inc.selected_pid not in killed:
+        # ≤5.0: the kernel chose N and killed its child M; N lives on.
+        alive = tuple(t for t in inc.tasks if t.pid == inc.selected_pid)
+        return True, alive
+    if not inc.tasks:
+        return None, ()
+    # The pause container's process is never the workload; it does not keep a container alive.
+    others = tuple(t for t in inc.tasks if t.pid not in killed and t.name != "pause")
+    if scope != "container":
+        # The table lists the whole OOM cgroup, other containers included: only "alone" is sure.
+        return (False, ()) if not others else (None, ())
+    if not others:
+        return False, ()
+    # The container's first process (its PID 1) is the oldest: if it was killed the container dies.
+    victim_pid = inc.victim.pid
+    older = tuple(t for t in others if t.pid < victim_pid)
+    if row is not None and not older:
+        return False, others
+    return True, others
+
+
+def _score_adj_choice(inc: Incident, row: TaskRow | None) -> tuple[bool, TaskRow | None]:
+    if row is None or row.oom_score_adj is None:
+        return False, None
+    bigger = [
+        t
+        for t in inc.tasks
+        if t.pid != row.pid
+        and t.oom_score_adj is not None
+        and t.oom_score_adj != -1000
+        and t.badness_pages > row.badness_pages
+        and t.oom_score_adj < row.oom_score_adj
+    ]
+    if not bigger:
+        return False, None
+    return True, max(bigger, key=lambda t: t.badness_pages)
+
+
+def facts(incident: Incident, *, arena_mappings: int | None = None) -> Facts:
+    oom_ref = parse_cgroup_path(incident.oom_memcg) if incident.oom_memcg else None
+    task_ref = parse_cgroup_path(incident.task_memcg) if incident.task_memcg else None
+    scope = _scope(incident, oom_ref, task_ref)
+    mem = incident.counter("memory")
+    limit: int | None = None
+    usage: int | None = None
+    if mem is not None and scope != "node":
+        limit = mem.limit_bytes if mem.limit_bytes < UNLIMITED else None
+        usage = mem.usage_bytes
+    elif scope == "node":
+        ram = dict(incident.meminfo).get("totalram_pages")
+        limit = ram * PAGE if ram else None
+    charged = _charged(incident)
+    row = _victim_row(incident)
+    survived, survivors = _survival(incident, scope, row)
+    by_adj, bigger = _score_adj_choice(incident, row)
+    return Facts(
+        incident=incident,
+        victim=incident.victim,
+        scope=scope,
+        oom_ref=oom_ref,
+        task_ref=task_ref,
+        limit_bytes=limit,
+        usage_bytes=usage,
+        charged=charged,
+        dominant=_dominant(charged),
+        container_survived=survived,
+        survivors=survivors,
+        chosen_by_oom_score_adj=by_adj,
+        bigger=bigger,
+        victim_row=row,
+        child_of_selected=incident.selected_pid is not None and incident.selected_pid != incident.victim.pid,
+        arena_mappings=arena_mappings,
+    )
+
+
+# --- wording -------------------------------------------------------------------------------------
+
+
+def _who(f: Facts) -> str:
+    v = f.victim
+    return f"{v.comm} (pid {v.pid})"
+
+
+def _cgroup_name(ref: KubeRef | None, path: str | None) -> str:
+    if ref is not None and ref.level == "container" and ref.container_id:
+        return f"container {ref.container_id[:12]} of pod {ref.pod_uid}"
+    if ref is not None and ref.level == "pod":
+        return f"pod {ref.pod_uid}"
+    if ref is not None:
+        return f"the {ref.level} cgroup {path}"
+    return f"cgroup {path}" if path else "an unnamed cgroup"
+
+
+def _headline(f: Facts) -> str:
+    inc = f.incident
+    limit = human(f.limit_bytes) if f.limit_bytes is not None else "its"
+    if f.scope == "node":
+        ram = f" ({human(f.limit_bytes)} of RAM)" if f.limit_bytes else ""
+        return (
+            f"{_who(f)} was killed because the whole node ran out of memory{ram}: no cgroup limit was hit, "
+            "the kernel picked the process with the highest OOM score on the machine."
+        )
+    where = _cgroup_name(f.oom_ref, inc.oom_memcg)
+    if f.scope == "container":
+        return f"{_who(f)} was killed because {where} reached its own memory limit of {limit}."
+    victim_in = _cgroup_name(f.task_ref, inc.task_memcg)
+    if f.scope == "pod":
+        return (
+            f"{_who(f)} in {victim_in} was killed because the pod-level limit of {limit} was reached "
+            f"({where}): the containers together used more than the pod may, even if each stayed "
+            "under its own limit."
+        )
+    if f.scope == "ancestor":
+        return (
+            f"{_who(f)} in {victim_in} was killed because an ancestor cgroup ({inc.oom_memcg}) reached "
+            f"its limit of {limit}: a limit above the container, not the container's own, was hit."
+        )
+    if inc.header_missing:
+        return (
+            f"{_who(f)} was killed by the kernel's OOM killer; the report's header was not printed "
+            "(the kernel rate-limits it during an OOM storm), so the cgroup and limit are unknown."
+        )
+    return f"{_who(f)} was killed by the kernel's OOM killer."
+
+
+def _breakdown(f: Facts) -> str:
+    c = f.charged
+    if c.total <= 0:
+        return ""
+    parts = [f"{human(c.get(k))} {k}" for k in KINDS if c.get(k) is not None]
+    dom = f.dominant
+    share = (c.get(dom) or 0) * 100 // max(c.total, 1) if dom else 0
+    where = "on the node" if f.scope == "node" else "charged to that cgroup"
+    text = f"Memory {where}: {', '.join(parts)}."
+    if dom is not None:
+        text += f" {share}% of it was {KIND_WORDS[dom]}."
+    return text
+
+
+def _victim_line(f: Facts) -> str:
+    v = f.victim
+    if v.anon_rss_bytes is None:
+        return ""
+    bits = [f"{human(v.anon_rss_bytes)} anon"]
+    if v.file_rss_bytes is not None:
+        bits.append(f"{human(v.file_rss_bytes)} file")
+    if v.shmem_rss_bytes is not None:
+        bits.append(f"{human(v.shmem_rss_bytes)} shmem")
+    adj = _victim_adj(f)
+    adj_s = f", oom_score_adj {adj}" if adj is not None else ""
+    return f"The victim held {', '.join(bits)} resident{adj_s}."
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One diagnosis rule: when ``applies(facts)``, add ``say(facts)`` and maybe ``advise(facts)``."""
+
+    name: str
+    applies: Callable[[Facts], bool]
+    say: Callable[[Facts], str]
+    advise: Callable[[Facts], str] | None = None
+
+
+def _pct(part: int | None, whole: int) -> int:
+    return (part or 0) * 100 // whole if whole > 0 else 0
+
+
+RULES: tuple[Rule, ...] = (
+    Rule(
+        "child_killed",
+        lambda f: f.container_survived is True,
+        lambda f: (
+            "Other processes of the container kept running"
+            + (f" (e.g. {f.survivors[0].name}, pid {f.survivors[0].pid})" if f.survivors else "")
+            + ": a child process was killed, not the container's main process, so Kubernetes will not "
+            "report this kill (no OOMKilled status, no restart) and the container may now be half-broken."
+        ),
+        lambda f: (
+            "make the main process notice its child's death (or run one process per container) "
+            "so the container fails visibly"
+        ),
+    ),
+    Rule(
+        "container_died",
+        lambda f: f.container_survived is False and not f.incident.group_kill,
+        lambda f: (
+            "It was the only (or the first) process of its container, so the container exits and "
+            "Kubernetes reports OOMKilled."
+        ),
+    ),
+    Rule(
+        "group_kill",
+        lambda f: f.incident.group_kill,
+        lambda f: (
+            f"memory.oom.group is set on {f.incident.group_cgroup}, so all {len(f.incident.victims)} of its "
+            "processes were killed together (Kubernetes 1.28+ on cgroup v2 sets this per container)."
+        ),
+    ),
+    Rule(
+        "score_adj",
+        lambda f: f.chosen_by_oom_score_adj and f.bigger is not None,
+        lambda f: (
+            f"oom_score_adj decided who died: {f.bigger.name} (pid {f.bigger.pid}) was bigger "  # type: ignore[union-attr]
+            f"({human(f.bigger.badness_pages * PAGE)} vs {human(f.victim_row.badness_pages * PAGE)}) "  # type: ignore[union-attr]
+            f"but its oom_score_adj {f.bigger.oom_score_adj} is lower than the victim's "  # type: ignore[union-attr]
+            f"{f.victim_row.oom_score_adj}, so the smaller process was sacrificed."  # type: ignore[union-attr]
+        ),
+        lambda f: (
+            "check the QoS class and oom_score_adj of the processes sharing this limit "
+            "(Kubernetes sets 1000 for BestEffort, -997 for Guaranteed)"
+        ),
+    ),
+    Rule(
+        "sacrifice_child",
+        lambda f: f.child_of_selected,
+        lambda f: (
+            f"The kernel chose {f.incident.selected_comm} (pid {f.incident.selected_pid}, score "
+            f"{f.incident.selected_score}) and killed its child {f.victim.comm} (pid {f.victim.pid}) "
+            "instead (kernels before 5.1 sacrifice a child first)."
+        ),
+    ),
+    Rule(
+        "shmem",
+        lambda f: f.dominant == "shmem" or _pct(f.charged.shmem, f.charged.total) >= 30,
+        lambda f: (
+            f"{human(f.charged.shmem)} was shmem/tmpfs: files in a memory-backed emptyDir or /dev/shm count "
+            "against the limit and cannot be reclaimed without swap."
+        ),
+        lambda f: (
+            "move the emptyDir off `medium: Memory` (or give it a sizeLimit) and delete files "
+            "you no longer need from /dev/shm"
+        ),
+    ),
+    Rule(
+        "page_cache",
+        lambda f: f.dominant == "file",
+        lambda f: (
+            "Page cache dominated. Clean page cache is reclaimable, so an OOM with mostly file pages means "
+            "something pinned it: dirty pages waiting for slow writeback, mlocked or mapped files in use."
+        ),
+        lambda f: "look for heavy writes (dirty pages) or mmap'd files; a higher limit only buys time",
+    ),
+    Rule(
+        "kernel",
+        lambda f: f.dominant == "kernel" or _pct(f.charged.kernel, f.charged.total) >= 30,
+        lambda f: (
+            f"{human(f.charged.kernel)} was kernel memory (slab: dentries/inodes, sockets, page tables): "
+            "it counts against the limit but no process shows it in its RSS."
+        ),
+        lambda f: (
+            "look for many open files, sockets or processes; on RHEL 7 kernels, kmem accounting "
+            "switched on by runc leaks slab"
+        ),
+    ),
+    Rule(
+        "anon",
+        lambda f: f.dominant == "anon" and f.scope in ("container", "pod", "ancestor"),
+        lambda f: "Anonymous memory (what the processes allocated) filled the limit.",
+        lambda f: (
+            "raise the pod-level limit (or lower the other containers' usage)"
+            if f.scope == "pod"
+            else f"raise the limit on {f.incident.oom_memcg}"
+            if f.scope == "ancestor"
+            else "raise the container's memory limit above its real peak, or cut its heap "
+            "(for a JVM: -Xmx/MaxRAMPercentage leave room for off-heap memory)"
+        ),
+    ),
+    Rule(
+        "arenas",
+        lambda f: (f.arena_mappings or 0) >= 8,
+        lambda f: (
+            f"{f.arena_mappings} glibc malloc arenas of 64 MiB were mapped in the victim: glibc makes up to "
+            "8 per CPU core of the host, not of the container's quota."
+        ),
+        lambda f: "cap glibc arenas with MALLOC_ARENA_MAX=2 (or use jemalloc/tcmalloc)",
+    ),
+    Rule(
+        "node",
+        lambda f: f.scope == "node",
+        lambda f: "No cgroup limit protected the node: the sum of what runs there exceeded its RAM.",
+        lambda f: (
+            "set memory limits on every pod (and requests that match), reserve memory for the system "
+            "(kubelet --system-reserved / --kube-reserved) and check for overcommitted nodes"
+        ),
+    ),
+    Rule(
+        "rate_limited",
+        lambda f: f.incident.header_missing,
+        lambda f: (
+            "Only the kill line was printed; the rest of the report was suppressed by the kernel's "
+            "rate limit, so some numbers are unknown."
+        ),
+    ),
+)
+
+
+def diagnose(incident: Incident, *, arena_mappings: int | None = None) -> Diagnosis:
+    """Explain ``incident``. ``arena_mappings``: 64 MiB glibc arena mappings counted in the victim's
+    smaps by a live reader (only then is MALLOC_ARENA_MAX advised)."""
+    f = facts(incident, arena_mappings=arena_mappings)
+    sentences = [_headline(f)]
+    if f.usage_bytes is not None and f.limit_bytes is not None and f.scope != "node":
+        sentences.append(f"Usage was {human(f.usage_bytes)} of {human(f.limit_bytes)}.")
+    for s in (_breakdown(f), _victim_line(f)):
+        if s:
+            sentences.append(s)
+    fired: list[str] = []
+    advice: list[str] = []
+    for rule in RULES:
+        if rule.applies(f):
+            fired.append(rule.name)
+            sentences.append(rule.say(f))
+            if rule.advise is not None:
+                advice.append(rule.advise(f))
+    if advice:
+        sentences.append("Fix to consider: " + "; ".join(advice) + ".")
+    return Diagnosis(facts=f, explanation=" ".join(sentences), advice=tuple(advice), rules=tuple(fired))
