@@ -1,0 +1,163 @@
+"""``oomsight top``: containers sorted by working set ÷ effective limit, with what their memory is.
+
+The working set is cAdvisor's (what the kubelet evicts on and what ``kubectl top`` shows); the
+effective limit is the tightest limit between the container and the root, so a pod limit tighter than
+the container's shows up as the limit that will actually be hit. ``--json`` is a contract (README).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from oomsight.core.memory import breakdown
+from oomsight.host.cgroupfs import CgroupEntry, CgroupWalker, Sweep, detect_layout
+
+HELP = "containers sorted by working set / effective limit, with what the memory is"
+
+_UNITS = ("B", "Ki", "Mi", "Gi", "Ti")
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--host-root",
+        type=Path,
+        default=Path("/"),
+        help="where the host's / is mounted: / on a node (default), /host in a pod",
+    )
+    parser.add_argument("--json", action="store_true", help="print the JSON document (see README)")
+    parser.add_argument(
+        "--all", action="store_true", help="also list cgroups outside Kubernetes (system services, ...)"
+    )
+
+
+def human(n: int | None) -> str:
+    """Bytes in binary units with three significant digits: ``1.5Gi``, ``312Mi``, ``-`` for unknown."""
+    if n is None:
+        return "-"
+    value = float(n)
+    for unit in _UNITS:
+        if value < 1024 or unit == _UNITS[-1]:
+            if unit == "B":
+                return f"{int(value)}B"
+            return f"{value:.1f}{unit}" if value < 10 else f"{value:.0f}{unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def ratio(entry: CgroupEntry) -> float | None:
+    """Working set ÷ effective limit; None without a reading or a limit."""
+    if entry.reading is None or not entry.limit.limit_bytes:
+        return None
+    return entry.reading.working_set_bytes / entry.limit.limit_bytes
+
+
+def sort_key(entry: CgroupEntry) -> tuple[int, float, int, str]:
+    """Closest to its limit first; then unlimited ones by working set; unreadable ones last."""
+    r = ratio(entry)
+    if entry.reading is None:
+        return (2, 0.0, 0, entry.path)
+    if r is None:
+        return (1, 0.0, -entry.reading.working_set_bytes, entry.path)
+    return (0, -r, -entry.reading.working_set_bytes, entry.path)
+
+
+def container_json(entry: CgroupEntry) -> dict[str, Any]:
+    """One element of ``containers[]`` (the README documents every field)."""
+    kube = entry.kube
+    reading = entry.reading
+    r = ratio(entry)
+    return {
+        "cgroup": entry.path,
+        "pod_uid": kube.pod_uid if kube else None,
+        "container_id": kube.container_id if kube else None,
+        "runtime": kube.runtime if kube else None,
+        "qos": kube.qos if kube else None,
+        "working_set_bytes": reading.working_set_bytes if reading else None,
+        "usage_bytes": reading.usage_bytes if reading else None,
+        "limit_bytes": entry.limit.limit_bytes,
+        "limit_level": entry.limit.level,
+        "limit_cgroup": entry.limit.path,
+        "working_set_ratio": None if r is None else round(r, 4),
+        "breakdown": breakdown(reading).as_dict() if reading else None,
+        "oom_kills": reading.oom_kills if reading else None,
+        "processes": {"count": len(entry.pids)} if entry.pids is not None else None,
+        "error": entry.error,
+    }
+
+
+def document(sweep: Sweep) -> dict[str, Any]:
+    layout = sweep.layout
+    return {
+        "host_root": str(layout.host_root),
+        "cgroup_version": layout.version,
+        "memory_cgroup_version": layout.memory_version,
+        "memory_root": str(layout.memory_root),
+        "cgroup_driver": layout.driver,
+        "vanished": sweep.vanished,
+        "errors": sweep.errors,
+        "containers": [container_json(e) for e in sorted(sweep.entries, key=sort_key)],
+    }
+
+
+def _name(entry: CgroupEntry) -> tuple[str, str, str]:
+    kube = entry.kube
+    if kube is None or kube.pod_uid is None:
+        return entry.path, "", ""
+    cid = (kube.container_id or "")[:12]
+    return kube.pod_uid, cid, kube.qos or ""
+
+
+def table(sweep: Sweep) -> str:
+    header = (
+        "POD UID or CGROUP", "CONTAINER", "QOS", "WORKSET", "LIMIT", "LEVEL", "USE%",
+        "ANON", "ACT_FILE", "INACT_FILE", "SHMEM", "KERNEL", "SWAP", "PIDS",
+    )
+    rows: list[tuple[str, ...]] = [header]
+    broken: list[CgroupEntry] = []
+    for e in sorted(sweep.entries, key=sort_key):
+        if e.reading is None:
+            broken.append(e)
+            continue
+        b = breakdown(e.reading)
+        r = ratio(e)
+        pod, cid, qos = _name(e)
+        rows.append((
+            pod, cid, qos,
+            human(e.reading.working_set_bytes),
+            human(e.limit.limit_bytes) if e.limit.limit_bytes is not None else "none",
+            e.limit.level or "",
+            f"{r * 100:.0f}%" if r is not None else "",
+            human(b.anon), human(b.active_file), human(b.inactive_file), human(b.shmem),
+            human(b.kernel), human(b.swap),
+            str(len(e.pids)) if e.pids is not None else "",
+        ))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) if i < 3 or i == 5 else c.rjust(w)
+                       for i, (c, w) in enumerate(zip(row, widths, strict=True))).rstrip()
+             for row in rows]
+    if len(rows) == 1:
+        lines.append("(no container cgroups found; --all lists every memory cgroup)")
+    for e in broken:
+        lines.append(f"unreadable: {e.path}: {e.error}")
+    layout = sweep.layout
+    lines.append(
+        f"cgroup {layout.version} (memory {layout.memory_version}, driver {layout.driver}) at "
+        f"{layout.memory_root}: {len(sweep.entries)} cgroups, {sweep.vanished} vanished, "
+        f"{sweep.errors} unreadable"
+    )
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    walker = CgroupWalker(detect_layout(args.host_root))
+    result = walker.sweep(include_all=args.all, with_pids=True)
+    if args.json:
+        json.dump(document(result), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        print(table(result))
+    return 0
