@@ -1,0 +1,287 @@
+"""Node checks, table-driven over captured/assembled host roots in tests/fixtures/node/<case>/.
+
+Each case directory is a host root (proc/..., sys/...) with a SOURCE note saying which kernel it is and
+where every file came from. The whole path runs: files -> ``read_node_facts`` -> ``node_findings``.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from oomsight.core.errors import ParseError
+from oomsight.core.findings import Finding
+from oomsight.core.node import (
+    MemoryCgroups,
+    NodeFacts,
+    dying_memcgs_v2,
+    node_findings,
+    parse_cgroup_stat,
+    parse_cmdline,
+    parse_kernel_release,
+    parse_meminfo,
+    parse_overcommit,
+    parse_pressure,
+    parse_proc_cgroups,
+    parse_thp_mode,
+)
+from oomsight.host.errors import WrongHostRoot
+from oomsight.host.nodeinfo import read_node_facts
+
+FIXTURES = Path(__file__).parent / "fixtures" / "node"
+
+CASES = {
+    # case: (kernel, cgroup_version, driver, kmem_accounting, (counted, live, dying), {finding id: severity})
+    "hybrid-6.18-this-machine": (
+        "6.18.44-fc-v657", "hybrid", "unknown", True, (50, 11, 39),
+        {"kmem-accounting-on": "info", "memcg-dying": "info", "swap-off": "info"},
+    ),
+    "centos7-3.10-kmem-leak": (
+        "3.10.0-693.17.1.el7.x86_64", "v1", "cgroupfs", True, (64734, 9, 64725),
+        {
+            "kmem-leak-kernel": "critical",
+            "memcg-id-limit": "critical",
+            "kernel-old-memcg": "warning",
+            "kmem-accounting-on": "warning",
+            "memcg-dying": "warning",
+            "swap-off": "info",
+            "thp-always": "info",
+            "overcommit-always": "info",
+            "psi-unavailable": "info",
+        },
+    ),
+    "rhel7.9-3.10-nokmem": (
+        "3.10.0-1160.el7.x86_64", "v1", "systemd", False, (34, 9, 25),
+        {
+            "kernel-old-memcg": "warning",
+            "memcg-dying": "info",
+            "swap-on": "warning",
+            "thp-always": "info",
+            "overcommit-always": "info",
+            "psi-unavailable": "info",
+        },
+    ),
+    "ubuntu22.04-5.15-v2": (
+        "5.15.0-91-generic", "v2", "systemd", True, (2462, 12, 2450),
+        {
+            "kmem-accounting-on": "info",
+            "memcg-dying": "warning",
+            "memory-pressure": "warning",
+            "swap-on": "info",
+            "overcommit-always": "info",
+        },
+    ),
+}
+
+
+def test_every_fixture_has_a_source_note() -> None:
+    cases = sorted(p.name for p in FIXTURES.iterdir() if p.is_dir())
+    assert cases == sorted(CASES)
+    for case in cases:
+        source = (FIXTURES / case / "SOURCE").read_text()
+        assert source.startswith("kernel: "), case
+        assert "http" in source or "captured" in source, case
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_fixture_facts_and_findings(case: str) -> None:
+    kernel, version, driver, kmem, (counted, live, dying), expected = CASES[case]
+    facts = read_node_facts(FIXTURES / case)
+    assert facts.errors == ()
+    assert facts.kernel is not None and facts.kernel.release == kernel
+    assert facts.cgroup_version == version
+    assert facts.driver == driver
+    assert facts.kmem_accounting is kmem
+    assert facts.memory_cgroups == MemoryCgroups(counted=counted, live=live, dying=dying)
+    findings = node_findings(facts)
+    assert {f.id: f.severity for f in findings} == expected
+    ranks = [f.rank for f in findings]
+    assert ranks == sorted(ranks, reverse=True)  # most urgent first
+    for f in findings:
+        assert f.message.endswith(".") and f.evidence
+        if f.severity != "info":
+            assert f.fix, f.id
+
+
+def test_leak_finding_cites_its_sources_and_numbers() -> None:
+    findings = {f.id: f for f in node_findings(read_node_facts(FIXTURES / "centos7-3.10-kmem-leak"))}
+    leak = findings["kmem-leak-kernel"]
+    ev = dict(leak.evidence)
+    assert ev["rhel_build"] == "693"
+    assert ev["source"] == "https://github.com/kubernetes/kubernetes/issues/61937"
+    assert "nokmem" in leak.fix
+    ids = findings["memcg-id-limit"]
+    assert "64734" in ids.message and "801 left" in ids.message
+
+
+def _facts(**kw: object) -> NodeFacts:
+    base: dict[str, object] = {
+        "kernel": parse_kernel_release("5.15.0-91-generic"),
+        "cgroup_version": "v1",
+        "memory_version": "v1",
+        "driver": "cgroupfs",
+        "cmdline": parse_cmdline("ro quiet"),
+        "memory_cgroups": MemoryCgroups(None, None, None),
+    }
+    base.update(kw)
+    return NodeFacts(**base)  # type: ignore[arg-type]
+
+
+def _ids(facts: NodeFacts) -> dict[str, str]:
+    return {f.id: f.severity for f in node_findings(facts)}
+
+
+@pytest.mark.parametrize(
+    ("counted", "live", "expected"),
+    [
+        (20, 11, {"memcg-dying": "info"}),  # a few dying: normal
+        (1400, 600, {"memcg-dying": "info"}),  # 800 dying but < 2x live
+        (1300, 400, {"memcg-dying": "warning"}),  # 900 dying > 2x live and >= 500
+        (450, 10, {"memcg-dying": "info"}),  # 440 dying: > 2x live but under the 500 floor
+        (32768, 32768, {"memcg-id-limit": "warning"}),  # half the IDs, all live
+        (58982, 100, {"memcg-id-limit": "critical", "memcg-dying": "warning"}),  # 90%
+        (11, 11, {}),
+    ],
+)
+def test_memcg_thresholds(counted: int, live: int, expected: dict[str, str]) -> None:
+    facts = _facts(memory_cgroups=MemoryCgroups(counted, live, max(counted - live, 0)))
+    got = {k: v for k, v in _ids(facts).items() if k.startswith("memcg")}
+    assert got == expected
+
+
+@pytest.mark.parametrize(
+    ("release", "cmdline", "usage", "slab", "kmem", "leak"),
+    [
+        ("3.10.0-957.1.3.el7.x86_64", "ro", 5 << 20, True, True, "critical"),
+        ("3.10.0-957.1.3.el7.x86_64", "ro", None, None, None, "warning"),  # cannot tell: warn
+        ("3.10.0-957.1.3.el7.x86_64", "ro", 0, False, False, None),  # never activated
+        ("3.10.0-957.1.3.el7.x86_64", "ro cgroup.memory=nosocket,nokmem", 5 << 20, True, False, None),
+        ("3.10.0-1062.4.1.el7.x86_64", "ro", 5 << 20, True, True, "critical"),
+        ("3.10.0-1075.el7.x86_64", "ro", 5 << 20, True, True, "info"),  # reported fixed
+        ("3.10.0-1160.49.1.el7.x86_64", "ro", 5 << 20, True, True, "info"),
+        ("4.18.0-348.el8.x86_64", "ro", 0, None, True, None),  # >= 4.6: always accounted
+        ("5.4.0-1029-aws", "ro cgroup.memory=nokmem", None, None, False, None),
+    ],
+)
+def test_kmem_leak_rule(
+    release: str, cmdline: str, usage: int | None, slab: bool | None, kmem: bool | None, leak: str | None
+) -> None:
+    facts = _facts(
+        kernel=parse_kernel_release(release),
+        cmdline=parse_cmdline(cmdline),
+        kmem_usage_bytes=usage,
+        kmem_slabinfo_readable=slab,
+    )
+    assert facts.kmem_accounting is kmem
+    assert _ids(facts).get("kmem-leak-kernel") == leak
+
+
+@pytest.mark.parametrize(
+    ("text", "release", "mmp", "build", "el"),
+    [
+        ("3.10.0-1062.el7.x86_64", "3.10.0-1062.el7.x86_64", (3, 10, 0), 1062, 7),
+        ("3.10.0-1062.4.1.el7.x86_64\n", "3.10.0-1062.4.1.el7.x86_64", (3, 10, 0), 1062, 7),
+        ("3.10.0-514.10.2.el7.x86_64", "3.10.0-514.10.2.el7.x86_64", (3, 10, 0), 514, 7),
+        ("4.18.0-348.7.1.el8_5.x86_64", "4.18.0-348.7.1.el8_5.x86_64", (4, 18, 0), 348, 8),
+        ("5.15.0-91-generic", "5.15.0-91-generic", (5, 15, 0), None, None),
+        ("6.18.44-fc-v657", "6.18.44-fc-v657", (6, 18, 44), None, None),
+        ("6.1", "6.1", (6, 1, 0), None, None),
+        (
+            "Linux version 6.18.44-fc-v657 (builder@sandboxing) (gcc (GCC) 15.3.0, GNU ld (GNU Binutils) "
+            "2.46) #1 SMP PREEMPT_DYNAMIC @0",
+            "6.18.44-fc-v657", (6, 18, 44), None, None,
+        ),
+    ],
+)
+def test_parse_kernel_release(text: str, release: str, mmp: tuple[int, int, int], build: int | None,
+                              el: int | None) -> None:
+    k = parse_kernel_release(text)
+    assert (k.release, (k.major, k.minor, k.patch), k.rhel_build, k.el) == (release, mmp, build, el)
+
+
+@pytest.mark.parametrize("bad", ["", "Linux", "garbage here", "v5.4"])
+def test_parse_kernel_release_rejects(bad: str) -> None:
+    with pytest.raises(ParseError, match="kernel release"):
+        parse_kernel_release(bad)
+
+
+def test_small_parsers() -> None:
+    c = parse_cmdline("BOOT_IMAGE=/vmlinuz ro quiet cgroup.memory=nokmem psi=1 -- --init-arg x=1\n")
+    assert c.nokmem and c.has("psi", "1") and c.has("ro") and not c.has("x")
+    assert not parse_cmdline("cgroup.memory=nosocket").nokmem
+    assert parse_thp_mode("always [madvise] never\n") == "madvise"
+    assert parse_thp_mode("[always] madvise never") == "always"
+    assert parse_overcommit("2\n") == 2
+    mi = parse_meminfo("MemTotal:  1000 kB\nSwapTotal:  2048 kB\nHugePages_Total:       4\n")
+    assert mi == {"MemTotal": 1024000, "SwapTotal": 2048 * 1024, "HugePages_Total": 4}
+    p = parse_pressure(
+        "some avg10=1.50 avg60=0.25 avg300=0.00 total=123\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=7\n"
+    )
+    assert p.some.avg10 == 1.5 and p.full is not None and p.full.total_us == 7
+    st = parse_cgroup_stat(
+        "nr_descendants 3\nnr_subsys_memory 4\nnr_dying_descendants 9\nnr_dying_subsys_memory 2\n"
+    )
+    assert dying_memcgs_v2(st) == 2
+    assert dying_memcgs_v2({"nr_descendants": 3, "nr_dying_descendants": 9}) == 9
+    rows = parse_proc_cgroups((FIXTURES / "hybrid-6.18-this-machine/proc/cgroups").read_text())
+    assert [(r.name, r.hierarchy, r.enabled) for r in rows if r.name == "memory"] == [("memory", 4, True)]
+
+
+@pytest.mark.parametrize(
+    ("parser", "text"),
+    [
+        (parse_proc_cgroups, "memory 4 many 1\n"),
+        (parse_thp_mode, "always madvise never"),
+        (parse_overcommit, "max"),
+        (parse_pressure, "some avg10=x"),
+        (parse_pressure, ""),
+        (parse_cgroup_stat, "nr_descendants\n"),
+    ],
+)
+def test_garbled_text_is_a_parse_error(parser: object, text: str) -> None:
+    with pytest.raises(ParseError):
+        parser(text)  # type: ignore[operator]
+
+
+def test_garbled_and_missing_files_become_unknown_and_counted(tmp_path: Path) -> None:
+    root = tmp_path / "host"
+    shutil.copytree(FIXTURES / "ubuntu22.04-5.15-v2", root)
+    (root / "proc/cgroups").write_text("#subsys_name\thierarchy\tnum_cgroups\tenabled\nmemory\t0\tlots\t1\n")
+    (root / "proc/sys/vm/overcommit_memory").unlink()
+    (root / "sys/kernel/mm/transparent_hugepage/enabled").write_text("max\n")
+    facts = read_node_facts(root)
+    assert facts.memory_cgroups.counted is None
+    assert facts.memory_cgroups.dying == 2450  # cgroup.stat still read
+    assert facts.overcommit is None and facts.thp is None
+    assert len(facts.errors) == 3
+    assert any("overcommit_memory is missing" in e for e in facts.errors)
+    assert any("/proc/cgroups line 2" in e for e in facts.errors)
+    ids = {f.id for f in node_findings(facts)}
+    assert "memcg-dying" in ids and "overcommit-always" not in ids
+
+
+@pytest.mark.parametrize("sub", ["nonexistent", "empty"])
+def test_wrong_host_root(tmp_path: Path, sub: str) -> None:
+    root = tmp_path / sub
+    if sub == "empty":
+        root.mkdir()
+    with pytest.raises(WrongHostRoot, match="--host-root"):
+        read_node_facts(root)
+
+
+def test_cgroups_without_proc_is_a_wrong_host_root(tmp_path: Path) -> None:
+    root = tmp_path / "host"
+    shutil.copytree(FIXTURES / "ubuntu22.04-5.15-v2" / "sys", root / "sys")
+    with pytest.raises(WrongHostRoot, match="no /proc under host root"):
+        read_node_facts(root)
+
+
+def test_this_machine_reads_without_errors() -> None:
+    facts = read_node_facts(Path("/"))
+    assert facts.errors == ()
+    release = Path("/proc/sys/kernel/osrelease").read_text().strip()
+    assert facts.kernel is not None and facts.kernel.release == release
+    assert facts.memory_cgroups.live is not None and facts.memory_cgroups.live >= 1
+    assert all(isinstance(f, Finding) for f in node_findings(facts))
