@@ -21,7 +21,7 @@ HELP = "explain the OOM kills in a saved kernel log (dmesg, journalctl -k, syslo
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", metavar="FILE", help="the saved kernel log, or - for standard input")
-    parser.add_argument("--json", action="store_true", help="print {\"incidents\": [...]} as JSON")
+    parser.add_argument("--json", action="store_true", help='print {"incidents": [...]} as JSON')
     parser.add_argument(
         "--year",
         type=int,
@@ -38,7 +38,9 @@ def _read(path: str) -> str:
             with open(path, "rb") as f:
                 data = f.read()
     except FileNotFoundError:
-        raise UsageError(f"{path}: no such file", "pass the path of a saved kernel log, or - for stdin") from None
+        raise UsageError(
+            f"{path}: no such file", "pass the path of a saved kernel log, or - for stdin"
+        ) from None
     except IsADirectoryError:
         raise UsageError(f"{path} is a directory", "pass one saved kernel log file") from None
     except PermissionError:
@@ -51,18 +53,25 @@ def _read(path: str) -> str:
 def _text(d: Diagnosis, n: int) -> str:
     j = d.as_json()
     v = j["victim"]
-    when = j["time"] or (f"+{j['monotonic_usec'] / 1e6:.6f}s after boot" if j["monotonic_usec"] else "time unknown")
+    when = j["time"] or (
+        f"+{j['monotonic_usec'] / 1e6:.6f}s after boot" if j["monotonic_usec"] else "time unknown"
+    )
     lines = [
         f"#{n}  {when}  {v['comm']} (pid {v['pid']}) killed — scope: {j['scope'] or 'unknown'}",
     ]
     if j["pod_uid"]:
-        lines.append(f"    pod {j['pod_uid']}" + (f"  container {j['container_id']}" if j["container_id"] else ""))
+        lines.append(
+            f"    pod {j['pod_uid']}" + (f"  container {j['container_id']}" if j["container_id"] else "")
+        )
     if j["oom_cgroup"]:
         lines.append(f"    limit hit: {j['oom_cgroup']}  ({human(j['limit_bytes'])})")
     charged = {k: val for k, val in j["charged"].items() if val is not None}
     if charged:
-        lines.append("    charged: " + ", ".join(f"{k} {human(val)}" for k, val in charged.items())
-                     + (f"  (dominant: {j['dominant']})" if j["dominant"] else ""))
+        lines.append(
+            "    charged: "
+            + ", ".join(f"{k} {human(val)}" for k, val in charged.items())
+            + (f"  (dominant: {j['dominant']})" if j["dominant"] else "")
+        )
     lines.append("")
     lines += _wrap(d.explanation, 96, "    ")
     return "\n".join(lines)
@@ -89,8 +98,11 @@ def run(args: argparse.Namespace) -> int:
     fmt, records = parse_log(text, name=name, year=year)
     diagnoses = [diagnose(i) for i in assemble(records)]
     if args.json:
-        json.dump({"format": fmt, "records": len(records), "incidents": [d.as_json() for d in diagnoses]},
-                  sys.stdout, indent=2)
+        json.dump(
+            {"format": fmt, "records": len(records), "incidents": [d.as_json() for d in diagnoses]},
+            sys.stdout,
+            indent=2,
+        )
         sys.stdout.write("\n")
         return 0
     if not diagnoses:

@@ -128,6 +128,8 @@ class Diagnosis:
     @property
     def container_id(self) -> str | None:
         ref = self.facts.task_ref
+        if ref is None and self.facts.scope == "container":
+            ref = self.facts.oom_ref  # only the OOM memcg was printed, and it is the container
         return ref.container_id if ref else None
 
     def as_json(self) -> dict[str, Any]:
@@ -251,7 +253,9 @@ def _charged(inc: Incident) -> Charged:
     shmem_v = stats.get("shmem")
     cache = stats.get("cache")
     file_v = None if cache is None else max(cache - (shmem_v or 0), 0)
-    return Charged(anon=stats.get("rss"), file=file_v, shmem=shmem_v, kernel=kernel_v1, swap=stats.get("swap"))
+    return Charged(
+        anon=stats.get("rss"), file=file_v, shmem=shmem_v, kernel=kernel_v1, swap=stats.get("swap")
+    )
 
 
 def _dominant(c: Charged) -> Kind | None:

@@ -48,7 +48,8 @@ _TRIGGER = re.compile(
     r" oom_score_adj=(?P<adj>-?\d+)"
 )
 _KILLED = re.compile(
-    r"Killed process (?P<pid>\d+) \((?P<comm>.*)\),? total-vm:(?P<vm>\d+)kB, anon-rss:(?P<anon>\d+)kB,"
+    r"Killed process (?P<pid>\d+) \((?P<comm>.*)\)(?:, UID (?P<uid0>\d+))?,?"
+    r" total-vm:(?P<vm>\d+)kB, anon-rss:(?P<anon>\d+)kB,"
     r" file-rss:(?P<file>\d+)kB(?:, shmem-rss:(?P<shmem>\d+)kB)?(?:,? UID:(?P<uid>\d+))?"
     r"(?: pgtables:(?P<pgt>\d+)kB)?(?: oom_score_adj:(?P<adj>-?\d+))?"
 )
@@ -65,6 +66,14 @@ _KV_PAGES = re.compile(r"(\w+):(\d+)(?=\s|$)")
 _RELEASE = re.compile(r"(?:tainted|Tainted: [^#]*?) ?(\d+\.\d+[.\d]*[^\s#]*) #")
 _PAGES_RAM = re.compile(r"^(\d+) pages RAM")
 _OOMKILL_KEYS = ("constraint", "oom_memcg", "task_memcg")
+_MID_REPORT = (
+    "Memory cgroup stats for ",
+    "Task in ",
+    "memory: usage ",
+    "Tasks state",
+    "[ pid ]",
+    "[  pid  ]",
+)
 
 
 # --- what comes out ------------------------------------------------------------------------------
@@ -234,6 +243,10 @@ class _Partial:
             if first.uid is None:
                 first = _with_uid(first, self.summary[2])
             victims = [first] + [v for v in victims if v.pid != first.pid]
+        oom_memcg, constraint = self.oom_memcg, self.constraint
+        if oom_memcg is None and self.stats and not self.global_oom:
+            # The first stats block is the OOM memcg's own (mem_cgroup_print_oom_meminfo).
+            oom_memcg, constraint = self.stats[0][0], constraint or "CONSTRAINT_MEMCG"
         node_wide = self.global_oom or (
             self.constraint is not None and self.constraint != "CONSTRAINT_MEMCG" and self.oom_memcg is None
         )
@@ -246,8 +259,8 @@ class _Partial:
             wall=first.wall,
             trigger=self.trigger,
             kernel=self.kernel,
-            constraint=self.constraint,
-            oom_memcg=self.oom_memcg,
+            constraint=constraint,
+            oom_memcg=oom_memcg,
             task_memcg=self.task_memcg,
             node_wide=node_wide,
             counters=tuple(self.counters),
@@ -390,6 +403,10 @@ class OomAssembler:
         cur = self._cur
         if cur is None:
             if "oom" not in text and "Kill" not in text:
+                if text.startswith(_MID_REPORT):
+                    # A log that starts mid-report: keep what it says; it counts only if a kill follows.
+                    self._cur = _Partial()
+                    return self._report_line(record, text, self._cur)
                 return []
             return self._start_or_ignore(record, text)
         if text.startswith("[") and cur.mode == "tasks":
@@ -399,7 +416,7 @@ class OomAssembler:
                 cur.evidence.append((record.seq, text))
                 return []
         if cur.mode == "stats" and cur.stats:
-            key, sp, value = text.partition(" ")
+            key, sp, value = (text.lstrip() if text[:1] == " " else text).partition(" ")
             if sp and value.isdigit() and key.replace("_", "").isalnum():
                 cur.stats[-1][1].append((key, int(value)))
                 cur.evidence.append((record.seq, text))
@@ -464,7 +481,7 @@ class OomAssembler:
                     anon_rss_bytes=_kb(g("anon")),
                     file_rss_bytes=_kb(g("file")),
                     shmem_rss_bytes=_kb(g("shmem")),
-                    uid=int(g("uid")) if g("uid") is not None else None,
+                    uid=int(g("uid") or g("uid0")) if (g("uid") or g("uid0")) is not None else None,
                     pgtables_bytes=_kb(g("pgt")),
                     oom_score_adj=int(g("adj")) if g("adj") is not None else None,
                     seq=seq,
@@ -481,6 +498,8 @@ class OomAssembler:
                 return []
             if text.startswith("Out of memory") and not cur.constraint:
                 cur.global_oom = True
+            elif text.startswith("Memory cgroup out of memory"):
+                cur.constraint = cur.constraint or "CONSTRAINT_MEMCG"
             cur.victims.append(victim)
             cur.evidence.append((seq, text))
             cur.mode = ""

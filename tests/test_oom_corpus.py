@@ -1,0 +1,518 @@
+"""The kernel-report corpus: every fixture in tests/fixtures/oom, and what it must explain.
+
+Each fixture starts with ``# kernel:`` / ``# source:`` lines (a public URL, or a capture on this
+machine by ``tests/fixtures/oom/capture.py``). Expectations come from the report text itself: the
+kill line's pid and comm, the memcg paths, the ``memory:`` limit, the task table.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from oomsight.core.diagnosis import diagnose
+from oomsight.core.logtext import parse_log
+from oomsight.core.oomreport import assemble
+
+CORPUS = Path(__file__).parent / "fixtures" / "oom"
+
+# (fixture, detected format, one dict per incident in log order)
+EXPECTED = [
+    (
+        "cadvisor-3.13-memcg-v1-line.log",
+        "bare",
+        [
+            {
+                "pid": 13536,
+                "comm": "memorymonster",
+                "scope": "container",
+                "dominant": "anon",
+                "survived": False,
+                "by_adj": False,
+                "limit": 1003520,
+                "kernel": "3.13.0-43-generic",
+                "header_missing": False,
+                "pod": None,
+                "cid": None,
+            },
+        ],
+    ),
+    (
+        "cadvisor-3.13-node-wide.log",
+        "bare",
+        [
+            {
+                "pid": 1532,
+                "comm": "badsysprogram",
+                "scope": "node",
+                "dominant": "anon",
+                "survived": None,
+                "by_adj": False,
+                "limit": 1824112640,
+                "kernel": "3.13.0-27-generic",
+                "header_missing": False,
+                "pod": None,
+                "cid": None,
+            },
+        ],
+    ),
+    (
+        "cadvisor-4.8-docker-two-kills.log",
+        "bare",
+        [
+            {
+                "pid": 1381,
+                "comm": "gunpowder-memho",
+                "scope": "container",
+                "dominant": "anon",
+                "survived": False,
+                "by_adj": False,
+                "limit": 20971520,
+                "kernel": "4.8.0-gentoo",
+                "header_missing": False,
+                "pod": None,
+                "cid": None,
+            },
+            {
+                "pid": 1667,
+                "comm": "gunpowder-memho",
+                "scope": "container",
+                "dominant": "anon",
+                "survived": False,
+                "by_adj": False,
+                "limit": 314572800,
+                "kernel": "4.8.0-gentoo",
+                "header_missing": False,
+                "pod": None,
+                "cid": None,
+            },
+        ],
+    ),
+    (
+        "captured-6.18.44-child-killed.log",
+        "kmsg",
+        [
+            {
+                "pid": 6142,
+                "comm": "python",
+                "scope": "container",
+                "dominant": "anon",
+                "survived": True,
+                "by_adj": False,
+                "limit": 100663296,
+                "kernel": "6.18.44-fc-v657",
+                "header_missing": False,
+                "pod": "c6dee986-2dfb-4b28-9d49-a361817ba456",
+                "cid": "dc44d5da18ef",
+            },
+        ],
+    ),
+    (
+        "captured-6.18.44-container-main.log",
+        "kmsg",
+        [
+            {
+                "pid": 6114,
+                "comm": "python",
+                "scope": "container",
+                "dominant": "anon",
+                "survived": False,
+                "by_adj": False,
+                "limit": 67108864,
+                "kernel": "6.18.44-fc-v657",
+                "header_missing": False,
+                "pod": "aeb89ec0-72f0-404f-ab6a-4a567d4f128a",
+                "cid": "bb8b0bd6f873",
+            },
+        ],
+    ),
+    (
+        "captured-6.18.44-page-cache-and-anon.log",
+        "kmsg",
+        [
+            {
+                "pid": 14455,
+                "comm": "python",
+                "scope": "pod",
+                "dominant": "anon",
+                "survived": False,
+                "by_adj": False,
+                "limit": 134217728,
+                "kernel": "6.18.44-fc-v657",
+                "header_missing": False,
+                "pod": "cdbf085d-30ad-4f89-ade1-525fb4763a29",
+                "cid": "7e426d513365",
+            },
+        ],
+    ),
+    (
+        "captured-6.18.44-pod-limit.log",
+        "kmsg",
+        [
+            {
+                "pid": 6294,
+                "comm": "python",
+                "scope": "pod",
+                "dominant": "anon",
+                "survived": None,
+                "by_adj": False,
+                "limit": 83886080,
+                "kernel": "6.18.44-fc-v657",
+                "header_missing": False,
+                "pod": "977b02dc-ec72-4245-9fc8-24cab07fb6c6",
+                "cid": "62de6b43dba7",
+            },
+            {
+                "pid": 6295,
+                "comm": "python",
+                "scope": "pod",
+                "dominant": "anon",
+                "survived": False,
+                "by_adj": False,
+                "limit": 83886080,
+                "kernel": "6.18.44-fc-v657",
+                "header_missing": False,
+                "pod": "977b02dc-ec72-4245-9fc8-24cab07fb6c6",
+                "cid": "ac6f5059699c",
+            },
+        ],
+    ),
+    (
+        "captured-6.18.44-score-adj.log",
+        "kmsg",
+        [
+            {
+                "pid": 6256,
+                "comm": "python",
+                "scope": "container",
+                "dominant": "anon",
+                "survived": True,
+                "by_adj": True,
+                "limit": 134217728,
+                "kernel": "6.18.44-fc-v657",
+                "header_missing": False,
+                "pod": "8b744117-2a7f-46c4-ae92-5018eeac4e37",
+                "cid": "a96c1a69ec03",
+            },
+            {
+                "pid": 6255,
+                "comm": "python",
+                "scope": "container",
+                "dominant": "anon",
+                "survived": False,
+                "by_adj": False,
+                "limit": 134217728,
+                "kernel": "6.18.44-fc-v657",
+                "header_missing": False,
+                "pod": "8b744117-2a7f-46c4-ae92-5018eeac4e37",
+                "cid": "a96c1a69ec03",
+            },
+            {
+                "pid": 6257,
+                "comm": "python",
+                "scope": "container",
+                "dominant": "anon",
+                "survived": False,
+                "by_adj": False,
+                "limit": 134217728,
+                "kernel": "6.18.44-fc-v657",
+                "header_missing": False,
+                "pod": "8b744117-2a7f-46c4-ae92-5018eeac4e37",
+                "cid": "a96c1a69ec03",
+            },
+        ],
+    ),
+    (
+        "captured-6.18.44-shmem.log",
+        "kmsg",
+        [
+            {
+                "pid": 6383,
+                "comm": "python",
+                "scope": "container",
+                "dominant": "shmem",
+                "survived": False,
+                "by_adj": False,
+                "limit": 100663296,
+                "kernel": "6.18.44-fc-v657",
+                "header_missing": False,
+                "pod": "e24de642-a2fa-48a9-9c2b-f42c593fa0b9",
+                "cid": "677ac2f31e58",
+            },
+        ],
+    ),
+    (
+        "captured-6.18.44-systemd-crio.log",
+        "kmsg",
+        [
+            {
+                "pid": 6384,
+                "comm": "python",
+                "scope": "container",
+                "dominant": "anon",
+                "survived": False,
+                "by_adj": False,
+                "limit": 50331648,
+                "kernel": "6.18.44-fc-v657",
+                "header_missing": False,
+                "pod": "e0b06417-f3a6-47ca-9be5-cddd6eb2caa7",
+                "cid": "d5d78976ab90",
+            },
+        ],
+    ),
+    (
+        "docker-desktop-4.x-sacrifice-child.log",
+        "dmesg",
+        [
+            {
+                "pid": 46433,
+                "comm": "process",
+                "scope": None,
+                "dominant": None,
+                "survived": True,
+                "by_adj": False,
+                "limit": None,
+                "kernel": None,
+                "header_missing": True,
+                "pod": None,
+                "cid": None,
+            },
+        ],
+    ),
+    (
+        "gpud-70-lxc-pod-summary-syslog.log",
+        "syslog",
+        [
+            {
+                "pid": 461754,
+                "comm": "pt_main_thread",
+                "scope": "pod",
+                "dominant": None,
+                "survived": None,
+                "by_adj": False,
+                "limit": None,
+                "kernel": None,
+                "header_missing": True,
+                "pod": "eded8c65-6e8e-4c6e-a889-3e427565c740",
+                "cid": "ec9ee26695de",
+            },
+        ],
+    ),
+    (
+        "k8s-56891-rhel7-3.10-dmesg-T.log",
+        "dmesg-T",
+        [
+            {
+                "pid": 28438,
+                "comm": "java",
+                "scope": "container",
+                "dominant": "anon",
+                "survived": True,
+                "by_adj": False,
+                "limit": None,
+                "kernel": None,
+                "header_missing": True,
+                "pod": "95387fa4-da9c-11e7-9d36-5254b24cbf5e",
+                "cid": "6895a3e13439",
+            },
+        ],
+    ),
+    (
+        "npd-766-kill-line-only.log",
+        "bare",
+        [
+            {
+                "pid": 3504804,
+                "comm": "kubectl",
+                "scope": None,
+                "dominant": None,
+                "survived": None,
+                "by_adj": False,
+                "limit": None,
+                "kernel": None,
+                "header_missing": True,
+                "pod": None,
+                "cid": None,
+            },
+        ],
+    ),
+    (
+        "reportportal-203-5.4-dmesg.log",
+        "dmesg",
+        [
+            {
+                "pid": 63214,
+                "comm": "uwsgi",
+                "scope": None,
+                "dominant": None,
+                "survived": None,
+                "by_adj": False,
+                "limit": None,
+                "kernel": None,
+                "header_missing": True,
+                "pod": None,
+                "cid": None,
+            },
+        ],
+    ),
+    (
+        "sapcc-oomkill-summaries.log",
+        "kmsg",
+        [
+            {
+                "pid": 3401999,
+                "comm": "prometheus-conf",
+                "scope": "container",
+                "dominant": None,
+                "survived": None,
+                "by_adj": False,
+                "limit": None,
+                "kernel": None,
+                "header_missing": True,
+                "pod": "d11ab7b0-d6db-4a24-a7de-4a2faf1e6980",
+                "cid": "9f02d9fa0049",
+            },
+            {
+                "pid": 255629,
+                "comm": "stress",
+                "scope": "pod",
+                "dominant": None,
+                "survived": None,
+                "by_adj": False,
+                "limit": None,
+                "kernel": None,
+                "header_missing": True,
+                "pod": "dfc377c9-c533-4d51-af9e-6e0e0b3db83b",
+                "cid": "2260b35b008a",
+            },
+        ],
+    ),
+]
+
+
+def _incidents(name: str) -> tuple[str, list]:  # type: ignore[type-arg]
+    fmt, records = parse_log(
+        (CORPUS / name).read_text(encoding="utf-8", errors="replace"), name=name, year=2026
+    )
+    return fmt, assemble(records)
+
+
+def _summary(inc) -> dict:  # type: ignore[no-untyped-def,type-arg]
+    j = diagnose(inc).as_json()
+    return {
+        "pid": j["victim"]["pid"],
+        "comm": j["victim"]["comm"],
+        "scope": j["scope"],
+        "dominant": j["dominant"],
+        "survived": j["container_survived"],
+        "by_adj": j["chosen_by_oom_score_adj"],
+        "limit": j["limit_bytes"],
+        "kernel": inc.kernel,
+        "header_missing": inc.header_missing,
+        "pod": j["pod_uid"],
+        "cid": (j["container_id"] or "")[:12] or None,
+    }
+
+
+@pytest.mark.parametrize(("name", "fmt", "expected"), EXPECTED, ids=[e[0] for e in EXPECTED])
+def test_fixture_explained(name: str, fmt: str, expected: list[dict]) -> None:  # type: ignore[type-arg]
+    got_fmt, incidents = _incidents(name)
+    assert got_fmt == fmt
+    assert [_summary(i) for i in incidents] == expected
+
+
+def test_every_fixture_is_in_the_table_and_records_its_source() -> None:
+    names = {p.name for p in CORPUS.glob("*.log")}
+    assert names == {e[0] for e in EXPECTED} | {"captured-6.18.44-storm.log"}
+    for p in CORPUS.glob("*.log"):
+        head = p.read_text(encoding="utf-8", errors="replace").splitlines()[:3]
+        assert head[0].startswith("# kernel: "), p.name
+        assert head[1].startswith("# source: ") and (
+            "https://" in head[1] or "captured on this machine" in head[1]
+        )
+
+
+def test_corpus_has_at_least_20_reports_across_kernel_generations() -> None:
+    total = sum(len(_incidents(p.name)[1]) for p in CORPUS.glob("*.log"))
+    assert total >= 20
+    kernels = {
+        i.kernel.split(".")[0] for p in CORPUS.glob("*.log") for i in _incidents(p.name)[1] if i.kernel
+    }
+    assert {"3", "4", "6"} <= kernels
+
+
+def test_storm_keeps_every_kill_even_when_dump_header_is_rate_limited() -> None:
+    """14 containers (plus another test's 6 on this machine) killed within a second: the kernel
+    printed full reports for the first ones and bare kill lines for the rest (ratelimit 10 / 5 s)."""
+    _, incidents = _incidents("captured-6.18.44-storm.log")
+    text = (CORPUS / "captured-6.18.44-storm.log").read_text()
+    kill_lines = text.count("Memory cgroup out of memory: Killed process")
+    assert len(incidents) == kill_lines == 20
+    assert len({i.victim.pid for i in incidents}) == 20
+    full = [i for i in incidents if not i.header_missing]
+    bare = [i for i in incidents if i.header_missing]
+    assert len(full) == text.count("invoked oom-killer") == 8
+    assert len(bare) == 12
+    for i in full:
+        assert i.oom_memcg == i.task_memcg and i.counter("memory") is not None
+        assert diagnose(i).scope == "container"
+    for i in bare:
+        d = diagnose(i)
+        assert d.scope is None and "rate_limited" in d.rules
+        assert i.victim.anon_rss_bytes is not None and i.victim.anon_rss_bytes > 20 << 20
+
+
+def test_child_killed_says_kubernetes_will_not_report_it() -> None:
+    (inc,) = _incidents("captured-6.18.44-child-killed.log")[1]
+    d = diagnose(inc)
+    assert d.container_survived is True
+    assert "Kubernetes will not report this kill" in d.explanation
+    assert "96.0 MiB" in d.explanation
+
+
+def test_shmem_dominant_advises_moving_emptydir_off_memory() -> None:
+    (inc,) = _incidents("captured-6.18.44-shmem.log")[1]
+    d = diagnose(inc)
+    j = d.as_json()
+    assert j["dominant"] == "shmem"
+    assert j["charged"]["shmem"] == 70 << 20  # exactly the 70 MiB written to /dev/shm
+    assert "medium: Memory" in d.explanation
+
+
+def test_score_adj_names_the_bigger_process_spared() -> None:
+    inc = _incidents("captured-6.18.44-score-adj.log")[1][0]
+    d = diagnose(inc)
+    assert d.chosen_by_oom_score_adj
+    assert d.facts.victim_row is not None and d.facts.victim_row.oom_score_adj == 1000
+    assert d.facts.bigger is not None and d.facts.bigger.oom_score_adj == 0
+    assert "oom_score_adj decided who died" in d.explanation
+
+
+def test_pod_limit_is_named_as_the_pod_level() -> None:
+    for inc in _incidents("captured-6.18.44-pod-limit.log")[1]:
+        d = diagnose(inc)
+        assert d.scope == "pod"
+        assert d.facts.limit_bytes == 80 << 20
+        assert "pod-level limit" in d.explanation
+
+
+def test_sacrificed_child_on_old_kernels_keeps_selected_and_killed_apart() -> None:
+    (inc,) = _incidents("docker-desktop-4.x-sacrifice-child.log")[1]
+    assert (inc.selected_pid, inc.victim.pid) == (46211, 46433)
+    d = diagnose(inc)
+    assert "sacrifice_child" in d.rules and d.container_survived is True
+
+
+def test_node_wide_oom_reads_mem_info() -> None:
+    (inc,) = _incidents("cadvisor-3.13-node-wide.log")[1]
+    assert inc.node_wide and inc.oom_memcg is None
+    assert dict(inc.meminfo)["totalram_pages"] == 445340
+    assert len(inc.tasks) == 28
+    assert diagnose(inc).as_json()["scope"] == "node"
+
+
+def test_header_without_kill_line_is_no_incident() -> None:
+    # The RHEL 7 quote ends in a new header: one incident, not two.
+    assert len(_incidents("k8s-56891-rhel7-3.10-dmesg-T.log")[1]) == 1
+    assert len(_incidents("reportportal-203-5.4-dmesg.log")[1]) == 1
