@@ -23,6 +23,7 @@ from oomsight.core.errors import OomsightError
 SUBCOMMANDS: dict[str, str] = {
     "top": "containers sorted by working set / effective limit, with what the memory is",
     "node": "this node's kernel and cgroup findings (kmem accounting, leaked memcgs, swap, THP)",
+    "agent": "run the node agent: Events on Pods for OOM kills, /metrics, NodeMemoryReport (DaemonSet)",
     "explain": "explain the OOM kills in a saved kernel log (dmesg, journalctl -k, syslog, /dev/kmsg)",
 }
 

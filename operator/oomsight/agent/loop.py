@@ -1,0 +1,607 @@
+"""The agent's main loop: kernel log → OOM incidents → Events; cgroup sweeps → metrics, warnings, report.
+
+Threads (all daemons; the main thread owns every piece of mutable agent state):
+
+- main: blocks on ``/dev/kmsg`` with poll(2) until a record comes or the next sweep is due. A kill
+  line becomes an incident, a diagnosis and a spooled Event within milliseconds; then the sender is
+  woken. Every ``--interval`` it sweeps the memory cgroups.
+- ``pod-watch`` (``oomsight.kube.pods``): the Pods bound to this node.
+- ``event-sender`` (``oomsight.agent.delivery``): drains the spool into the API with backoff.
+- ``metrics``: ``/metrics`` and ``/healthz``.
+
+No loss, no duplicates (see ``oomsight.agent.state``): an incident is spooled before the cursor
+moves; on restart reading resumes ``REWIND`` records before the cursor (so a report cut by the
+restart is read whole) and incidents at or before the cursor are dropped as already handled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from oomsight import __version__
+from oomsight.agent.delivery import Deliverer
+from oomsight.agent.metrics import (
+    AgentCollector,
+    ContainerSample,
+    Counters,
+    MetricsServer,
+    Snapshot,
+    make_registry,
+)
+from oomsight.agent.settings import Settings
+from oomsight.agent.state import Cursor as SavedCursor
+from oomsight.agent.state import StateDir
+from oomsight.core.diagnosis import diagnose
+from oomsight.core.errors import OomsightError
+from oomsight.core.events import Aggregator, EventSpec
+from oomsight.core.eventspecs import high_working_set_event, node_finding_event, oom_event, stuck_event
+from oomsight.core.findings import Finding
+from oomsight.core.memory import breakdown
+from oomsight.core.node import NodeFacts, node_findings
+from oomsight.core.oomreport import Incident, OomAssembler
+from oomsight.core.podinfo import PodInfo
+from oomsight.core.report import ProfileBook, build_status
+from oomsight.core.stuck import find_stuck
+from oomsight.core.watermark import Watermark, step
+from oomsight.host.cgroupfs import CgroupWalker, detect_layout
+from oomsight.host.kmsg import Cursor as KmsgCursor
+from oomsight.host.kmsg import Gap, KmsgReader
+from oomsight.host.nodeinfo import read_node_facts
+from oomsight.kube.events import EventSender
+from oomsight.kube.pods import PodCache
+from oomsight.kube.reports import ReportWriter
+from oomsight.kube.rest import Rest, load_api_client
+
+log = logging.getLogger("oomsight.agent")
+
+REWIND = 400
+"""Records re-read before the cursor on restart; an OOM report is ~30-150 records."""
+QUIET = 0.02
+"""Seconds without a new record that end a burst: the kernel prints a report in one go."""
+CURSOR_SAVE_SECONDS = 2.0
+NODE_CHECK_SECONDS = 600.0
+UNRESOLVED_GRACE = 15.0
+"""How long an incident for a pod not (yet) in the cache waits for the pod watch."""
+FLUSH_SECONDS = 5.0
+
+
+@dataclass(slots=True)
+class _Unresolved:
+    incident: Incident
+    diag: dict[str, Any]
+    deadline: float
+
+
+class Agent:
+    def __init__(self, settings: Settings) -> None:
+        self.s = settings
+        self.stop = threading.Event()
+        self.counters = Counters()
+        self.state = StateDir(settings.state_dir)
+        self.rest = Rest(load_api_client(settings.kubeconfig))
+        self.pods = PodCache(self.rest, settings.node_name, on_error=self._api_error)
+        self.deliverer = Deliverer(self.state, EventSender(self.rest, settings.node_name), self.counters)
+        self.reports = ReportWriter(
+            self.rest, settings.node_name, min_interval=settings.report_interval, on_error=self._report_error
+        )
+        self.walker = CgroupWalker(detect_layout(settings.host_root))
+        self.aggregator = Aggregator()
+        self.book = ProfileBook()
+        self.snapshot = Snapshot()
+        self.assembler = OomAssembler()
+        self.reader: KmsgReader | None = None
+        self.boot_id = ""
+        self.floor = -1
+        """Incidents at or below this kmsg sequence were handled by an earlier run."""
+        self.high: dict[tuple[str, str], bool] = {}
+        self.stuck: set[tuple[str, str]] = set()
+        self.unresolved: list[_Unresolved] = []
+        self.logged_once: set[str] = set()
+        self.incidents: deque[dict[str, Any]] = deque(maxlen=32)
+        self.kill_times: deque[float] = deque(maxlen=100_000)
+        self.findings: tuple[Finding, ...] = ()
+        self.facts: NodeFacts | None = None
+        self.last_loop = time.monotonic()
+        self.metrics: MetricsServer | None = None
+        self._saved_seq = -1
+        self._last_cursor_save = 0.0
+
+    # ---- small helpers ------------------------------------------------------------------
+    def _api_error(self, operation: str, code: int) -> None:
+        self.counters.inc("oomsight_agent_api_errors_total", operation=operation, code=str(code))
+
+    def _report_error(self, operation: str, code: int) -> None:
+        self._api_error("report_" + operation, code)
+
+    def _once(self, key: str, msg: str, *args: object) -> None:
+        if key not in self.logged_once:
+            if len(self.logged_once) > 10_000:
+                self.logged_once.clear()
+            self.logged_once.add(key)
+            log.warning(msg, *args)
+
+    def _error(self, kind: str) -> None:
+        self.counters.inc("oomsight_agent_errors_total", kind=kind)
+
+    def healthy(self) -> tuple[bool, str]:
+        age = time.monotonic() - self.last_loop
+        if age > max(30.0, 3 * self.s.interval):
+            return False, f"main loop stalled for {age:.0f}s"
+        if not self.pods.synced.is_set():
+            return True, "ok (waiting for the first pod list)"
+        return True, "ok"
+
+    def _emit(self, spec: EventSpec) -> None:
+        spec = self.aggregator.occur(spec)
+        try:
+            self.state.put(spec)
+        except OSError as err:
+            self._error("spool_write")
+            self._once("spool", "state: cannot spool Event %s: %s", spec.name, err)
+            return
+        self.deliverer.kick()
+
+    # ---- start and stop -----------------------------------------------------------------
+    def _open_kmsg(self) -> None:
+        from oomsight.host.kmsg import read_boot_id
+
+        self.boot_id = read_boot_id(str(self.s.host_root / "proc/sys/kernel/random/boot_id"))
+        saved = self.state.resume_cursor(self.boot_id)
+        cursor = None
+        if saved is not None:
+            self.floor = saved.seq
+            self._saved_seq = saved.seq
+            cursor = KmsgCursor(self.boot_id, max(0, saved.seq + 1 - REWIND))
+            log.info("kmsg: resuming after record %d of boot %s", saved.seq, self.boot_id)
+        else:
+            log.info("kmsg: no cursor for boot %s; reading the whole ring buffer", self.boot_id)
+        self.reader = KmsgReader.from_host_root(str(self.s.host_root), cursor=cursor, start="boot")
+
+    def _install_signals(self) -> None:
+        def on_term(signum: int, _frame: object) -> None:
+            log.info("agent: signal %d, flushing and stopping", signum)
+            self.stop.set()
+
+        signal.signal(signal.SIGTERM, on_term)
+        signal.signal(signal.SIGINT, on_term)
+
+    def run(self) -> int:
+        self._install_signals()
+        if self.s.metrics_port:
+            collector = AgentCollector(
+                lambda: self.snapshot, self.counters, lambda: self.deliverer.pending, self.s.node_name
+            )
+            try:
+                self.metrics = MetricsServer(
+                    make_registry(collector), self.healthy, self.s.metrics_address, self.s.metrics_port
+                )
+            except OSError as err:
+                raise OomsightError(
+                    f"cannot listen on port {self.s.metrics_port} for /metrics: {err.strerror}",
+                    "pick a free port with --metrics-port (or OOMSIGHT_METRICS_PORT)",
+                ) from err
+            self.metrics.start()
+        self._open_kmsg()
+        self.pods.start()
+        self.deliverer.start()
+        self._check_node()
+        log.info(
+            "agent: node %s, host root %s, state %s, sweep every %gs, %d Events spooled from before",
+            self.s.node_name,
+            self.s.host_root,
+            self.s.state_dir,
+            self.s.interval,
+            self.deliverer.pending,
+        )
+        while not self.stop.is_set() and not self.pods.wait_synced(0.5):
+            self.last_loop = time.monotonic()
+        try:
+            self._loop()
+        finally:
+            self._shutdown()
+        return 0
+
+    def _shutdown(self) -> None:
+        with contextlib.suppress(OomsightError, OSError):
+            self._process_kmsg(final=True)
+        self._save_cursor(force=True)
+        self.pods.stop()
+        left = self.deliverer.stop(FLUSH_SECONDS)
+        if left:
+            log.warning(
+                "agent: %d Events still spooled in %s; they are sent at the next start",
+                left,
+                self.state.spool_dir,
+            )
+        if self.reader is not None:
+            self.reader.close()
+        if self.metrics is not None:
+            self.metrics.stop()
+
+    # ---- the loop -----------------------------------------------------------------------
+    def _loop(self) -> None:
+        assert self.reader is not None
+        next_sweep = time.monotonic()
+        while not self.stop.is_set():
+            now = time.monotonic()
+            self.last_loop = now
+            if now >= next_sweep:
+                try:
+                    self._sweep()
+                except OomsightError as err:
+                    self._error("sweep")
+                    self._once("sweep:" + str(err), "sweep: %s", err)
+                except Exception:
+                    self._error("sweep")
+                    log.exception("sweep failed")
+                next_sweep = max(next_sweep + self.s.interval, time.monotonic() + self.s.interval / 10)
+                continue
+            timeout = min(next_sweep - now, 0.5)
+            try:
+                if self.reader.wait(timeout):
+                    self._process_kmsg()
+                self._retry_unresolved()
+                self._save_cursor()
+            except OomsightError as err:
+                self._error("kmsg")
+                self._once("kmsg:" + str(err), "kmsg: %s", err)
+                self.stop.wait(1.0)
+            except Exception:
+                self._error("loop")
+                log.exception("agent loop error")
+                self.stop.wait(1.0)
+
+    # ---- kernel log ---------------------------------------------------------------------
+    def _process_kmsg(self, final: bool = False) -> None:
+        assert self.reader is not None
+        incidents: list[Incident] = []
+        while True:
+            for item in self.reader.read_available(limit=5000):
+                if isinstance(item, Gap):
+                    lost = item.next_seq - max(item.expected_seq, self.floor + 1)
+                    if lost > 0 and self.reader.records_read > 0:
+                        self.counters.inc("oomsight_agent_kmsg_gaps_total")
+                        self.counters.inc("oomsight_agent_kmsg_lost_records_total", lost)
+                        log.warning(
+                            "kmsg: %d records overwritten before they were read (seq %d..%d)",
+                            lost,
+                            item.expected_seq,
+                            item.next_seq - 1,
+                        )
+                    continue
+                self.counters.inc("oomsight_agent_kmsg_records_total")
+                incidents += self.assembler.feed(item)
+            if final or not self.reader.wait(QUIET):
+                break
+        incidents += self.assembler.idle()
+        malformed = self.reader.malformed - int(self.counters.get("oomsight_agent_kmsg_malformed_total"))
+        if malformed > 0:
+            self.counters.inc("oomsight_agent_kmsg_malformed_total", malformed)
+        for inc in incidents:
+            self._incident(inc)
+
+    def _incident(self, inc: Incident) -> None:
+        if inc.seq is not None and inc.seq <= self.floor:
+            return  # handled (spooled) by an earlier run
+        self.counters.inc("oomsight_agent_oom_incidents_total")
+        try:
+            diag = diagnose(inc).as_json()
+        except Exception as err:  # noqa: BLE001 - one odd report must not stop the agent
+            self._error("diagnose")
+            self._once(f"diag:{inc.seq}", "diagnose: incident at seq %s failed: %s", inc.seq, err)
+            return
+        if not self._attribute(inc, diag):
+            uid = diag.get("pod_uid")
+            if uid and self.pods.get(uid) is None:
+                self.unresolved.append(_Unresolved(inc, diag, time.monotonic() + UNRESOLVED_GRACE))
+            else:
+                self._unattributed(diag, "not_a_pod")
+
+    def _unattributed(self, diag: dict[str, Any], why: str) -> None:
+        self.counters.inc("oomsight_agent_unattributed_oom_kills_total", why=why)
+        cg = diag.get("task_cgroup") or diag.get("oom_cgroup") or "?"
+        self._once(
+            f"unattr:{cg}",
+            "oom: kill in %s (seq %s) not attributed to a pod on this node: %s",
+            cg,
+            diag.get("seq"),
+            why,
+        )
+
+    def _retry_unresolved(self) -> None:
+        if not self.unresolved:
+            return
+        now = time.monotonic()
+        keep: list[_Unresolved] = []
+        for u in self.unresolved:
+            if self._attribute(u.incident, u.diag):
+                continue
+            if now >= u.deadline:
+                self._unattributed(u.diag, "pod_unknown")
+            else:
+                keep.append(u)
+        self.unresolved = keep
+
+    def _attribute(self, inc: Incident, diag: dict[str, Any]) -> bool:
+        pod, cont = self.pods.lookup(diag.get("pod_uid"), diag.get("container_id"))
+        if pod is None:
+            return False
+        name = cont.name if cont else None
+        if name is None and diag.get("container_id"):
+            self._once(
+                f"cid:{diag['container_id']}",
+                "oom: container %s of pod %s/%s is not in its status yet",
+                diag["container_id"][:12],
+                pod.namespace,
+                pod.name,
+            )
+        when = inc.wall or datetime.now(UTC)
+        seq = inc.seq if inc.seq is not None else (inc.usec or 0)
+        spec = oom_event(diag, pod, name, self.s.node_name, self.boot_id, seq, when)
+        self._emit(spec)
+        survived = diag.get("container_survived")
+        self.counters.inc(
+            "oomsight_oom_kills_total",
+            namespace=pod.namespace,
+            pod=pod.name,
+            container=name or "",
+            scope=str(diag.get("scope") or "unknown"),
+            container_survived="unknown" if survived is None else str(bool(survived)).lower(),
+            reason=spec.reason,
+        )
+        self.book.oom(pod.uid, name or "", pod.namespace, pod.name)
+        self.kill_times.append(when.timestamp())
+        victim = diag.get("victim") or {}
+        rss = sum(int(victim.get(k) or 0) for k in ("anon_rss_bytes", "file_rss_bytes", "shmem_rss_bytes"))
+        item: dict[str, Any] = {
+            "time": when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "namespace": pod.namespace,
+            "pod": pod.name,
+            "podUID": pod.uid,
+            "scope": diag.get("scope") or "container",
+            "victim": {
+                "pid": int(victim.get("pid") or 0),
+                "comm": str(victim.get("comm") or "")[:16],
+                "rss": rss,
+            },
+            "explanation": str(diag.get("explanation") or "")[:1024],
+            "bootID": self.boot_id,
+            "seq": max(0, seq),
+        }
+        if name:
+            item["container"] = name
+        if survived is not None:
+            item["victim"]["containerSurvived"] = bool(survived)
+        if diag.get("limit_bytes") is not None:
+            item["limit"] = int(diag["limit_bytes"])
+        self.incidents.append(item)
+        log.info(
+            "oom: %s %s/%s container %s (seq %s): %s",
+            spec.reason,
+            pod.namespace,
+            pod.name,
+            name,
+            seq,
+            spec.note,
+        )
+        return True
+
+    def _save_cursor(self, force: bool = False) -> None:
+        if self.reader is None:
+            return
+        cur = self.reader.cursor
+        if cur is None:
+            return
+        seq = cur.next_seq - 1
+        now = time.monotonic()
+        if seq <= self._saved_seq or (not force and now - self._last_cursor_save < CURSOR_SAVE_SECONDS):
+            return
+        if self.unresolved:  # not handled yet: do not move past them
+            seq = min(seq, min((u.incident.seq or seq) for u in self.unresolved) - 1)
+            if seq <= self._saved_seq:
+                return
+        try:
+            self.state.save_cursor(SavedCursor(self.boot_id, seq))
+        except OSError as err:
+            self._error("cursor_write")
+            self._once("cursor", "state: cannot save the kmsg cursor: %s", err)
+            return
+        self._saved_seq = seq
+        self._last_cursor_save = now
+
+    # ---- node facts ---------------------------------------------------------------------
+    def _check_node(self) -> None:
+        try:
+            self.facts = read_node_facts(self.s.host_root)
+            self.findings = node_findings(self.facts)
+        except OomsightError as err:
+            self._error("node_facts")
+            self._once("node", "node: %s", err)
+            return
+        self._last_node_check = time.monotonic()
+        now = datetime.now(UTC)
+        for f in self.findings:
+            if f.severity in ("warning", "critical"):
+                self._emit(
+                    node_finding_event(self.s.node_name, self.boot_id or "", f.id, f.severity, f.message, now)
+                )
+
+    def _node_summary(self) -> dict[str, Any]:
+        f = self.facts
+        if f is None:
+            return {}
+        kmem = f.kmem_accounting
+        swap_used = None
+        if f.swap_total_bytes is not None and f.swap_free_bytes is not None:
+            swap_used = max(0, f.swap_total_bytes - f.swap_free_bytes)
+        return {
+            "kernel": str(f.kernel)[:128] if f.kernel else None,
+            "cgroupVersion": f.cgroup_version,
+            "memoryController": f.memory_version,
+            "cgroupDriver": f.driver if f.driver in ("cgroupfs", "systemd") else "unknown",
+            "kmemAccounting": "unknown" if kmem is None else ("enabled" if kmem else "disabled"),
+            "memTotal": f.mem_total_bytes,
+            "memoryCgroups": {
+                k: v
+                for k, v in (("counted", f.memory_cgroups.counted), ("live", f.memory_cgroups.live))
+                if v is not None
+            },
+            "swap": {k: v for k, v in (("total", f.swap_total_bytes), ("used", swap_used)) if v is not None},
+            "thp": f.thp if f.thp in ("always", "madvise", "never") else "unknown",
+        }
+
+    # ---- cgroup sweep -------------------------------------------------------------------
+    def _sweep(self) -> None:
+        t0 = time.perf_counter()
+        sweep = self.walker.sweep()
+        now_wall = time.time()
+        when = datetime.now(UTC)
+        samples: list[ContainerSample] = []
+        readings = []
+        live_keys: set[tuple[str, str]] = set()
+        for e in sweep.entries:
+            ref = e.kube
+            if ref is None or ref.level != "container" or e.reading is None:
+                if e.error:
+                    self._once(f"cgerr:{e.path}", "sweep: %s: %s", e.path, e.error)
+                continue
+            pod, cont = self.pods.lookup(ref.pod_uid, ref.container_id)
+            if pod is None or cont is None:
+                self._once(
+                    f"unmatched:{e.path}",
+                    "sweep: cgroup %s matches no container of a pod on this node",
+                    e.path,
+                )
+                continue
+            r = e.reading
+            ws = r.working_set_bytes
+            bd = breakdown(r).as_dict()
+            limit = e.limit.limit_bytes
+            level = e.limit.level or "node"
+            readings.append((e.path, r))
+            key = (pod.uid, cont.name)
+            live_keys.add(key)
+            self.book.observe(
+                now_wall,
+                pod.namespace,
+                pod.name,
+                pod.uid,
+                cont.name,
+                ws,
+                container_id=cont.container_id or "",
+                request=cont.request_bytes,
+                limit=limit,
+                limit_level=level,
+                breakdown=bd,
+            )
+            samples.append(
+                ContainerSample(
+                    namespace=pod.namespace,
+                    pod=pod.name,
+                    container=cont.name,
+                    working_set_bytes=ws,
+                    usage_bytes=r.usage_bytes,
+                    limit_bytes=limit,
+                    limit_level=level,
+                    breakdown=tuple((k, v) for k, v in bd.items() if v is not None),
+                    stuck=bool(r.oom_control and r.oom_control.under_oom and r.oom_control.oom_kill_disable),
+                )
+            )
+            self._watermark(pod, cont.name, ws, limit, level, bd, when)
+        self._stuck(readings, when)
+        if sweep.vanished:
+            self.counters.inc("oomsight_agent_vanished_cgroups_total", sweep.vanished)
+        if sweep.errors:
+            self.counters.inc("oomsight_agent_errors_total", sweep.errors, kind="cgroup_read")
+        self._forget_vanished(live_keys)
+        elapsed = time.perf_counter() - t0
+        self.counters.inc("oomsight_agent_sweeps_total")
+        self.counters.inc("oomsight_agent_sweep_seconds_total", elapsed)
+        self.snapshot = Snapshot(tuple(samples), elapsed, time.time())
+        if time.monotonic() - getattr(self, "_last_node_check", 0.0) > NODE_CHECK_SECONDS:
+            self._check_node()
+        self._write_report(now_wall)
+
+    def _watermark(
+        self,
+        pod: PodInfo,
+        container: str,
+        ws: int,
+        limit: int | None,
+        level: str,
+        bd: dict[str, int | None],
+        when: datetime,
+    ) -> None:
+        mark = Watermark.at(
+            pod.policy_threshold if pod.policy_threshold is not None else self.s.warn_threshold
+        )
+        key = (pod.uid, container)
+        active, transition = step(self.high.get(key, False), ws / limit if limit else None, mark)
+        self.high[key] = active
+        if transition == "fired" and limit:
+            self._emit(
+                high_working_set_event(
+                    pod, container, self.s.node_name, self.boot_id, ws, limit, level, bd, mark.warn, when
+                )
+            )
+
+    def _stuck(self, readings: list[tuple[str, Any]], when: datetime) -> None:
+        now_stuck: set[tuple[str, str]] = set()
+        for st in find_stuck(readings):
+            pod, cont = self.pods.lookup(st.pod_uid, st.container_id)
+            if pod is None:
+                continue
+            key = (pod.uid, cont.name if cont else "")
+            now_stuck.add(key)
+            if key not in self.stuck:
+                self._emit(
+                    stuck_event(
+                        pod,
+                        cont.name if cont else None,
+                        self.s.node_name,
+                        self.boot_id,
+                        st.cgroup,
+                        st.limit_bytes,
+                        when,
+                    )
+                )
+        self.stuck = now_stuck
+
+    def _forget_vanished(self, live_keys: set[tuple[str, str]]) -> None:
+        gone = self.pods.take_removed()
+        live_uids = {p.uid for p in self.pods.pods()}
+        for uid in gone:
+            self.aggregator.forget(uid)
+        for key in [k for k in self.high if k not in live_keys or k[0] in gone]:
+            del self.high[key]
+        self.book.forget_pods(live_uids)
+        self.aggregator.expire(datetime.now(UTC))
+
+    def _write_report(self, now: float) -> None:
+        day_ago = now - 86400
+        while self.kill_times and self.kill_times[0] < day_ago:
+            self.kill_times.popleft()
+        status = build_status(
+            report_time=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            agent_version=__version__,
+            boot_id=self.boot_id,
+            node=self._node_summary(),
+            findings=self.findings,
+            profiles=self.book.profiles.values(),
+            incidents=list(self.incidents),
+            oom_kills_24h=len(self.kill_times),
+        )
+        if self.reports.maybe_write(status, now):
+            self.counters.inc("oomsight_agent_reports_written_total")
+
+
+def run(settings: Settings) -> int:
+    return Agent(settings).run()

@@ -1,0 +1,156 @@
+"""The agent's state directory: where kmsg reading resumes, and the Events not yet delivered.
+
+Layout (``--state-dir``, a hostPath in the DaemonSet so it survives pod restarts)::
+
+    cursor.json            {"boot_id": ..., "seq": N}  last kmsg record fully processed
+    spool/<event>.json     the full desired state of one Event not yet acknowledged by the API
+
+Every file is written to a temporary name, fsync'd, renamed over the old one and the directory
+fsync'd (the rename(2) atomicity POSIX guarantees), so a crash leaves either the old or the new
+content, never a torn file. The order is: spool the Event, then advance the cursor; on restart the
+cursor is the larger of the saved one and the highest kmsg sequence already spooled, so a kill is
+neither lost (it is in the spool or after the cursor) nor duplicated (the Event's name is derived
+from boot ID and sequence, and delivery is create-or-patch).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from oomsight.core.errors import UsageError
+from oomsight.core.events import EventSpec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    boot_id: str
+    seq: int
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+class StateDir:
+    """Cursor and spool under one directory. Thread-safe: the loop writes, the sender drains."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.spool_dir = root / "spool"
+        try:
+            self.spool_dir.mkdir(parents=True, exist_ok=True)
+            for stale in root.glob(".*.tmp"):
+                stale.unlink()
+            for stale in self.spool_dir.glob(".*.tmp"):
+                stale.unlink()
+        except OSError as err:
+            raise UsageError(
+                f"cannot use state directory {root}: {err.strerror}",
+                "pass --state-dir (or OOMSIGHT_STATE_DIR) pointing at a writable directory",
+            ) from err
+        self._lock = threading.Lock()
+        self._revs: dict[str, int] = {}
+        self.corrupt = 0
+        """Spool or cursor files that could not be read (counted, moved aside, never fatal)."""
+
+    # ---- cursor -------------------------------------------------------------------------
+    def load_cursor(self) -> Cursor | None:
+        path = self.root / "cursor.json"
+        try:
+            data = json.loads(path.read_text())
+            return Cursor(str(data["boot_id"]), int(data["seq"]))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            log.warning("state: unreadable cursor %s (%s); starting from the ring buffer's start", path, err)
+            self.corrupt += 1
+            return None
+
+    def save_cursor(self, cursor: Cursor) -> None:
+        atomic_write(
+            self.root / "cursor.json", json.dumps({"boot_id": cursor.boot_id, "seq": cursor.seq}).encode()
+        )
+
+    def resume_cursor(self, boot_id: str) -> Cursor | None:
+        """Where to resume on this boot: saved cursor or the highest spooled sequence, whichever is later."""
+        saved = self.load_cursor()
+        best = saved.seq if saved and saved.boot_id == boot_id else None
+        for spec in self.pending():
+            if spec.boot_id == boot_id and spec.seq is not None and (best is None or spec.seq > best):
+                best = spec.seq
+        return None if best is None else Cursor(boot_id, best)
+
+    # ---- spool --------------------------------------------------------------------------
+    def put(self, spec: EventSpec) -> int:
+        """Spool ``spec`` (replacing an older state of the same Event); return its revision."""
+        path = self.spool_dir / f"{spec.name}.json"
+        with self._lock:
+            rev = self._revs.get(spec.name, 0) + 1
+            self._revs[spec.name] = rev
+            payload: dict[str, Any] = {"rev": rev, "event": spec.to_json()}
+            atomic_write(path, json.dumps(payload).encode())
+        return rev
+
+    def pending(self) -> list[EventSpec]:
+        """Spooled Events, oldest first."""
+        return [spec for spec, _ in self.pending_with_rev()]
+
+    def pending_with_rev(self) -> list[tuple[EventSpec, int]]:
+        out: list[tuple[float, EventSpec, int]] = []
+        for path in self.spool_dir.glob("*.json"):
+            try:
+                data = json.loads(path.read_text())
+                spec = EventSpec.from_json(data["event"])
+                rev = int(data.get("rev", 0))
+            except FileNotFoundError:
+                continue
+            except (OSError, ValueError, KeyError, TypeError) as err:
+                log.warning("state: unreadable spool file %s (%s); moved aside", path, err)
+                self.corrupt += 1
+                with contextlib.suppress(OSError):
+                    path.rename(path.with_suffix(".corrupt"))
+                continue
+            with self._lock:
+                self._revs[spec.name] = max(self._revs.get(spec.name, 0), rev)
+            out.append((spec.event_time.timestamp(), spec, rev))
+        out.sort(key=lambda t: (t[0], t[1].seq or 0, t[1].name))
+        return [(s, r) for _, s, r in out]
+
+    def done(self, name: str, rev: int) -> bool:
+        """Drop a delivered Event unless a newer state was spooled meanwhile (then it is sent too)."""
+        path = self.spool_dir / f"{name}.json"
+        with self._lock:
+            if self._revs.get(name, 0) != rev:
+                return False
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            self._revs.pop(name, None)
+        return True
+
+    def count(self) -> int:
+        return sum(1 for _ in self.spool_dir.glob("*.json"))

@@ -1,0 +1,244 @@
+"""The Events the agent emits, built from a diagnosis or a sweep reading: reason, action and note.
+
+Reasons (stable; documented in README.md, users alert on them):
+
+====================== ===================================================================
+``OOMKilled``          the container's own limit was hit and its process was killed
+``OOMKilledChild``     a process was killed but the container kept running; Kubernetes will
+                       not report this kill (the runtime only sees PID 1 exit)
+``OOMKilledPodLimit``  the pod-level cgroup limit was hit (the containers together)
+``OOMKilledAncestorLimit`` a limit above the pod (QoS class or kubepods: node allocatable)
+``OOMKilledNode``      the whole node ran out of memory (global OOM) and picked this container
+``HighWorkingSet``     working set reached the warning threshold of the effective limit
+``WorkingSetBelowThreshold`` it went back below the threshold minus the hysteresis
+``MemoryCgroupStuck``  a v1 cgroup sits at ``under_oom 1`` with the OOM killer disabled
+``NodeMemoryRisk``     a node finding (kernel, kmem accounting, leaked memory cgroups...), on the Node
+====================== ===================================================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from oomsight.core.events import (
+    REASON_HIGH_WORKING_SET,
+    REASON_NODE_FINDING,
+    REASON_OOM_ANCESTOR,
+    REASON_OOM_CHILD,
+    REASON_OOM_CONTAINER,
+    REASON_OOM_NODE,
+    REASON_OOM_POD,
+    REASON_STUCK,
+    REASON_WORKING_SET_NORMAL,
+    EventSpec,
+    ObjectRef,
+    keyed_event_name,
+    kill_event_name,
+)
+from oomsight.core.podinfo import PodInfo, format_bytes
+
+KINDS = ("anon", "file", "shmem", "kernel")
+_KIND_WORDS = {
+    "anon": "anonymous memory (heap, stacks)",
+    "file": "page cache",
+    "shmem": "shmem/tmpfs",
+    "kernel": "kernel memory",
+    "active_file": "active page cache",
+    "inactive_file": "inactive page cache",
+    "swap": "swap",
+}
+
+
+def pod_ref(pod: PodInfo) -> ObjectRef:
+    return ObjectRef(kind="Pod", name=pod.name, namespace=pod.namespace, uid=pod.uid)
+
+
+def node_ref(node: str) -> ObjectRef:
+    return ObjectRef(kind="Node", name=node)
+
+
+def oom_reason(scope: str | None, container_survived: bool | None) -> str:
+    """The reason for a kill: a survived container first (the case Kubernetes hides), then scope."""
+    if container_survived is True:
+        return REASON_OOM_CHILD
+    return {
+        "pod": REASON_OOM_POD,
+        "ancestor": REASON_OOM_ANCESTOR,
+        "node": REASON_OOM_NODE,
+    }.get(scope or "", REASON_OOM_CONTAINER)
+
+
+def kind_words(kind: str | None) -> str:
+    return _KIND_WORDS.get(kind or "", kind or "an unknown kind of memory")
+
+
+def dominant_of(amounts: Mapping[str, int | None]) -> str | None:
+    """The largest kind among anon/file/shmem/kernel, None when none is known."""
+    known = {k: v for k, v in amounts.items() if k in KINDS and v}
+    if not known:
+        return None
+    return max(known, key=lambda k: known[k] or 0)
+
+
+def _where(scope: str | None, limit: int | None) -> str:
+    lim = format_bytes(limit)
+    return {
+        "container": f"at its own limit of {lim}",
+        "pod": f"at the pod's limit of {lim}, shared by its containers",
+        "ancestor": f"at a limit above the pod ({lim}, the QoS class or node allocatable)",
+        "node": "because the whole node ran out of memory",
+    }.get(scope or "", f"at a limit of {lim}")
+
+
+def oom_note(diag: Mapping[str, Any], container: str | None) -> str:
+    """One sentence with the numbers: who died, which limit, what dominated, did the container live."""
+    victim = diag.get("victim") or {}
+    scope = diag.get("scope")
+    comm = victim.get("comm") or "a process"
+    pid = victim.get("pid")
+    anon = victim.get("anon_rss_bytes")
+    who = f"{comm} (pid {pid}, {format_bytes(anon)} anon)" if pid is not None else comm
+    target = f"container {container}" if container else "this pod"
+    charged = diag.get("charged") or {}
+    dominant = diag.get("dominant") or dominant_of(charged)
+    dom_bytes = charged.get(dominant) if dominant else None
+    dom = f"; {kind_words(dominant)} dominated ({format_bytes(dom_bytes)})" if dominant else ""
+    where = _where(scope, diag.get("limit_bytes"))
+    survived = diag.get("container_survived")
+    if survived is True:
+        return (
+            f"A process in {target} was OOM-killed {where}: {who}; the container kept running, "
+            f"so Kubernetes will not report this kill{dom}."
+        )
+    tail = " (the container exited)" if survived is False else ""
+    return f"{target[0].upper()}{target[1:]} was OOM-killed {where}: {who}{tail}{dom}."
+
+
+def oom_event(
+    diag: Mapping[str, Any],
+    pod: PodInfo,
+    container: str | None,
+    node: str,
+    boot_id: str,
+    seq: int,
+    when: datetime,
+) -> EventSpec:
+    """The Event for one kill (named after boot ID and kmsg sequence, so retries never duplicate)."""
+    reason = oom_reason(diag.get("scope"), diag.get("container_survived"))
+    return EventSpec(
+        name=kill_event_name(pod.name, boot_id, seq),
+        namespace=pod.namespace,
+        regarding=pod_ref(pod),
+        related=node_ref(node),
+        reason=reason,
+        action="OOMKill",
+        note=oom_note(diag, container),
+        type="Warning",
+        event_time=when,
+        key=f"oom|{pod.uid}|{container or ''}",
+        seq=seq,
+        boot_id=boot_id,
+    )
+
+
+def high_working_set_event(
+    pod: PodInfo,
+    container: str,
+    node: str,
+    boot_id: str,
+    working_set: int,
+    limit: int,
+    level: str | None,
+    breakdown: Mapping[str, int | None],
+    threshold: float,
+    when: datetime,
+    cleared: bool = False,
+) -> EventSpec:
+    ratio = working_set / limit if limit else 0.0
+    dominant = dominant_of(breakdown)
+    dom = (
+        f"; {kind_words(dominant)} dominates ({format_bytes(breakdown.get(dominant or ''))})"
+        if dominant
+        else ""
+    )
+    lvl = f"{level} " if level else ""
+    if cleared:
+        reason = REASON_WORKING_SET_NORMAL
+        note = (
+            f"Container {container}'s working set is back to {format_bytes(working_set)}, "
+            f"{ratio:.0%} of its {format_bytes(limit)} {lvl}limit{dom}."
+        )
+        typ: Any = "Normal"
+    else:
+        reason = REASON_HIGH_WORKING_SET
+        note = (
+            f"Container {container}'s working set is {format_bytes(working_set)}, {ratio:.0%} of its "
+            f"{format_bytes(limit)} {lvl}limit (warning at {threshold:.0%}){dom}; at 100% the kernel "
+            f"OOM-kills a process in it."
+        )
+        typ = "Warning"
+    key = f"{reason}|{pod.uid}|{container}"
+    return EventSpec(
+        name=keyed_event_name(pod.name, boot_id, key),
+        namespace=pod.namespace,
+        regarding=pod_ref(pod),
+        related=node_ref(node),
+        reason=reason,
+        action="MeasureWorkingSet",
+        note=note,
+        type=typ,
+        event_time=when,
+        key=key,
+        boot_id=boot_id,
+    )
+
+
+def stuck_event(
+    pod: PodInfo,
+    container: str | None,
+    node: str,
+    boot_id: str,
+    cgroup: str,
+    limit: int | None,
+    when: datetime,
+) -> EventSpec:
+    target = f"container {container}" if container else "this pod"
+    note = (
+        f"The memory cgroup of {target} ({cgroup}) is stuck at its {format_bytes(limit)} limit: "
+        f"under_oom is 1 with the OOM killer disabled, so its processes are frozen until memory is "
+        f"freed or the limit is raised."
+    )
+    key = f"{REASON_STUCK}|{pod.uid}|{container or ''}"
+    return EventSpec(
+        name=keyed_event_name(pod.name, boot_id, key),
+        namespace=pod.namespace,
+        regarding=pod_ref(pod),
+        related=node_ref(node),
+        reason=REASON_STUCK,
+        action="CheckCgroup",
+        note=note,
+        type="Warning",
+        event_time=when,
+        key=key,
+        boot_id=boot_id,
+    )
+
+
+def node_finding_event(
+    node: str, boot_id: str, finding_id: str, severity: str, message: str, when: datetime
+) -> EventSpec:
+    key = f"{REASON_NODE_FINDING}|{node}|{finding_id}"
+    return EventSpec(
+        name=keyed_event_name(node, boot_id, key),
+        namespace="default",
+        regarding=node_ref(node),
+        reason=REASON_NODE_FINDING,
+        action="CheckNode",
+        note=f"[{finding_id}, {severity}] {message}",
+        type="Normal" if severity in ("info", "ok") else "Warning",
+        event_time=when,
+        key=key,
+        boot_id=boot_id,
+    )

@@ -1,0 +1,134 @@
+"""The few facts about a Pod the agent needs, read from the Pod's JSON.
+
+Attribution follows the kubelet: a container's cgroup is named after the pod UID and the runtime's
+container ID, and the Pod reports that ID as ``status.containerStatuses[].containerID``
+(``containerd://<64 hex>``; pkg/kubelet/kuberuntime/kuberuntime_container.go ``toKubeContainerStatus``).
+Requests and limits come from ``spec.containers[].resources``; quantities are converted to bytes
+here, at the edge (k8s.io/apimachinery/pkg/api/resource/quantity.go suffixes).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from oomsight.core.errors import ParseError
+from oomsight.core.kubepath import container_id_from_status
+
+_BINARY = {"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "Ti": 1 << 40, "Pi": 1 << 50, "Ei": 1 << 60}
+_DECIMAL = {
+    "n": Decimal("1e-9"),
+    "u": Decimal("1e-6"),
+    "m": Decimal("1e-3"),
+    "": Decimal(1),
+    "k": Decimal(10**3),
+    "M": Decimal(10**6),
+    "G": Decimal(10**9),
+    "T": Decimal(10**12),
+    "P": Decimal(10**15),
+    "E": Decimal(10**18),
+}
+_QUANTITY = re.compile(r"^([+-]?[0-9.]+(?:[eE][+-]?[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E)?$")
+
+
+def parse_quantity(text: str) -> int:
+    """``"512Mi"`` → 536870912 bytes (rounded up, as the API server rounds memory)."""
+    m = _QUANTITY.match(text.strip())
+    if m is None:
+        raise ParseError(f"not a Kubernetes quantity: {text!r}", "use a value like 512Mi or 1G")
+    try:
+        number = Decimal(m.group(1))
+    except InvalidOperation as err:
+        raise ParseError(f"not a Kubernetes quantity: {text!r}", "use a value like 512Mi or 1G") from err
+    suffix = m.group(2) or ""
+    scaled = number * (_BINARY[suffix] if suffix in _BINARY else _DECIMAL[suffix])
+    whole = int(scaled)
+    return whole + 1 if scaled > whole else whole
+
+
+def format_bytes(n: int | None) -> str:
+    """Human size for messages: ``64.0 MiB``."""
+    if n is None:
+        return "unknown"
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(size) < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TiB"
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerInfo:
+    name: str
+    container_id: str | None
+    """The runtime's ID without the ``containerd://`` scheme; None before the container started."""
+    request_bytes: int | None
+    limit_bytes: int | None
+    init: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PodInfo:
+    uid: str
+    namespace: str
+    name: str
+    node_name: str
+    containers: tuple[ContainerInfo, ...]
+    policy_threshold: float | None = None
+    """Working-set warning threshold (fraction of the limit) from a MemoryPolicy, when one applies."""
+
+    def container_by_id(self, container_id: str | None) -> ContainerInfo | None:
+        if not container_id:
+            return None
+        return next((c for c in self.containers if c.container_id == container_id), None)
+
+    def container_by_name(self, name: str) -> ContainerInfo | None:
+        return next((c for c in self.containers if c.name == name), None)
+
+
+def _resources(spec: Mapping[str, Any]) -> tuple[int | None, int | None]:
+    res = spec.get("resources") or {}
+
+    def one(kind: str) -> int | None:
+        value = (res.get(kind) or {}).get("memory")
+        if value is None:
+            return None
+        try:
+            return parse_quantity(str(value))
+        except ParseError:
+            return None
+
+    return one("requests"), one("limits")
+
+
+def pod_from_json(pod: Mapping[str, Any]) -> PodInfo:
+    """Build a PodInfo from a Pod's JSON (as the API returns it)."""
+    meta = pod.get("metadata") or {}
+    spec = pod.get("spec") or {}
+    status = pod.get("status") or {}
+    uid = meta.get("uid")
+    if not uid:
+        raise ParseError("pod without metadata.uid", "this is not a Pod object from the API server")
+    ids: dict[str, str] = {}
+    for key in ("containerStatuses", "initContainerStatuses", "ephemeralContainerStatuses"):
+        for cs in status.get(key) or []:
+            raw = cs.get("containerID")
+            if cs.get("name") and raw:
+                ids[cs["name"]] = container_id_from_status(str(raw))[1]
+    containers: list[ContainerInfo] = []
+    for key, init in (("containers", False), ("initContainers", True)):
+        for c in spec.get(key) or []:
+            name = str(c.get("name", ""))
+            request, limit = _resources(c)
+            containers.append(ContainerInfo(name, ids.get(name), request, limit, init))
+    return PodInfo(
+        uid=str(uid),
+        namespace=str(meta.get("namespace", "")),
+        name=str(meta.get("name", "")),
+        node_name=str(spec.get("nodeName") or ""),
+        containers=tuple(containers),
+    )

@@ -1,0 +1,65 @@
+"""Pod JSON → PodInfo, and Kubernetes quantities → bytes."""
+
+from __future__ import annotations
+
+import pytest
+
+from oomsight.core.errors import ParseError
+from oomsight.core.podinfo import format_bytes, parse_quantity, pod_from_json
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("512Mi", 512 << 20),
+        ("1Gi", 1 << 30),
+        ("128974848", 128974848),
+        ("129e6", 129_000_000),
+        ("129M", 129_000_000),
+        ("123Ki", 123 * 1024),
+        ("1.5Gi", 3 << 29),
+        ("100m", 1),
+    ],
+)
+def test_parse_quantity(text, expected):
+    assert parse_quantity(text) == expected
+
+
+@pytest.mark.parametrize("bad", ["", "12XB", "Mi", "1..2Gi"])
+def test_bad_quantity_is_one_clear_error(bad):
+    with pytest.raises(ParseError, match="not a Kubernetes quantity"):
+        parse_quantity(bad)
+
+
+def test_pod_from_json_maps_container_ids_and_resources():
+    pod = {
+        "metadata": {"name": "web", "namespace": "shop", "uid": "0f6a2b4c-1111-4222-8333-944445555666"},
+        "spec": {
+            "nodeName": "node-a",
+            "initContainers": [{"name": "init"}],
+            "containers": [
+                {"name": "app", "resources": {"requests": {"memory": "64Mi"}, "limits": {"memory": "128Mi"}}},
+                {"name": "side"},
+            ],
+        },
+        "status": {"containerStatuses": [{"name": "app", "containerID": "containerd://" + "ab" * 32}]},
+    }
+    info = pod_from_json(pod)
+    assert (info.namespace, info.name, info.node_name) == ("shop", "web", "node-a")
+    app = info.container_by_id("ab" * 32)
+    assert app is not None and app.name == "app"
+    assert (app.request_bytes, app.limit_bytes) == (64 << 20, 128 << 20)
+    side = info.container_by_name("side")
+    assert side is not None and side.container_id is None and side.limit_bytes is None
+    assert info.container_by_name("init").init
+
+
+def test_pod_without_uid_is_rejected():
+    with pytest.raises(ParseError):
+        pod_from_json({"metadata": {"name": "x"}})
+
+
+def test_format_bytes():
+    assert format_bytes(64 << 20) == "64.0 MiB"
+    assert format_bytes(512) == "512 B"
+    assert format_bytes(None) == "unknown"

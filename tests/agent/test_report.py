@@ -1,0 +1,205 @@
+"""NodeMemoryReport status: bounded size, change detection, rate limit (pure)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from oomsight.core.findings import Finding
+from oomsight.core.report import (
+    MAX_BYTES,
+    ProfileBook,
+    build_status,
+    due,
+    fingerprint,
+    select_containers,
+    size_of,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+NODE = {
+    "kernel": "6.18.44",
+    "cgroupVersion": "hybrid",
+    "memoryController": "v1",
+    "cgroupDriver": "cgroupfs",
+    "kmemAccounting": "enabled",
+    "memTotal": 24 << 30,
+    "memoryCgroups": {"counted": 300, "live": 280},
+    "swap": {"total": 0, "used": 0},
+    "thp": "madvise",
+}
+
+
+def full_book(n=250, t0=1_700_000_000.0):
+    book = ProfileBook()
+    for i in range(n):
+        uid = f"{i:08x}-1111-4222-8333-944445555666"
+        for k in range(12):  # a full hour of 5-minute peaks
+            book.observe(
+                t0 + 300 * k,
+                f"namespace-with-a-longish-name-{i % 7}",
+                f"deployment-name-{i}-7d9f8c6b5d-x2k4q",
+                uid,
+                f"container-{i % 3}",
+                (100 + i + k) << 20,
+                container_id="containerd://" + "ab" * 32,
+                request=256 << 20,
+                limit=512 << 20,
+                limit_level="container",
+                breakdown={
+                    "anon": 90 << 20,
+                    "active_file": 5 << 20,
+                    "inactive_file": 3 << 20,
+                    "shmem": 1 << 20,
+                    "kernel": 2 << 20,
+                    "swap": 0,
+                    "dirty": 0,
+                    "writeback": 0,
+                },
+            )
+        book.oom(uid, f"container-{i % 3}")
+    return book
+
+
+def incident(i):
+    return {
+        "time": "2026-11-23T13:00:00Z",
+        "namespace": "ns",
+        "pod": f"p{i}",
+        "podUID": "u" * 36,
+        "container": "c",
+        "scope": "container",
+        "victim": {"pid": i, "comm": "java", "rss": 1 << 30, "containerSurvived": False},
+        "limit": 1 << 30,
+        "explanation": "x" * 1024,
+        "bootID": "b" * 36,
+        "seq": i,
+    }
+
+
+def findings(n=32):
+    return [
+        Finding(
+            f"finding-{i}", "warning", "m" * 1024, tuple((f"k{j}", "v" * 256) for j in range(16)), "f" * 1024
+        )
+        for i in range(n)
+    ]
+
+
+def test_250_containers_with_everything_fit_under_256_kib():
+    status = build_status(
+        report_time="2026-11-23T13:00:00Z",
+        agent_version="0.1.0",
+        boot_id="b" * 36,
+        node=NODE,
+        findings=[],
+        profiles=full_book().profiles.values(),
+        incidents=[incident(i) for i in range(32)],
+        oom_kills_24h=250,
+    )
+    assert len(status["containers"]) == 250
+    assert all(len(c["peaks"]) == 12 for c in status["containers"])
+    assert size_of(status) < MAX_BYTES
+    print("report bytes with 250 containers:", size_of(status))
+
+
+def test_worst_case_is_trimmed_below_the_budget():
+    status = build_status(
+        report_time="t",
+        agent_version="v",
+        boot_id="b",
+        node=NODE,
+        findings=findings(40),
+        profiles=full_book(400).profiles.values(),
+        incidents=[incident(i) for i in range(50)],
+        oom_kills_24h=0,
+    )
+    assert size_of(status) < MAX_BYTES
+    assert len(status["findings"]) == 32 and len(status["containers"]) <= 250
+    assert status["containersObserved"] == 400
+    assert status["risk"] == "warning"
+
+
+def test_status_matches_the_crd_schema_field_names():
+    crd = yaml.safe_load((ROOT / "crds" / "nodememoryreports.oomsight.io.yaml").read_text())
+    props = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
+    status = build_status(
+        report_time="t",
+        agent_version="v",
+        boot_id="b",
+        node=NODE,
+        findings=findings(1),
+        profiles=full_book(3).profiles.values(),
+        incidents=[incident(1)],
+        oom_kills_24h=1,
+    )
+    assert set(status) <= set(props)
+    assert set(status["node"]) <= set(props["node"]["properties"])
+    cprops = props["containers"]["items"]["properties"]
+    for c in status["containers"]:
+        assert set(c) <= set(cprops)
+        assert set(c["breakdown"]) <= set(cprops["breakdown"]["properties"])
+        assert c["limitLevel"] in cprops["limitLevel"]["enum"]
+    assert set(status["incidents"][0]) <= set(props["incidents"]["items"]["properties"])
+
+
+def test_selection_keeps_oom_killed_and_closest_to_limit():
+    book = ProfileBook()
+    book.observe(0, "ns", "calm", "u1", "c", 10, limit=100)
+    book.observe(0, "ns", "hot", "u2", "c", 95, limit=100)
+    book.observe(0, "ns", "killed", "u3", "c", 1, limit=100)
+    book.oom("u3", "c")
+    assert [p.pod for p in select_containers(book.profiles.values(), 2)] == ["killed", "hot"]
+
+
+def test_peaks_are_one_per_interval_and_keep_the_max():
+    book = ProfileBook(interval=300)
+    for t, ws in [(0, 5), (100, 9), (200, 7), (300, 1), (650, 4)]:
+        book.observe(t, "ns", "p", "u", "c", ws)
+    assert book.profiles[("u", "c")].peaks == [(0, 9), (300, 1), (600, 4)]
+
+
+def test_fingerprint_ignores_noise_and_time_but_not_real_change():
+    def status(ws, kills=0, t="t1"):
+        book = ProfileBook()
+        book.observe(0, "ns", "p", "u", "c", ws, limit=1 << 30)
+        for _ in range(kills):
+            book.oom("u", "c")
+        return build_status(
+            report_time=t,
+            agent_version="v",
+            boot_id="b",
+            node=NODE,
+            findings=[],
+            profiles=book.profiles.values(),
+            incidents=[],
+            oom_kills_24h=kills,
+        )
+
+    base = fingerprint(status(500 << 20))
+    assert fingerprint(status((500 << 20) + 4096, t="t2")) == base
+    assert fingerprint(status(700 << 20)) != base
+    assert fingerprint(status(500 << 20, kills=1)) != base
+
+
+def test_due_only_on_change_and_at_most_once_a_minute():
+    assert due(None, 0, True)
+    assert not due(None, 0, False)
+    assert not due(100.0, 159.0, True)
+    assert due(100.0, 160.0, True)
+
+
+def test_report_json_is_plain():
+    status = build_status(
+        report_time="t",
+        agent_version="v",
+        boot_id="b",
+        node=NODE,
+        findings=[],
+        profiles=full_book(2).profiles.values(),
+        incidents=[],
+        oom_kills_24h=0,
+    )
+    assert json.loads(json.dumps(status)) == status

@@ -1,0 +1,82 @@
+"""The state directory on a real filesystem: spool round trip, revisions, cursor resume, corruption."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+from oomsight.agent.state import Cursor, StateDir
+from oomsight.core.eventspecs import oom_event
+from oomsight.core.podinfo import ContainerInfo, PodInfo
+
+BOOT = "5b0e6f3c-2a34-4c1e-9d0b-0a1b2c3d4e5f"
+T0 = datetime(2026, 11, 23, 13, 0, tzinfo=UTC)
+POD = PodInfo(
+    "0f6a2b4c-1111-4222-8333-944445555666", "shop", "web", "n", (ContainerInfo("app", "ab" * 32, None, None),)
+)
+DIAG = {
+    "scope": "container",
+    "victim": {"pid": 1, "comm": "x"},
+    "limit_bytes": 1 << 20,
+    "container_survived": False,
+}
+
+
+def spec(seq, when=T0):
+    return oom_event(DIAG, POD, "app", "n", BOOT, seq, when)
+
+
+def test_spool_round_trip_survives_a_new_instance(tmp_path):
+    st = StateDir(tmp_path)
+    a, b = spec(10, T0 + timedelta(seconds=1)), spec(11, T0)
+    st.put(a)
+    st.put(b)
+    again = StateDir(tmp_path)  # a restarted agent
+    assert again.pending() == [b, a]  # oldest event first
+    assert again.count() == 2
+
+
+def test_done_removes_only_the_delivered_revision(tmp_path):
+    st = StateDir(tmp_path)
+    s = spec(10)
+    rev1 = st.put(s)
+    rev2 = st.put(s.repeated(T0 + timedelta(seconds=5)))  # a repeat arrives while sending rev1
+    assert not st.done(s.name, rev1)
+    assert st.pending()[0].count == 2
+    assert st.done(s.name, rev2)
+    assert st.pending() == []
+
+
+def test_no_temp_files_left_and_files_are_json(tmp_path):
+    st = StateDir(tmp_path)
+    st.put(spec(3))
+    st.save_cursor(Cursor(BOOT, 42))
+    names = sorted(p.name for p in tmp_path.rglob("*") if p.is_file())
+    assert names == ["cursor.json", f"{spec(3).name}.json"]
+    assert json.loads((tmp_path / "cursor.json").read_text()) == {"boot_id": BOOT, "seq": 42}
+
+
+def test_resume_cursor_is_max_of_saved_and_spooled_for_this_boot(tmp_path):
+    st = StateDir(tmp_path)
+    st.save_cursor(Cursor(BOOT, 40))
+    assert st.resume_cursor(BOOT) == Cursor(BOOT, 40)
+    st.put(spec(57))  # spooled, then the agent died before saving the cursor
+    assert st.resume_cursor(BOOT) == Cursor(BOOT, 57)
+    assert st.resume_cursor("another-boot") is None
+
+
+def test_corrupt_files_are_moved_aside_and_counted(tmp_path):
+    st = StateDir(tmp_path)
+    (tmp_path / "cursor.json").write_text("{not json")
+    (tmp_path / "spool" / "broken.json").write_text('{"rev": 1}')
+    assert st.load_cursor() is None
+    assert st.pending() == []
+    assert st.corrupt == 2
+    assert (tmp_path / "spool" / "broken.corrupt").exists()
+
+
+def test_leftover_temp_files_from_a_crash_are_removed(tmp_path):
+    (tmp_path / "spool").mkdir()
+    (tmp_path / "spool" / ".x.json.1.2.tmp").write_text("half")
+    StateDir(tmp_path)
+    assert not list(tmp_path.rglob("*.tmp"))
