@@ -27,7 +27,7 @@ import os
 import select
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -292,7 +292,16 @@ class KmsgReader:
             self._expected = rec.seq + 1
             self.records_read += 1
             n += 1
-            yield replace(rec, wall=clock.wall(rec.usec))
+            # direct construction: dataclasses.replace costs ~3x as much per record
+            yield Record(
+                text=rec.text,
+                seq=rec.seq,
+                usec=rec.usec,
+                wall=clock.wall(rec.usec),
+                level=rec.level,
+                facility=rec.facility,
+                fields=rec.fields,
+            )
 
     def wait(self, timeout: float | None) -> bool:
         """Block until a record (or an overrun) is ready or ``timeout`` seconds pass; True if ready."""
