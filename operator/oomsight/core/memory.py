@@ -8,7 +8,8 @@ Sources for the formats:
 - cgroup v1: Documentation/admin-guide/cgroup-v1/memory.rst ("5.2 stat file"); ``memory.stat`` prints
   local counters, ``hierarchical_memory_limit``/``hierarchical_memsw_limit`` and ``total_*`` (subtree)
   counters (mm/memcontrol.c ``memcg_stat_show``/``memcg1_stat_format``). ``memory.oom_control`` has
-  ``oom_kill_disable``, ``under_oom`` and, since 4.13 (commit fe6bdfc8e1e1), ``oom_kill``.
+  ``oom_kill_disable``, ``under_oom`` and, since 4.13 ("mm/oom_kill: count global and memory cgroup
+  oom kills"), ``oom_kill``.
   "No limit" reads as ``PAGE_COUNTER_MAX * PAGE_SIZE``: 9223372036854771712 with 4 KiB pages.
 - cgroup v2: Documentation/admin-guide/cgroup-v2.rst ("Memory Interface Files"): ``memory.current``,
   ``memory.max``/``high``/``low``/``min`` (a number or ``max``), ``memory.peak`` (5.19+),
@@ -106,10 +107,16 @@ def parse_v2_limit(name: str, text: str) -> int | None:
 def parse_flat_keyed(name: str, text: str) -> dict[str, int]:
     """``key value`` lines (``memory.stat``, ``memory.events``, ``memory.oom_control``, ``cgroup.stat``).
 
-    Unknown keys are kept (kernels add keys); a line that is not ``key integer`` raises ``ParseError``,
-    which is how a truncated file shows itself. An empty file is an error too: the kernel never
-    writes one.
+    Unknown keys are kept (kernels add keys); a line that is not ``key integer`` raises ``ParseError``.
+    The kernel ends every line with a newline (seq_file), so a file whose last line lacks one was cut
+    short, even when the cut fell between two digits. An empty file is an error too.
     """
+    if text and not text.endswith("\n"):
+        last = text.rsplit("\n", 1)[-1]
+        raise ParseError(
+            f"{name}: truncated, the last line {last[:40]!r} has no newline",
+            "the file was cut short; read it again, and check the host root if it persists",
+        )
     out: dict[str, int] = {}
     for line in text.splitlines():
         if not line:
