@@ -1,0 +1,237 @@
+"""The cgroupfs walker on real cgroup v1 memory cgroups built the way a kubelet builds them.
+
+Processes take known amounts of anon memory, page cache and /dev/shm (tmpfs); the kernel accounts
+them; the sweep must attribute them to the right pod/container and find the limit that applies.
+The working set is checked against cAdvisor's formula computed here, independently, from the files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+from cgroupkit import MIB, CgroupKit
+from oomsight.cli.main import main
+from oomsight.core.memory import breakdown
+from oomsight.host.cgroupfs import CgroupEntry, CgroupWalker, Sweep, detect_layout
+from oomsight.host.errors import Vanished
+
+pytestmark = pytest.mark.cgroup
+
+HOST = Path("/")
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    proc.kill()
+    proc.wait(timeout=10)
+    if proc.stdout is not None:
+        proc.stdout.close()
+
+
+def _walker() -> CgroupWalker:
+    return CgroupWalker(detect_layout(HOST))
+
+
+def _find(sweep: Sweep, container_id: str) -> CgroupEntry:
+    found = [e for e in sweep.entries if e.kube and e.kube.container_id == container_id]
+    assert len(found) == 1, [e.path for e in sweep.entries]
+    return found[0]
+
+
+def cadvisor_working_set(directory: Path) -> int:
+    """cAdvisor setMemoryStats on v1, written out here from the raw files."""
+    usage = int((directory / "memory.usage_in_bytes").read_text())
+    stat = dict(line.split() for line in (directory / "memory.stat").read_text().splitlines())
+    inactive = int(stat["total_inactive_file"])
+    return usage - inactive if usage > inactive else 0
+
+
+def _assert_working_set(entry: CgroupEntry, directory: Path) -> None:
+    assert entry.reading is not None
+    expected = cadvisor_working_set(directory)
+    assert abs(entry.reading.working_set_bytes - expected) <= 0.02 * expected, (
+        entry.reading.working_set_bytes, expected,
+    )
+
+
+@pytest.mark.parametrize(
+    ("driver", "qos", "runtime"),
+    [
+        ("cgroupfs", "burstable", "containerd"),
+        ("cgroupfs", "guaranteed", "cri-o"),
+        ("systemd", "burstable", "containerd"),
+        ("systemd", "besteffort", "cri-o"),
+        ("systemd", "guaranteed", "docker"),
+    ],
+)
+def test_anon_memory_is_attributed(cgroups: CgroupKit, driver, qos, runtime):
+    pod, uid = cgroups.pod(qos=qos, driver=driver)
+    container, cid = cgroups.container(pod, runtime=runtime, limit=512 * MIB)
+    proc = container.spawn("--anon", "64")
+    try:
+        entry = _find(_walker().sweep(with_pids=True), cid)
+        assert entry.kube is not None
+        assert (entry.kube.pod_uid, entry.kube.container_id, entry.kube.qos) == (uid, cid, qos)
+        expected_runtime = {"containerd": "containerd", "cri-o": "cri-o", "docker": "docker"}[runtime]
+        if driver == "cgroupfs" and runtime == "containerd":
+            expected_runtime = None  # a bare id says nothing about the runtime
+        assert entry.kube.runtime == expected_runtime
+        assert entry.path == container.rel
+        assert (entry.limit.limit_bytes, entry.limit.level, entry.limit.path) == (
+            512 * MIB, "container", container.rel,
+        )
+        r = entry.reading
+        assert r is not None and r.version == "v1"
+        b = breakdown(r)
+        assert b.anon is not None
+        # 64 MiB of touched anon, plus the interpreter's own heap (well under 32 MiB).
+        assert 64 * MIB <= b.anon <= 96 * MIB
+        assert r.usage_bytes >= b.anon
+        _assert_working_set(entry, container.path)
+        assert entry.pids == (proc.pid,)
+    finally:
+        _stop(proc)
+
+
+def test_page_cache_is_file_memory_and_inactive_file_leaves_the_working_set(cgroups: CgroupKit, tmp_path):
+    assert os.statvfs(tmp_path).f_blocks  # a disk file system, not tmpfs
+    pod, _ = cgroups.pod()
+    container, cid = cgroups.container(pod)
+    data = tmp_path / f"cache-{uuid.uuid4().hex}"
+    proc = container.spawn("--file", str(data), "64")
+    try:
+        entry = _find(_walker().sweep(), cid)
+        assert entry.reading is not None
+        b = breakdown(entry.reading)
+        assert b.active_file is not None and b.inactive_file is not None
+        assert b.active_file + b.inactive_file >= 60 * MIB
+        assert b.inactive_file > 0
+        assert entry.reading.working_set_bytes == max(0, entry.reading.usage_bytes - b.inactive_file)
+        assert entry.reading.working_set_bytes < entry.reading.usage_bytes
+        _assert_working_set(entry, container.path)
+    finally:
+        _stop(proc)
+        data.unlink(missing_ok=True)
+
+
+def test_tmpfs_in_dev_shm_is_shmem_and_stays_in_the_working_set(cgroups: CgroupKit):
+    pod, _ = cgroups.pod(driver="systemd")
+    container, cid = cgroups.container(pod)
+    shm = Path(f"/dev/shm/oomsight-test-{uuid.uuid4().hex}")
+    proc = container.spawn("--shm", str(shm), "48")
+    try:
+        entry = _find(_walker().sweep(), cid)
+        assert entry.reading is not None
+        b = breakdown(entry.reading)
+        assert b.shmem is not None and b.shmem >= 48 * MIB
+        # shmem is on the anon LRU: never in inactive_file, so the working set keeps all of it.
+        assert entry.reading.working_set_bytes >= 48 * MIB
+        _assert_working_set(entry, container.path)
+    finally:
+        _stop(proc)
+        shm.unlink(missing_ok=True)
+
+
+@pytest.mark.parametrize("driver", ["cgroupfs", "systemd"])
+def test_pod_limit_tighter_than_the_container(cgroups: CgroupKit, driver):
+    pod, _ = cgroups.pod(driver=driver, limit=96 * MIB)
+    container, cid = cgroups.container(pod, limit=256 * MIB)
+    _, sid = cgroups.container(pod, limit=64 * MIB)
+    proc = container.spawn("--anon", "32")
+    try:
+        sweep = _walker().sweep()
+        entry = _find(sweep, cid)
+        assert (entry.limit.limit_bytes, entry.limit.level, entry.limit.path) == (96 * MIB, "pod", pod.rel)
+        assert entry.reading is not None and entry.reading.limit_bytes == 256 * MIB
+        # The kernel's own view of the ancestors' limit agrees.
+        assert entry.reading.stat["hierarchical_memory_limit"] == 96 * MIB
+        other = _find(sweep, sid)
+        assert (other.limit.limit_bytes, other.limit.level) == (64 * MIB, "container")
+        _assert_working_set(entry, container.path)
+    finally:
+        _stop(proc)
+
+
+def test_qos_and_kubepods_levels(cgroups: CgroupKit):
+    (cgroups.kubepods.path / "memory.limit_in_bytes").write_text(str(900 * MIB))
+    pod, _ = cgroups.pod(qos="besteffort")
+    (pod.path.parent / "memory.limit_in_bytes").write_text(str(300 * MIB))
+    container, cid = cgroups.container(pod)
+    gpod, _ = cgroups.pod(qos="guaranteed")
+    gcontainer, gcid = cgroups.container(gpod)
+    sweep = _walker().sweep()
+    assert (_find(sweep, cid).limit.limit_bytes, _find(sweep, cid).limit.level) == (300 * MIB, "qos")
+    assert (_find(sweep, gcid).limit.limit_bytes, _find(sweep, gcid).limit.level) == (900 * MIB, "kubepods")
+    assert container.rel and gcontainer.rel
+
+
+def test_conmon_is_skipped_and_other_cgroups_listed_by_path(cgroups: CgroupKit):
+    pod, _ = cgroups.pod(driver="systemd")
+    container, cid = cgroups.container(pod, runtime="cri-o")
+    conmon = pod.path / f"crio-conmon-{cid}.scope"
+    conmon.mkdir()
+    service = cgroups.root / "system.slice" / "containerd.service"
+    service.mkdir(parents=True)
+    (service / "memory.limit_in_bytes").write_text(str(128 * MIB))
+    sweep = _walker().sweep(include_all=True)
+    paths = {e.path for e in sweep.entries}
+    assert container.rel in paths
+    assert not any("conmon" in p for p in paths)
+    rel_service = "/" + str(service.relative_to(cgroups.mount))
+    [svc] = [e for e in sweep.entries if e.path == rel_service]
+    assert svc.kube is None
+    assert (svc.limit.limit_bytes, svc.limit.level) == (128 * MIB, "other")
+    # Without --all only containers are listed.
+    assert all(e.kube and e.kube.level == "container" for e in _walker().sweep().entries)
+
+
+def test_a_cgroup_removed_mid_sweep_is_skipped_and_counted(cgroups: CgroupKit):
+    pod, _ = cgroups.pod()
+    doomed, doomed_id = cgroups.container(pod)
+    kept, kept_id = cgroups.container(pod)
+
+    class RacingWalker(CgroupWalker):
+        """Removes the real cgroup right after it was listed, before its files are read."""
+
+        def _reading(self, directory):  # type: ignore[no-untyped-def]
+            if directory.endswith(doomed_id):
+                os.rmdir(directory)
+            return super()._reading(directory)
+
+    walker = RacingWalker(detect_layout(HOST))
+    sweep = walker.sweep()
+    assert sweep.vanished == 1 and walker.vanished_total == 1
+    assert sweep.errors == 0
+    ids = {e.kube.container_id for e in sweep.entries if e.kube}
+    assert kept_id in ids and doomed_id not in ids
+    with pytest.raises(Vanished):
+        walker.read(doomed.rel)
+    assert kept.rel
+
+
+def test_top_json_shows_the_kubelet_tree(cgroups: CgroupKit, capsys):
+    pod, uid = cgroups.pod(qos="burstable", driver="systemd", limit=128 * MIB)
+    container, cid = cgroups.container(pod, limit=256 * MIB)
+    proc = container.spawn("--anon", "40")
+    try:
+        assert main(["top", "--json"]) == 0
+        doc = json.loads(capsys.readouterr().out)
+        [c] = [c for c in doc["containers"] if c["container_id"] == cid]
+        assert c["cgroup"] == container.rel
+        assert (c["pod_uid"], c["qos"]) == (uid, "burstable")
+        assert (c["limit_bytes"], c["limit_level"]) == (128 * MIB, "pod")
+        expected = cadvisor_working_set(container.path)
+        assert abs(c["working_set_bytes"] - expected) <= 0.02 * expected
+        assert c["breakdown"]["anon"] >= 40 * MIB
+        assert set(c["breakdown"]) == {
+            "anon", "active_file", "inactive_file", "shmem", "kernel", "swap", "dirty", "writeback",
+        }
+        assert c["processes"]["count"] == 1
+        assert doc["cgroup_version"] == "hybrid" and doc["memory_cgroup_version"] == "v1"
+    finally:
+        _stop(proc)
