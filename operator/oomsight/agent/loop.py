@@ -64,7 +64,7 @@ log = logging.getLogger("oomsight.agent")
 
 REWIND = 400
 """Records re-read before the cursor on restart; an OOM report is ~30-150 records."""
-QUIET = 0.02
+QUIET = 0.005
 """Seconds without a new record that end a burst: the kernel prints a report in one go."""
 CURSOR_SAVE_SECONDS = 2.0
 NODE_CHECK_SECONDS = 600.0
@@ -177,7 +177,7 @@ class Agent:
         self._install_signals()
         if self.s.metrics_port:
             collector = AgentCollector(
-                lambda: self.snapshot, self.counters, lambda: self.deliverer.pending, self.s.node_name
+                lambda: self.snapshot, self.counters, self.state.count, self.s.node_name
             )
             try:
                 self.metrics = MetricsServer(

@@ -1,0 +1,277 @@
+"""Run ``oomsight agent`` as a real process against the test control plane, and read what it wrote.
+
+A scene is: a Pod bound to a (fake) node name with its container ID in ``status.containerStatuses``,
+the matching kubelet-style cgroup on this machine's real memory controller, and the agent watching
+that node with ``--host-root /``. OOM kills are real (memhog grows until the kernel kills it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cgroupkit import Cgroup, CgroupKit
+from oomsight.core.events import OOM_REASONS
+from oomsight.kube.rest import Rest, load_api_client
+
+MIB = 1 << 20
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def rest_for(kubeconfig: str | Path) -> Rest:
+    return Rest(load_api_client(str(kubeconfig)))
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str, every: float = 0.1) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(every)
+
+
+@dataclass
+class PodScene:
+    rest: Rest
+    namespace: str
+    node: str
+    name: str
+    uid: str
+    container: str
+    container_id: str
+    pod_cgroup: Cgroup
+    cgroup: Cgroup
+    procs: list[subprocess.Popen[str]] = field(default_factory=list)
+
+    def oom_kill_main(self, timeout: float = 30.0) -> None:
+        """Run a process that grows until the kernel OOM-kills it (the container's main process)."""
+        p = self.cgroup.spawn("--grow-anon-mib", "8", ready=False)
+        self.procs.append(p)
+        p.wait(timeout=timeout)
+        assert p.returncode == -signal.SIGKILL, f"memhog ended with {p.returncode}, not an OOM kill"
+
+    def oom_kill_child(self, timeout: float = 30.0) -> subprocess.Popen[str]:
+        """A child grows until it is killed; the parent (the "container") keeps running."""
+        p = self.cgroup.spawn("--children", "1", "--child-grow-mib", "8", "--child-oom-score-adj", "1000")
+        self.procs.append(p)
+        child = p.ready_pids[1]  # type: ignore[attr-defined]
+        wait_for(
+            lambda: not Path(f"/proc/{child}").exists() or _zombie(child), timeout, "the child to be killed"
+        )
+        assert p.poll() is None, "the parent should still run after its child was killed"
+        return p
+
+    def events(self, reasons: frozenset[str] | None = OOM_REASONS) -> list[dict[str, Any]]:
+        resp = self.rest.request("GET", f"/apis/events.k8s.io/v1/namespaces/{self.namespace}/events")
+        assert resp.ok, resp
+        return [
+            e
+            for e in resp.body.get("items", [])
+            if (e.get("regarding") or {}).get("uid") == self.uid
+            and (reasons is None or e.get("reason") in reasons)
+        ]
+
+    def stop_procs(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z")
+    except (OSError, IndexError):
+        return True
+
+
+def make_scene(
+    rest: Rest,
+    kit: CgroupKit,
+    namespace: str,
+    node: str,
+    limit: int = 64 * MIB,
+    name: str | None = None,
+    container: str = "app",
+) -> PodScene:
+    """Create the Pod (bound to ``node``), set its container ID, and build its cgroups."""
+    name = name or f"memhog-{uuid.uuid4().hex[:6]}"
+    cid = uuid.uuid4().hex + uuid.uuid4().hex
+    body = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "nodeName": node,
+            "containers": [
+                {
+                    "name": container,
+                    "image": "registry.k8s.io/pause:3.10",
+                    "resources": {"requests": {"memory": f"{limit // 2}"}, "limits": {"memory": f"{limit}"}},
+                }
+            ],
+        },
+    }
+    sa = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}}
+    rest.request("POST", f"/api/v1/namespaces/{namespace}/serviceaccounts", sa)  # no controller-manager here
+    resp = rest.request("POST", f"/api/v1/namespaces/{namespace}/pods", body)
+    assert resp.ok, resp
+    uid = resp.body["metadata"]["uid"]
+    status = {
+        "status": {
+            "phase": "Running",
+            "containerStatuses": [
+                {
+                    "name": container,
+                    "containerID": f"containerd://{cid}",
+                    "image": "registry.k8s.io/pause:3.10",
+                    "imageID": "",
+                    "ready": True,
+                    "restartCount": 0,
+                    "started": True,
+                    "state": {"running": {"startedAt": "2026-11-23T12:00:00Z"}},
+                }
+            ],
+        }
+    }
+    resp = rest.request(
+        "PATCH",
+        f"/api/v1/namespaces/{namespace}/pods/{name}/status",
+        status,
+        content_type="application/merge-patch+json",
+    )
+    assert resp.ok, resp
+    pod_cg, _ = kit.pod(qos="burstable", uid=uid)
+    cg, _ = kit.container(pod_cg, limit=limit, container_id=cid)
+    return PodScene(rest, namespace, node, name, uid, container, cid, pod_cg, cg)
+
+
+@dataclass
+class AgentProc:
+    kubeconfig: str
+    node: str
+    state_dir: Path
+    metrics_port: int = field(default_factory=free_port)
+    interval: float = 1.0
+    log_path: Path | None = None
+    proc: subprocess.Popen[bytes] | None = None
+    extra: tuple[str, ...] = ()
+
+    def start(self) -> AgentProc:
+        self.log_path = self.log_path or self.state_dir.parent / f"agent-{self.node}.log"
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "oomsight",
+                "agent",
+                "--node-name",
+                self.node,
+                "--kubeconfig",
+                self.kubeconfig,
+                "--host-root",
+                "/",
+                "--state-dir",
+                str(self.state_dir),
+                "--metrics-port",
+                str(self.metrics_port),
+                "--metrics-address",
+                "127.0.0.1",
+                "--interval",
+                str(self.interval),
+                "--report-interval",
+                "1",
+                *self.extra,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        log.close()
+        wait_for(self.ready, 30, "the agent's /healthz to say ok (pods listed)")
+        return self
+
+    def ready(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"agent exited with {self.proc.returncode}:\n{self.log()}")
+        try:
+            body = self.get("/healthz")
+        except OSError:
+            return False
+        return body.strip() == "ok"
+
+    def get(self, path: str) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}{path}", timeout=5) as r:
+            return r.read().decode()
+
+    def log(self) -> str:
+        return self.log_path.read_text() if self.log_path and self.log_path.exists() else ""
+
+    def stop(self, timeout: float = 20.0) -> int:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError(f"agent did not exit on SIGTERM within {timeout}s:\n{self.log()}") from None
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.kill()
+            self.proc.wait()
+
+
+def series_total(events: list[dict[str, Any]]) -> int:
+    """Occurrences an Event list stands for: 1 per Event, or its series count."""
+    return sum(int((e.get("series") or {}).get("count") or 1) for e in events)
+
+
+def sample(text: str, name: str, **labels: str) -> float | None:
+    """The value of the sample ``name`` whose labels include ``labels`` in a /metrics text."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                return float(s.value)
+    return None
+
+
+def ensure_crds(rest: Rest) -> None:
+    """Apply the repository's NodeMemoryReport CRD (idempotent) and wait until it is served."""
+    import yaml
+
+    root = Path(__file__).resolve().parents[2]
+    crd = yaml.safe_load((root / "crds" / "nodememoryreports.oomsight.io.yaml").read_text())
+    resp = rest.request("POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd)
+    assert resp.status in (200, 201, 409), resp
+    wait_for(
+        lambda: rest.request("GET", "/apis/oomsight.io/v1alpha1/nodememoryreports").ok,
+        30,
+        "the CRD to be served",
+    )

@@ -1,0 +1,167 @@
+"""``oomsight agent`` end to end: real kube-apiserver, real cgroups, real OOM kills, a real process.
+
+Each test builds a scene (Pod bound to a node name unique to the test, its kubelet-style cgroup, the
+agent watching that node) and causes OOM kills with memhog. Then it counts the Events on the Pod,
+reads /metrics and the NodeMemoryReport.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from agentkit import AgentProc, ensure_crds, make_scene, rest_for, sample, series_total, wait_for
+
+pytestmark = [pytest.mark.kube, pytest.mark.cgroup, pytest.mark.kmsg, pytest.mark.slow]
+
+
+@pytest.fixture
+def node() -> str:
+    return f"node-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def rest(kubeconfig):
+    return rest_for(kubeconfig)
+
+
+@pytest.fixture
+def agent(kubeconfig, node, tmp_path):
+    procs: list[AgentProc] = []
+
+    def start(state_dir: Path | None = None) -> AgentProc:
+        a = AgentProc(str(kubeconfig), node, state_dir or tmp_path / "state", log_path=tmp_path / "agent.log")
+        procs.append(a.start())
+        return a
+
+    yield start
+    for a in procs:
+        a.kill()
+
+
+def test_oom_kill_becomes_an_event_on_the_pod(rest, cgroups, namespace, node, agent):
+    scene = make_scene(rest, cgroups, namespace, node)
+    a = agent()
+    scene.oom_kill_main()
+    events = wait_for(scene.events, 15, "the OOMKilled Event")
+    assert len(events) == 1
+    ev = events[0]
+    assert ev["reason"] == "OOMKilled"
+    assert ev["type"] == "Warning"
+    assert ev["regarding"]["kind"] == "Pod" and ev["regarding"]["name"] == scene.name
+    assert ev["related"] == {"kind": "Node", "name": node, "apiVersion": "v1"}
+    assert ev["reportingController"] == "oomsight.io/agent" and ev["reportingInstance"] == node
+    assert "64.0 MiB" in ev["note"] and "container app" in ev["note"]
+    assert "anonymous memory" in ev["note"]
+    assert a.stop() == 0
+
+
+def test_child_kill_says_the_container_kept_running(rest, cgroups, namespace, node, agent):
+    scene = make_scene(rest, cgroups, namespace, node)
+    agent()
+    parent = scene.oom_kill_child()
+    events = wait_for(scene.events, 15, "the OOMKilledChild Event")
+    assert [e["reason"] for e in events] == ["OOMKilledChild"]
+    assert "kept running" in events[0]["note"]
+    assert "Kubernetes will not report" in events[0]["note"]
+    assert parent.poll() is None
+    scene.stop_procs()
+
+
+def test_agent_restart_between_kills_gives_each_event_once(rest, cgroups, namespace, node, agent, tmp_path):
+    scene = make_scene(rest, cgroups, namespace, node)
+    a = agent()
+    scene.oom_kill_main()
+    wait_for(lambda: len(scene.events()) == 1, 15, "the first Event")
+    assert a.stop() == 0
+    scene.oom_kill_main()  # while the agent is down: only the kernel's ring buffer has it
+    agent()  # same state dir: resumes from the saved kmsg cursor
+    wait_for(lambda: len(scene.events()) >= 2, 20, "the second Event after the restart")
+    time.sleep(2)  # give a duplicate every chance to show up
+    events = scene.events()
+    assert len(events) == 2, [e["metadata"]["name"] for e in events]
+    assert series_total(events) == 2
+    assert len({e["metadata"]["name"] for e in events}) == 2
+
+
+def test_api_outage_spools_and_delivers_each_kill_once(rest, cgroups, namespace, node, agent, control_plane):
+    scene = make_scene(rest, cgroups, namespace, node)
+    a = agent()
+    control_plane.stop_apiserver()
+    try:
+        for _ in range(3):
+            scene.oom_kill_main()
+        wait_for(
+            lambda: sample(a.get("/metrics"), "oomsight_agent_events_pending") == 3, 20, "3 Events spooled"
+        )
+    finally:
+        control_plane.start_apiserver()
+    wait_for(lambda: len(scene.events()) >= 3, 40, "3 Events after the API server came back")
+    time.sleep(2)
+    events = scene.events()
+    assert len(events) == 3 and series_total(events) == 3
+    metrics = a.get("/metrics")
+    assert (sample(metrics, "oomsight_agent_api_errors_total", operation="event", code="0") or 0) >= 1
+    wait_for(
+        lambda: sample(a.get("/metrics"), "oomsight_agent_events_pending") == 0, 10, "the spool to drain"
+    )
+    assert a.stop() == 0
+
+
+def test_metrics_show_the_kills_and_pass_promtool(rest, cgroups, namespace, node, agent, promtool_bin):
+    scene = make_scene(rest, cgroups, namespace, node)
+    a = agent()
+    scene.oom_kill_main()
+    scene.oom_kill_child()
+    wait_for(lambda: len(scene.events()) == 2, 15, "2 Events")
+    text = a.get("/metrics")
+    lbl = {"namespace": namespace, "pod": scene.name, "container": "app"}
+    kills = "oomsight_oom_kills_total"
+    assert sample(text, kills, **lbl, scope="container", container_survived="false", reason="OOMKilled") == 1
+    assert (
+        sample(text, kills, **lbl, scope="container", container_survived="true", reason="OOMKilledChild") == 1
+    )
+    wait_for(
+        lambda: sample(a.get("/metrics"), "oomsight_container_working_set_bytes", **lbl), 10, "a sweep sample"
+    )
+    text = a.get("/metrics")
+    assert sample(text, "oomsight_container_memory_limit_bytes", **lbl, level="container") == 64 << 20
+    assert (sample(text, "oomsight_container_memory_bytes", **lbl, kind="anon") or 0) > 0
+    assert sample(text, "oomsight_agent_kmsg_records_total") > 0
+    out = subprocess.run([str(promtool_bin), "check", "metrics"], input=text, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    scene.stop_procs()
+
+
+def test_node_memory_report_has_the_container_profile(rest, cgroups, namespace, node, agent):
+    ensure_crds(rest)
+    scene = make_scene(rest, cgroups, namespace, node)
+    agent()
+    scene.oom_kill_main()
+    hog = scene.cgroup.spawn("--anon", "20")
+    scene.procs.append(hog)
+
+    def report():
+        resp = rest.request("GET", f"/apis/oomsight.io/v1alpha1/nodememoryreports/{node}")
+        if not resp.ok:
+            return None
+        mine = [c for c in resp.body.get("status", {}).get("containers", []) if c["podUID"] == scene.uid]
+        if mine and mine[0].get("oomKills") == 1 and mine[0].get("workingSet", 0) >= 20 << 20:
+            return resp.body
+        return None
+
+    body = wait_for(report, 30, "a NodeMemoryReport with the container's profile")
+    assert body["spec"]["nodeName"] == node
+    status = body["status"]
+    (c,) = [c for c in status["containers"] if c["podUID"] == scene.uid]
+    assert (c["namespace"], c["pod"], c["container"]) == (namespace, scene.name, "app")
+    assert c["limit"] == 64 << 20 and c["limitLevel"] == "container" and c["request"] == 32 << 20
+    assert c["peaks"] and c["peaks"][-1]["bytes"] >= 20 << 20
+    assert c["breakdown"]["anon"] >= 20 << 20
+    assert status["oomKills24h"] >= 1
+    assert any(i["podUID"] == scene.uid and i["scope"] == "container" for i in status["incidents"])
+    assert status["node"]["cgroupVersion"] in ("v1", "v2", "hybrid")
+    scene.stop_procs()
