@@ -1,0 +1,543 @@
+"""Memory request and limit recommendations from working-set history: VPA's method, made OOM- and cache-aware.
+
+Baseline (the VPA recommender, kubernetes/autoscaler ``vertical-pod-autoscaler/pkg/recommender``):
+every replica of a container contributes one *peak* per aggregation interval (24 h) to a decaying
+histogram of the workload (``model/container.go`` ``addMemorySample``; replicas merge in
+``model/aggregate_container_state.go``); the target is the p90 of those peaks plus a 15% margin
+(``logic/recommender.go``); an OOM kill adds a synthetic peak of ``max(request + 100 MiB, request x 1.2)``
+(``model/container.go`` ``RecordOOM``, defaults in ``model/aggregations_config.go``).
+
+What this engine does differently, and why (one sentence each):
+
+* **OOM = censored demand.** An OOM says the container needed *more* than the limit it had, so each
+  kill sets a floor of ``max(limit x oomBumpRatio, limit + oomMinBump)`` on the limit and raises the
+  request to at least that limit for the whole history window: VPA bumps from the *request* and lets
+  the one synthetic peak sink below p90 within days, which re-creates the limit that killed it.
+* **Page cache does not ratchet.** When a breakdown is given, the demand is the non-reclaimable part
+  (anon + shmem + kernel) plus a bounded allowance of active file cache (``cacheAllowancePercent`` of
+  it): the kernel reclaims clean file pages before it OOM-kills (``mm/memcontrol.c`` ``try_charge``),
+  so a working set that grows with cache would otherwise drive the limit up forever (cache fills any limit).
+* **Memory that cannot be reclaimed counts.** shmem/tmpfs and kernel memory are in the demand in full:
+  they sit on the anon LRU or in slab and are not reclaimable without swap (see ``core.memory.Breakdown``).
+* **JVM heap is a promise.** With ``-Xmx`` visible, the limit covers ``Xmx + off-heap`` (observed, or
+  at least 25% of the heap: the common ``MaxRAMPercentage=75`` rule), because the heap grows to Xmx
+  whenever the collector lets it, whatever the history shows; with ``MaxRAMPercentage`` the heap scales
+  with the limit, so the limit must leave ``off-heap / (1 - pct)`` room.
+* **Margin follows confidence.** The headroom is ``headroomPercent x (2 - confidence)``: a young
+  history has not seen a full cycle yet, an 8-day one has; VPA's flat 15% is too little on day one
+  and waste on day eight (VPA widens only its *upper bound*, by ``1 + 1/days``, ``logic/recommender.go``).
+* **Finer buckets, tighter rounding.** 1 MiB first bucket and 2% growth (VPA: 10 MB, 5%), and
+  rounding up by at most 1/32: VPA's buckets alone add up to 8% around 300 MB before any margin.
+
+Bounds and rounding: results are clamped to ``[minimum, maximum]`` (default minimum 64 MiB *per
+container*; VPA's 250 MiB is per *pod* and split across its containers, which over-provisions small
+sidecars and says nothing about a single big one), the limit is never below the request, and both are
+rounded *up* to a multiple of ``2**(floor(log2(MiB)) - 5)`` MiB (at least 1 MiB): 300 MiB → 304 MiB,
+1000 MiB → 1008 MiB; never more than +3.2%.
+
+Confidence (0..1): ``min(history span / historyWindow, peak intervals seen / intervals in the window)``,
+the VPA ``getConfidence`` idea (``logic/estimator.go``: min(lifespan days, samples / 1440)) scaled to 1
+at a full window; 8 days of daily peaks → 1.0, one day → 0.125.
+
+The engine is pure (no I/O, no clock): callers pass timestamps in seconds. State round-trips through
+``Recommender.to_state()`` / ``Recommender.from_state()`` as JSON-ready dicts.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from oomsight.core.errors import ParseError, UsageError
+from oomsight.core.histogram import Buckets, DecayingHistogram
+from oomsight.core.memory import Breakdown
+from oomsight.core.quantity import MiB, format_bytes, human_bytes, parse_bytes, parse_seconds
+
+DAY = 86400.0
+STATE_VERSION = 1
+JVM_OFFHEAP_FRACTION = 0.25
+"""Off-heap assumed as a share of the heap until observed (MaxRAMPercentage=75 leaves 1/3; we take 1/4)."""
+JVM_OFFHEAP_MIN = 64 * MiB
+YOUNG_MARGIN = 1.0
+"""The headroom is multiplied by ``1 + YOUNG_MARGIN * (1 - confidence)``: doubled with no history."""
+PAGE_CACHE_NOTE = 1.10
+"""Say "page cache" in the reason when the working-set estimate exceeds the demand estimate by 10%+."""
+
+
+@dataclass(frozen=True, slots=True)
+class RecommendSettings:
+    """The MemoryPolicy ``spec.recommendation`` block, in bytes and seconds (``from_spec`` parses it)."""
+
+    percentile: float = 0.9
+    """Request = this percentile of the per-interval demand peaks (VPA's target percentile)."""
+    limit_percentile: float = 0.98
+    """Limit = this percentile of the same peaks; the limit is a hard ceiling, so it sits higher."""
+    headroom_percent: float = 10.0
+    """Margin on top of both percentiles at full confidence, up to twice that with no history (VPA: 15%
+    flat); 10% because p98 of peaks and the OOM floor already cover what VPA's larger margin is for."""
+    minimum: int = 64 * MiB
+    maximum: int | None = None
+    half_life: float = DAY
+    history_window: float = 8 * DAY
+    oom_bump_ratio: float = 1.2
+    oom_min_bump: int = 100 * MiB
+    peak_interval: float = DAY
+    """Each replica contributes its peak once per interval (VPA: 24 h)."""
+    cache_allowance_percent: float = 10.0
+    """Active file cache counted as demand, as a share of the non-reclaimable memory."""
+
+    def __post_init__(self) -> None:
+        bad = None
+        if not 0 < self.percentile <= 1:
+            bad = ("percentile", self.percentile, "a fraction in (0, 1], e.g. 0.9")
+        elif not 0 < self.limit_percentile <= 1:
+            bad = ("limitPercentile", self.limit_percentile, "a fraction in (0, 1], e.g. 0.98")
+        elif not 0 <= self.headroom_percent <= 1000:
+            bad = ("headroomPercent", self.headroom_percent, "a percentage between 0 and 1000")
+        elif self.minimum < 0:
+            bad = ("minimum", self.minimum, "a non-negative quantity")
+        elif self.maximum is not None and self.maximum < self.minimum:
+            bad = ("maximum", self.maximum, f"at least the minimum ({format_bytes(self.minimum)})")
+        elif self.half_life <= 0 or self.history_window <= 0 or self.peak_interval <= 0:
+            bad = ("halfLife/historyWindow/peakInterval", 0, "positive durations")
+        elif self.oom_bump_ratio < 1:
+            bad = ("oomBumpRatio", self.oom_bump_ratio, "a ratio of at least 1, e.g. 1.2")
+        elif self.oom_min_bump < 0:
+            bad = ("oomMinBump", self.oom_min_bump, "a non-negative quantity")
+        elif not 0 <= self.cache_allowance_percent <= 1000:
+            bad = ("cacheAllowancePercent", self.cache_allowance_percent, "a percentage")
+        if bad:
+            raise UsageError(f"recommendation.{bad[0]} = {bad[1]!r} is out of range", f"use {bad[2]}")
+
+    @staticmethod
+    def from_spec(spec: Mapping[str, Any] | None) -> RecommendSettings:
+        """Parse a MemoryPolicy ``recommendation`` block (camelCase keys, ``512Mi``, ``24h``)."""
+        spec = dict(spec or {})
+        known = {
+            "percentile", "limitPercentile", "headroomPercent", "minimum", "maximum", "halfLife",
+            "historyWindow", "oomBumpRatio", "oomMinBump", "peakInterval", "cacheAllowancePercent",
+        }  # fmt: skip
+        unknown = sorted(set(spec) - known)
+        if unknown:
+            raise UsageError(f"recommendation: unknown field(s) {', '.join(unknown)}", f"use {sorted(known)}")
+        d = RecommendSettings()
+
+        def num(name: str, default: float) -> float:
+            v = spec.get(name, default)
+            try:
+                return float(v)
+            except (TypeError, ValueError):
+                raise UsageError(f"recommendation.{name} = {v!r} is not a number", "write e.g. 0.9") from None
+
+        def size(name: str, default: int | None) -> int | None:
+            v = spec.get(name)
+            return default if v is None else parse_bytes(v, f"recommendation.{name}")
+
+        def dur(name: str, default: float) -> float:
+            v = spec.get(name)
+            return default if v is None else parse_seconds(v, f"recommendation.{name}")
+
+        return RecommendSettings(
+            percentile=num("percentile", d.percentile),
+            limit_percentile=num("limitPercentile", d.limit_percentile),
+            headroom_percent=num("headroomPercent", d.headroom_percent),
+            minimum=size("minimum", d.minimum) or 0,
+            maximum=size("maximum", d.maximum),
+            half_life=dur("halfLife", d.half_life),
+            history_window=dur("historyWindow", d.history_window),
+            oom_bump_ratio=num("oomBumpRatio", d.oom_bump_ratio),
+            oom_min_bump=size("oomMinBump", d.oom_min_bump) or 0,
+            peak_interval=dur("peakInterval", d.peak_interval),
+            cache_allowance_percent=num("cacheAllowancePercent", d.cache_allowance_percent),
+        )
+
+    def oom_floor(self, limit: int) -> int:
+        """What an OOM at ``limit`` says the container needs at least (VPA's bump, applied to the limit)."""
+        return max(math.ceil(limit * self.oom_bump_ratio), limit + self.oom_min_bump)
+
+
+@dataclass(frozen=True, slots=True)
+class JvmHeap:
+    """What the JVM's flags say about its heap; give one of the two."""
+
+    max_heap_bytes: int | None = None
+    """``-Xmx`` (or ``-XX:MaxHeapSize``)."""
+    max_ram_percentage: float | None = None
+    """``-XX:MaxRAMPercentage`` (0-100): the heap is this share of the container limit."""
+
+    def __post_init__(self) -> None:
+        if self.max_heap_bytes is not None and self.max_heap_bytes <= 0:
+            raise UsageError(f"JVM max heap {self.max_heap_bytes} must be positive", "pass -Xmx in bytes")
+        if self.max_ram_percentage is not None and not 0 < self.max_ram_percentage < 100:
+            raise UsageError(
+                f"JVM MaxRAMPercentage {self.max_ram_percentage} is out of range", "pass a value in (0, 100)"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class Recommendation:
+    """One container's recommendation. Bytes; ``p50``/``p95``/``max`` are of observed working-set peaks."""
+
+    request_bytes: int
+    limit_bytes: int
+    reason: str
+    confidence: float
+    p50: int
+    p95: int
+    max: int
+    oom_kills: int
+    samples: int = 0
+    notes: tuple[str, ...] = ()
+    """Machine-readable tags of what shaped the result: ``oom-floor``, ``page-cache``, ``jvm``, ``minimum``,
+    ``maximum``, ``no-samples``."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "requestBytes": self.request_bytes,
+            "limitBytes": self.limit_bytes,
+            "request": format_bytes(self.request_bytes),
+            "limit": format_bytes(self.limit_bytes),
+            "reason": self.reason,
+            "confidence": round(self.confidence, 3),
+            "p50Bytes": self.p50,
+            "p95Bytes": self.p95,
+            "maxBytes": self.max,
+            "oomKills": self.oom_kills,
+            "samples": self.samples,
+            "notes": list(self.notes),
+        }
+
+
+def round_up(n: float) -> int:
+    """Up to a whole MiB, then up to a multiple of 2**(floor(log2(MiB)) - 5) MiB (≤ +3.2%)."""
+    if n <= 0:
+        return 0
+    mib = math.ceil(n / MiB - 1e-9)
+    step = 1 << max(0, mib.bit_length() - 1 - 5)
+    return -(-mib // step) * step * MiB
+
+
+def demand_of(working_set: int, bd: Breakdown | None, cache_allowance: float) -> tuple[int, int]:
+    """(demand, reclaimable cache counted out). Without a usable breakdown the demand is the working set."""
+    if bd is None or bd.anon is None:
+        return working_set, 0
+    hard = bd.anon + (bd.shmem or 0) + (bd.kernel or 0)
+    if hard >= working_set:
+        return working_set, 0
+    cache = working_set - hard
+    allowed = min(cache, math.ceil(hard * cache_allowance))
+    return hard + allowed, cache - allowed
+
+
+@dataclass(slots=True)
+class _Window:
+    index: int
+    t: float
+    ws: int
+    demand: int
+
+
+@dataclass(slots=True)
+class _Series:
+    ws: DecayingHistogram
+    demand: DecayingHistogram
+    open: dict[str, _Window] = field(default_factory=dict)
+    first: float | None = None
+    last: float | None = None
+    samples: int = 0
+    dropped: int = 0
+    ooms: list[tuple[float, int | None]] = field(default_factory=list)
+    last_limit: int | None = None
+    jvm: JvmHeap | None = None
+    intervals: set[int] = field(default_factory=set)
+
+
+class Recommender:
+    """Per-key (e.g. ``namespace/workload/container``) history and recommendations. Not thread-safe."""
+
+    BUCKETS = Buckets(first=float(MiB), growth=1.02)
+
+    def __init__(self, settings: RecommendSettings | None = None) -> None:
+        self.settings = settings or RecommendSettings()
+        self._series: dict[str, _Series] = {}
+
+    def keys(self) -> list[str]:
+        return sorted(self._series)
+
+    def _get(self, key: str) -> _Series:
+        s = self._series.get(key)
+        if s is None:
+            hl = self.settings.half_life
+            s = self._series[key] = _Series(
+                DecayingHistogram(hl, self.BUCKETS), DecayingHistogram(hl, self.BUCKETS)
+            )
+        return s
+
+    def set_jvm(self, key: str, jvm: JvmHeap | None) -> None:
+        """Tell the engine what the container's JVM flags say (None forgets it)."""
+        self._get(key).jvm = jvm
+
+    def add_sample(
+        self,
+        key: str,
+        t: float,
+        working_set_bytes: int,
+        breakdown: Breakdown | None = None,
+        limit_bytes: int | None = None,
+        replica: str = "",
+    ) -> bool:
+        """One working-set reading of one replica. Returns False (and counts it) if it is out of order."""
+        if working_set_bytes < 0:
+            raise UsageError(f"working set {working_set_bytes} is negative", "pass bytes >= 0")
+        s = self._get(key)
+        cfg = self.settings
+        idx = math.floor(t / cfg.peak_interval)
+        w = s.open.get(replica)
+        if w is not None and idx < w.index:
+            s.dropped += 1
+            return False
+        if w is not None and idx > w.index:
+            self._flush(s, w)
+            w = None
+        demand, _ = demand_of(working_set_bytes, breakdown, cfg.cache_allowance_percent / 100)
+        if w is None:
+            s.open[replica] = _Window(idx, t, working_set_bytes, demand)
+        else:
+            w.t = max(w.t, t)
+            w.ws = max(w.ws, working_set_bytes)
+            w.demand = max(w.demand, demand)
+        s.first = t if s.first is None else min(s.first, t)
+        s.last = t if s.last is None else max(s.last, t)
+        s.samples += 1
+        s.intervals.add(idx)
+        if limit_bytes:
+            s.last_limit = limit_bytes
+        return True
+
+    def add_oom(self, key: str, t: float, limit_bytes: int | None = None) -> None:
+        """An OOM kill at ``t`` under ``limit_bytes`` (None: the last limit seen with a sample)."""
+        s = self._get(key)
+        s.ooms.append((t, limit_bytes if limit_bytes else None))
+        if limit_bytes:
+            s.last_limit = limit_bytes
+            # Like VPA, the bumped value is also a demand peak, so the margin applies on top of it.
+            s.demand.add(self.settings.oom_floor(limit_bytes), t)
+
+    def forget(self, key: str) -> None:
+        self._series.pop(key, None)
+
+    def prune(self, now: float) -> int:
+        """Drop keys with no sample and no OOM within the history window; returns how many."""
+        window = self.settings.history_window
+        gone = [
+            k
+            for k, s in self._series.items()
+            if (s.last is None or now - s.last > window) and not any(now - t <= window for t, _ in s.ooms)
+        ]
+        for k in gone:
+            del self._series[k]
+        return len(gone)
+
+    @staticmethod
+    def _flush(s: _Series, w: _Window) -> None:
+        s.ws.add(w.ws, w.t)
+        s.demand.add(w.demand, w.t)
+
+    def recommend(self, key: str, now: float) -> Recommendation:
+        """The recommendation for ``key`` as of ``now`` (seconds). Raises UsageError for an unknown key."""
+        s = self._series.get(key)
+        if s is None:
+            raise UsageError(f"no history for {key!r}", "add samples or OOM kills for it first")
+        cfg = self.settings
+        window = cfg.history_window
+        ws, dem = s.ws.copy(), s.demand.copy()
+        for w in s.open.values():
+            ws.add(w.ws, w.t)
+            dem.add(w.demand, w.t)
+        ooms = [(t, lim) for t, lim in s.ooms if 0 <= now - t <= window]
+        notes: list[str] = []
+        reasons: list[str] = []
+
+        p50 = math.ceil(ws.percentile(0.5, now, window))
+        p95 = math.ceil(ws.percentile(0.95, now, window))
+        wmax = math.ceil(ws.percentile(1.0, now, window))
+        d_req = dem.percentile(cfg.percentile, now, window)
+        d_lim = dem.percentile(cfg.limit_percentile, now, window)
+        d_max = dem.percentile(1.0, now, window)
+        confidence = self._confidence(s, now)
+        h = cfg.headroom_percent / 100 * (1 + YOUNG_MARGIN * (1 - confidence))
+        request = d_req * (1 + h)
+        limit = d_lim * (1 + h)
+        every = _span(cfg.peak_interval)
+        if d_lim > 0:
+            reasons.append(
+                f"p{_pct(cfg.limit_percentile)} of {every} peaks is {human_bytes(d_lim)}"
+                f" (+{cfg.headroom_percent:g}% headroom)"
+            )
+        else:
+            notes.append("no-samples")
+            reasons.append(f"no working-set samples in the last {_span(window)}")
+
+        w_lim = ws.percentile(cfg.limit_percentile, now, window)
+        if d_lim > 0 and w_lim > d_lim * PAGE_CACHE_NOTE:
+            notes.append("page-cache")
+            reasons.append(
+                f"the working set peaks at {human_bytes(w_lim)} but {human_bytes(w_lim - d_lim)} of it is"
+                f" reclaimable page cache, so the limit follows anon+shmem+kernel plus a"
+                f" {cfg.cache_allowance_percent:g}% cache allowance"
+            )
+
+        if ooms:
+            known = [lim if lim else (s.last_limit or wmax) for _, lim in ooms]
+            worst = max(known)
+            floor = cfg.oom_floor(worst) if worst else 0
+            request = max(request, worst)
+            if floor > limit:
+                notes.append("oom-floor")
+                until = max(t for t, _ in ooms) + window
+                reasons.append(
+                    f"{len(ooms)} OOM kill(s) at a limit of {human_bytes(worst)}: the real peak is above it,"
+                    f" so the limit stays at least {human_bytes(floor)} until t={until:.0f}"
+                )
+                limit = floor
+            else:
+                reasons.append(f"{len(ooms)} OOM kill(s) in the window, already covered")
+
+        if s.jvm is not None:
+            jvm_floor, why = self._jvm_floor(s.jvm, d_max, s.last_limit)
+            if jvm_floor > limit:
+                limit = jvm_floor
+                notes.append("jvm")
+                reasons.append(why)
+
+        if limit < cfg.minimum or request < cfg.minimum:
+            if limit < cfg.minimum:
+                notes.append("minimum")
+                reasons.append(f"raised to the minimum {format_bytes(cfg.minimum)}")
+            limit, request = max(limit, cfg.minimum), max(request, cfg.minimum)
+        if cfg.maximum is not None and limit > cfg.maximum:
+            notes.append("maximum")
+            reasons.append(
+                f"capped at the maximum {format_bytes(cfg.maximum)}; OOM kills are likely above it"
+            )
+            limit, request = cfg.maximum, min(request, cfg.maximum)
+
+        limit_b = round_up(limit)
+        if cfg.maximum is not None:
+            limit_b = min(limit_b, cfg.maximum)
+        request_b = min(round_up(request), limit_b)
+        return Recommendation(
+            request_bytes=request_b,
+            limit_bytes=limit_b,
+            reason="; ".join(reasons) + ".",
+            confidence=confidence,
+            p50=p50,
+            p95=p95,
+            max=wmax,
+            oom_kills=len(ooms),
+            samples=s.samples,
+            notes=tuple(notes),
+        )
+
+    def _jvm_floor(self, jvm: JvmHeap, d_max: float, last_limit: int | None) -> tuple[int, str]:
+        if jvm.max_heap_bytes:
+            heap = jvm.max_heap_bytes
+            seen = max(0.0, d_max - heap)
+            offheap = max(seen, heap * JVM_OFFHEAP_FRACTION, JVM_OFFHEAP_MIN)
+            how = "observed" if seen >= offheap else "assumed"
+            return math.ceil(heap + offheap), (
+                f"JVM -Xmx is {human_bytes(heap)}: the heap grows to it whenever the collector lets it,"
+                f" so the limit covers heap + {how} off-heap {human_bytes(offheap)}"
+            )
+        assert jvm.max_ram_percentage is not None
+        share = jvm.max_ram_percentage / 100
+        seen = max(0.0, d_max - share * last_limit) if last_limit else 0.0
+        offheap = max(seen, JVM_OFFHEAP_MIN)
+        return math.ceil(offheap / (1 - share)), (
+            f"JVM MaxRAMPercentage={jvm.max_ram_percentage:g}: the heap takes that share of any limit, so the"
+            f" limit leaves {100 - jvm.max_ram_percentage:g}% for off-heap {human_bytes(offheap)}"
+        )
+
+    def _confidence(self, s: _Series, now: float) -> float:
+        if s.first is None or s.last is None:
+            return 0.0
+        cfg = self.settings
+        span = (min(s.last, now) - s.first) / cfg.history_window
+        lo = math.floor((now - cfg.history_window) / cfg.peak_interval)
+        seen = sum(1 for i in s.intervals if i >= lo)
+        cover = seen / max(1.0, cfg.history_window / cfg.peak_interval)
+        return max(0.0, min(1.0, span, cover))
+
+    # --- state -------------------------------------------------------------------------------------
+
+    def to_state(self, now: float | None = None) -> dict[str, Any]:
+        """JSON-ready state; with ``now``, interval sets older than the window are dropped first."""
+        keys: dict[str, Any] = {}
+        for k, s in sorted(self._series.items()):
+            intervals = s.intervals
+            if now is not None:
+                lo = math.floor((now - self.settings.history_window) / self.settings.peak_interval)
+                intervals = {i for i in intervals if i >= lo}
+            keys[k] = {
+                "ws": s.ws.to_dict(),
+                "demand": s.demand.to_dict(),
+                "open": {r: [w.index, w.t, w.ws, w.demand] for r, w in sorted(s.open.items())},
+                "first": s.first,
+                "last": s.last,
+                "samples": s.samples,
+                "dropped": s.dropped,
+                "ooms": [[t, lim] for t, lim in s.ooms],
+                "lastLimit": s.last_limit,
+                "jvm": None
+                if s.jvm is None
+                else {"maxHeapBytes": s.jvm.max_heap_bytes, "maxRAMPercentage": s.jvm.max_ram_percentage},
+                "intervals": sorted(intervals),
+            }
+        return {"version": STATE_VERSION, "keys": keys}
+
+    @staticmethod
+    def from_state(settings: RecommendSettings, state: Mapping[str, Any]) -> Recommender:
+        """Rebuild from ``to_state()`` output (e.g. kept in a CR's status). ParseError if malformed."""
+        if state.get("version") != STATE_VERSION:
+            raise ParseError(
+                f"recommender state version {state.get('version')!r} is not {STATE_VERSION}",
+                "drop the saved state; it will be rebuilt from new samples",
+            )
+        r = Recommender(settings)
+        try:
+            for k, d in dict(state["keys"]).items():
+                jvm = d.get("jvm")
+                r._series[str(k)] = _Series(
+                    ws=DecayingHistogram.from_dict(d["ws"]),
+                    demand=DecayingHistogram.from_dict(d["demand"]),
+                    open={
+                        str(rep): _Window(int(v[0]), float(v[1]), int(v[2]), int(v[3]))
+                        for rep, v in dict(d.get("open", {})).items()
+                    },
+                    first=None if d.get("first") is None else float(d["first"]),
+                    last=None if d.get("last") is None else float(d["last"]),
+                    samples=int(d.get("samples", 0)),
+                    dropped=int(d.get("dropped", 0)),
+                    ooms=[(float(t), None if lim is None else int(lim)) for t, lim in d.get("ooms", [])],
+                    last_limit=None if d.get("lastLimit") is None else int(d["lastLimit"]),
+                    jvm=None
+                    if jvm is None
+                    else JvmHeap(jvm.get("maxHeapBytes"), jvm.get("maxRAMPercentage")),
+                    intervals={int(i) for i in d.get("intervals", [])},
+                )
+        except (KeyError, TypeError, ValueError, IndexError) as err:
+            raise ParseError(f"recommender state is malformed ({err!r})", "drop the saved state") from None
+        return r
+
+
+def _pct(p: float) -> str:
+    return f"{p * 100:g}"
+
+
+def _span(seconds: float) -> str:
+    for unit, size in (("d", DAY), ("h", 3600.0), ("m", 60.0)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
