@@ -21,12 +21,12 @@ these constants against it); this module only holds the strings, so that nobody 
     ``agentVersion``, ``bootID``, ``node`` {``kernel``, ``cgroupVersion`` (v1|v2|hybrid),
     ``memoryController`` (v1|v2), ``cgroupDriver``, ``kmemAccounting`` (enabled|disabled|unknown),
     ``memTotal``, ``memoryCgroups`` {``counted``, ``live``}, ``swap`` {``total``, ``used``}, ``thp``},
-    ``risk`` (none|warning|critical), ``findings[]`` (≤32, ``Finding.as_dict()``), ``oomKills24h``,
+    ``risk`` (none|warning|critical), ``findings[]`` (≤16, ``Finding.as_dict()``), ``oomKills24h``,
     ``containersObserved``, ``containers[]`` (≤250) {``namespace``, ``pod``, ``podUID``,
     ``container``, ``containerID``, ``request``, ``limit``, ``limitLevel``
-    (container|pod|ancestor|node), ``workingSet``, ``peaks[]`` (≤12) {``t`` (Unix s), ``bytes``},
+    (container|pod|ancestor|node), ``workingSet``, ``peaks[]`` (≤8) {``t`` (Unix s), ``bytes``},
     ``breakdown`` {``anon``, ``activeFile``, ``inactiveFile``, ``shmem``, ``kernel``, ``swap``},
-    ``oomKills``, ``xmx``}, ``incidents[]`` (≤32) {``time``, ``namespace``, ``pod``, ``podUID``,
+    ``oomKills``, ``xmx``}, ``incidents[]`` (≤20) {``time``, ``namespace``, ``pod``, ``podUID``,
     ``container``, ``scope`` (container|pod|ancestor|node), ``victim`` {``pid``, ``comm``, ``rss``,
     ``containerSurvived``}, ``limit``, ``explanation``, ``bootID``, ``seq``}. All sizes are bytes.
     Create the object with ``spec`` only, then write ``status`` through the status subresource.
@@ -51,9 +51,9 @@ CATEGORY = "oomsight"
 
 # Bounds in the CRD schemas; writers cap their lists to these (the API server rejects longer ones).
 MAX_REPORT_CONTAINERS = 250
-MAX_REPORT_PEAKS = 12
-MAX_REPORT_FINDINGS = 32
-MAX_REPORT_INCIDENTS = 32
+MAX_REPORT_PEAKS = 8
+MAX_REPORT_FINDINGS = 16
+MAX_REPORT_INCIDENTS = 20
 MAX_POLICY_WORKLOADS = 200
 MAX_POLICY_CONTAINERS_PER_WORKLOAD = 16
 MAX_REPORT_BYTES = 256 * 1024
