@@ -337,6 +337,10 @@ PSI_WARN_SOME_AVG60 = 10.0
 PSI_CRIT_FULL_AVG10 = 10.0
 
 
+def _mib(n: int | None) -> str:
+    return "unknown" if n is None else f"{n / (1 << 20):.0f} MiB"
+
+
 def _gib(n: int) -> str:
     return f"{n / (1 << 30):.1f} GiB"
 
@@ -359,9 +363,9 @@ def _kernel_findings(f: NodeFacts) -> list[Finding]:
         )
         fix = (
             "boot with cgroup.memory=nokmem (grubby --update-kernel=ALL --args=cgroup.memory=nokmem; "
-            "reboot), "
-            "or use runc/kubelet built with the nokmem tag; a node already out of memcg IDs needs a reboot"
+            "reboot), or use runc/kubelet built with the nokmem tag"
         )
+        reboot = "; a node already out of memcg IDs needs a reboot"
         if k.rhel_build is not None and k.rhel_build >= RHEL7_KMEM_FIX_BUILD:
             out.append(
                 Finding(
@@ -371,7 +375,7 @@ def _kernel_findings(f: NodeFacts) -> list[Finding]:
                     "reported the kmem accounting leak of slab and memory-cgroup IDs fixed (reported, not "
                     "verified upstream).",
                     (*ev, ("source", "https://github.com/docker/for-linux/issues/841")),
-                    "if `mkdir` of memory cgroups still fails with ENOSPC, " + fix,
+                    "if `mkdir` of memory cgroups still fails with ENOSPC, " + fix + reboot,
                 )
             )
         else:
@@ -388,7 +392,7 @@ def _kernel_findings(f: NodeFacts) -> list[Finding]:
                         ("source", "https://github.com/kubernetes/kubernetes/issues/61937"),
                         ("source_runc", "https://github.com/opencontainers/runc/issues/1725"),
                     ),
-                    fix + f", or upgrade to kernel 3.10.0-{RHEL7_KMEM_FIX_BUILD}.el7 or later",
+                    fix + f", or upgrade to kernel 3.10.0-{RHEL7_KMEM_FIX_BUILD}.el7 or later" + reboot,
                 )
             )
     if not k.at_least(4, 3):
@@ -436,7 +440,7 @@ def _kmem_findings(f: NodeFacts) -> list[Finding]:
             "kmem-accounting-on",
             "warning",
             f"Kernel memory accounting is active on {f.kernel.release} (kmem usage "
-            f"{f.kmem_usage_bytes if f.kmem_usage_bytes is not None else 'unknown'} bytes): before 4.6 it is "
+            f"{_mib(f.kmem_usage_bytes)}): before 4.6 it is "
             "experimental, cannot reclaim slab and leaks memory cgroups.",
             ev,
             "boot with cgroup.memory=nokmem or use a runc built without kmem accounting",

@@ -1,0 +1,111 @@
+"""``oomsight node``: this node's kernel and cgroup findings.
+
+Kernel memory accounting, memory cgroups the kernel still holds against those that are visible (and
+the distance to the 65535 memcg ID limit), swap, transparent hugepages, overcommit and memory
+pressure. ``--json`` is a contract (README, "oomsight node --json").
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from oomsight.core.node import NodeFacts, node_findings
+from oomsight.host.nodeinfo import read_node_facts
+
+HELP = "this node's kernel and cgroup findings (kmem accounting, leaked memcgs, swap, THP)"
+
+_MARK = {"critical": "CRIT", "warning": "WARN", "info": "info"}
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--host-root",
+        type=Path,
+        default=Path("/"),
+        help="where the host's / is mounted: / on a node (default), /host in a pod",
+    )
+    parser.add_argument("--json", action="store_true", help="print the JSON document (see README)")
+
+
+def node_json(facts: NodeFacts) -> dict[str, Any]:
+    """The ``oomsight node --json`` document (README documents every field)."""
+    k = facts.kernel
+    mc = facts.memory_cgroups
+    p = facts.pressure
+    return {
+        "kernel": k.release if k else None,
+        "cgroup_version": facts.cgroup_version,
+        "memory_cgroup_version": facts.memory_version,
+        "driver": facts.driver,
+        "kmem_accounting": facts.kmem_accounting,
+        "kmem_usage_bytes": facts.kmem_usage_bytes,
+        "memory_cgroups": {"counted": mc.counted, "live": mc.live, "dying": mc.dying},
+        "swap_total_bytes": facts.swap_total_bytes,
+        "swap_free_bytes": facts.swap_free_bytes,
+        "thp": facts.thp,
+        "overcommit_memory": facts.overcommit,
+        "psi": {
+            "available": facts.psi_available,
+            "some_avg10": p.some.avg10 if p else None,
+            "some_avg60": p.some.avg60 if p else None,
+            "full_avg10": p.full.avg10 if p and p.full else None,
+        },
+        "findings": [f.as_dict() for f in node_findings(facts)],
+        "errors": list(facts.errors),
+    }
+
+
+def _yesno(v: bool | None) -> str:
+    return "unknown" if v is None else ("on" if v else "off")
+
+
+def _na(v: object) -> str:
+    return "unknown" if v is None else str(v)
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "unknown"
+    return "off" if n == 0 else f"{n / (1 << 30):.1f} GiB"
+
+
+def render(doc: dict[str, Any]) -> str:
+    mc = doc["memory_cgroups"]
+    lines = [
+        f"kernel          {_na(doc['kernel'])}",
+        f"cgroups         {_na(doc['cgroup_version'])} (memory on {_na(doc['memory_cgroup_version'])}), "
+        f"driver {_na(doc['driver'])}",
+        f"kmem accounting {_yesno(doc['kmem_accounting'])}",
+        f"memory cgroups  {_na(mc['counted'])} counted, {_na(mc['live'])} live, {_na(mc['dying'])} dying "
+        f"(limit 65535)",
+        f"swap            {_size(doc['swap_total_bytes'])}, THP {_na(doc['thp'])}, "
+        f"overcommit_memory {_na(doc['overcommit_memory'])}, PSI {_yesno(doc['psi']['available'])}",
+        "",
+    ]
+    findings = doc["findings"]
+    if not findings:
+        lines.append("no findings")
+    for f in findings:
+        lines.append(f"{_MARK[f['severity']]:<4}  {f['id']:<20} {f['message']}")
+        if f["fix"]:
+            lines.append(f"{'':<26} fix: {f['fix']}")
+    if doc["errors"]:
+        lines.append("")
+        lines.append(f"{len(doc['errors'])} file(s) could not be read (their facts show as unknown):")
+        lines += [f"  {e}" for e in doc["errors"]]
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    facts = read_node_facts(args.host_root)
+    doc = node_json(facts)
+    if args.json:
+        json.dump(doc, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        print(render(doc))
+    return 0
