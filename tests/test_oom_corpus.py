@@ -516,3 +516,21 @@ def test_header_without_kill_line_is_no_incident() -> None:
     # The RHEL 7 quote ends in a new header: one incident, not two.
     assert len(_incidents("k8s-56891-rhel7-3.10-dmesg-T.log")[1]) == 1
     assert len(_incidents("reportportal-203-5.4-dmesg.log")[1]) == 1
+
+
+def test_streaming_hands_out_the_incident_at_the_next_record_or_idle() -> None:
+    """A live reader gets the incident as soon as the source is drained (idle), not at the next OOM."""
+    from oomsight.core.oomreport import OomAssembler
+
+    records = parse_log((CORPUS / "captured-6.18.44-container-main.log").read_text())[1]
+    kill = next(i for i, r in enumerate(records) if "Killed process" in r.text)
+    asm = OomAssembler()
+    assert [asm.feed(r) for r in records[: kill + 1]] == [[] for _ in range(kill + 1)]
+    (inc,) = asm.idle()
+    assert inc.seq == records[kill].seq and inc.victim.pid == 6114
+    assert asm.idle() == [] and asm.flush() == []
+    header_only = OomAssembler()
+    for r in records[:kill]:
+        header_only.feed(r)
+    assert header_only.idle() == []  # the kill line may still come
+    assert header_only.flush() == [] and header_only.dropped_headers == 1

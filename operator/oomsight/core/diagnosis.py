@@ -370,7 +370,7 @@ def _cgroup_name(ref: KubeRef | None, path: str | None) -> str:
 
 def _headline(f: Facts) -> str:
     inc = f.incident
-    limit = human(f.limit_bytes) if f.limit_bytes is not None else "its"
+    limit = human(f.limit_bytes) if f.limit_bytes is not None else "unknown size (not in this log)"
     if f.scope == "node":
         ram = f" ({human(f.limit_bytes)} of RAM)" if f.limit_bytes else ""
         return (
@@ -564,8 +564,8 @@ RULES: tuple[Rule, ...] = (
         "rate_limited",
         lambda f: f.incident.header_missing,
         lambda f: (
-            "Only the kill line was printed; the rest of the report was suppressed by the kernel's "
-            "rate limit, so some numbers are unknown."
+            "The report's header (limit, memory breakdown, task table) is not in this log: the kernel "
+            "rate-limits it during an OOM storm, or the log starts mid-report; those numbers are unknown."
         ),
     ),
 )

@@ -635,8 +635,8 @@ class OomAssembler:
         """An unrelated line after the kill: the report is over, unless more group kills may follow."""
         if cur.mode == "stats":
             self._end_stats(cur)
-        if not cur.killed or text.startswith("oom_reaper:"):
-            return []
+        if not cur.victims or text.startswith("oom_reaper:"):
+            return []  # an oom-kill: summary alone waits for its kill line, printed right after it
         if cur.group is not None and cur.victims:
             return []  # group kills come in one burst; idle()/the next report closes it
         return self._close()
