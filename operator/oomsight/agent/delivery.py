@@ -37,6 +37,7 @@ class Deliverer:
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="event-sender", daemon=True)
+        self._wake.set()  # Events spooled by an earlier run go out at once
         self._thread.start()
 
     def kick(self) -> None:

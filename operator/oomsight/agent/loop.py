@@ -65,6 +65,8 @@ log = logging.getLogger("oomsight.agent")
 REWIND = 400
 """Records re-read before the cursor on restart; an OOM report is ~30-150 records."""
 QUIET = 0.005
+BURST_SECONDS = 0.5
+"""A flood of kernel messages is read in slices of this long, so sweeps still happen."""
 """Seconds without a new record that end a burst: the kernel prints a report in one go."""
 CURSOR_SAVE_SECONDS = 2.0
 NODE_CHECK_SECONDS = 600.0
@@ -263,11 +265,13 @@ class Agent:
     def _process_kmsg(self, final: bool = False) -> None:
         assert self.reader is not None
         incidents: list[Incident] = []
+        burst_end = time.monotonic() + BURST_SECONDS
         while True:
             for item in self.reader.read_available(limit=5000):
                 if isinstance(item, Gap):
                     lost = item.next_seq - max(item.expected_seq, self.floor + 1)
-                    if lost > 0 and self.reader.records_read > 0:
+                    # The first gap of a fresh start is only "older than the ring buffer": not a loss.
+                    if lost > 0 and (self.floor >= 0 or self.reader.records_read > 0):
                         self.counters.inc("oomsight_agent_kmsg_gaps_total")
                         self.counters.inc("oomsight_agent_kmsg_lost_records_total", lost)
                         log.warning(
@@ -279,7 +283,7 @@ class Agent:
                     continue
                 self.counters.inc("oomsight_agent_kmsg_records_total")
                 incidents += self.assembler.feed(item)
-            if final or not self.reader.wait(QUIET):
+            if final or time.monotonic() > burst_end or not self.reader.wait(QUIET):
                 break
         incidents += self.assembler.idle()
         malformed = self.reader.malformed - int(self.counters.get("oomsight_agent_kmsg_malformed_total"))
@@ -467,6 +471,7 @@ class Agent:
         samples: list[ContainerSample] = []
         readings = []
         live_keys: set[tuple[str, str]] = set()
+        seen_ids: set[str] = set()
         for e in sweep.entries:
             ref = e.kube
             if ref is None or ref.level != "container" or e.reading is None:
@@ -475,12 +480,15 @@ class Agent:
                 continue
             pod, cont = self.pods.lookup(ref.pod_uid, ref.container_id)
             if pod is None or cont is None:
-                self._once(
-                    f"unmatched:{e.path}",
-                    "sweep: cgroup %s matches no container of a pod on this node",
-                    e.path,
-                )
+                # Normal for sandbox (pause) containers and for pods the watch has not delivered yet.
+                once = f"unmatched:{e.path}"
+                if once not in self.logged_once:
+                    self.logged_once.add(once)
+                    self._error("cgroup_without_pod")
+                    log.debug("sweep: cgroup %s matches no container of a pod on this node", e.path)
                 continue
+            if cont.container_id:
+                seen_ids.add(cont.container_id)
             r = e.reading
             ws = r.working_set_bytes
             bd = breakdown(r).as_dict()
@@ -517,6 +525,7 @@ class Agent:
             )
             self._watermark(pod, cont.name, ws, limit, level, bd, when)
         self._stuck(readings, when)
+        self._pods_without_cgroup(seen_ids)
         if sweep.vanished:
             self.counters.inc("oomsight_agent_vanished_cgroups_total", sweep.vanished)
         if sweep.errors:
@@ -529,6 +538,24 @@ class Agent:
         if time.monotonic() - getattr(self, "_last_node_check", 0.0) > NODE_CHECK_SECONDS:
             self._check_node()
         self._write_report(now_wall)
+
+    def _pods_without_cgroup(self, seen_ids: set[str]) -> None:
+        """A running container whose cgroup the sweep did not find: logged once and counted."""
+        for pod in self.pods.pods():
+            for c in pod.containers:
+                if c.container_id and not c.init and c.container_id not in seen_ids:
+                    key = f"nocg:{c.container_id}"
+                    if key not in self.logged_once:
+                        self._error("pod_without_cgroup")
+                        self._once(
+                            key,
+                            "sweep: no memory cgroup for container %s of pod %s/%s (id %s); "
+                            "is --host-root right?",
+                            c.name,
+                            pod.namespace,
+                            pod.name,
+                            c.container_id[:12],
+                        )
 
     def _watermark(
         self,
