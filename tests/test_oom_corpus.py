@@ -529,8 +529,15 @@ def test_streaming_hands_out_the_incident_at_the_next_record_or_idle() -> None:
     (inc,) = asm.idle()
     assert inc.seq == records[kill].seq and inc.victim.pid == 6114
     assert asm.idle() == [] and asm.flush() == []
+    summary = next(i for i, r in enumerate(records) if r.text.startswith("oom-kill:"))
     header_only = OomAssembler()
-    for r in records[:kill]:
+    for r in records[:summary]:
         header_only.feed(r)
     assert header_only.idle() == []  # the kill line may still come
     assert header_only.flush() == [] and header_only.dropped_headers == 1
+    summary_only = OomAssembler()
+    for r in records[: summary + 1]:
+        summary_only.feed(r)
+    assert summary_only.idle() == []  # the summary's kill line follows it
+    (inc,) = summary_only.flush()  # but a summary is a kill: at the end it counts
+    assert inc.victim.pid == 6114 and inc.victim.anon_rss_bytes is None

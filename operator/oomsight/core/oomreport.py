@@ -642,8 +642,10 @@ class OomAssembler:
         return self._close()
 
     def idle(self) -> list[Incident]:
-        """The source has nothing more for now: hand out an incident whose kill line was seen."""
-        if self._cur is not None and self._cur.killed:
+        """The source has nothing more for now: hand out an incident whose kill line was seen.
+
+        An ``oom-kill:`` summary alone is held: its kill line follows it in the same kernel call."""
+        if self._cur is not None and self._cur.victims:
             return self._close()
         return []
 
