@@ -289,6 +289,12 @@ class Agent:
         malformed = self.reader.malformed - int(self.counters.get("oomsight_agent_kmsg_malformed_total"))
         if malformed > 0:
             self.counters.inc("oomsight_agent_kmsg_malformed_total", malformed)
+            self._once(
+                "malformed",
+                "kmsg: %d record(s) did not have the prefix,seq,usec,flags;text shape; "
+                "skipped and counted in oomsight_agent_kmsg_malformed_total",
+                malformed,
+            )
         for inc in incidents:
             self._incident(inc)
 
