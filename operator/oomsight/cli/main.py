@@ -21,6 +21,7 @@ from oomsight.core.errors import OomsightError
 
 # name -> one-line help. The module oomsight.cli.<name> (dashes become underscores) holds the rest.
 SUBCOMMANDS: dict[str, str] = {
+    "diagnose": "OOM kills since boot explained, containers near their limit, frozen cgroups, node findings",
     "top": "containers sorted by working set / effective limit, with what the memory is",
     "node": "this node's kernel and cgroup findings (kmem accounting, leaked memcgs, swap, THP)",
     "agent": "run the node agent: Events on Pods for OOM kills, /metrics, NodeMemoryReport (DaemonSet)",

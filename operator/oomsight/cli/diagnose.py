@@ -1,0 +1,287 @@
+"""``oomsight diagnose``: everything this node can tell about memory, from the kernel's own evidence.
+
+Four parts, each from the live host (``--host-root`` for a pod that mounts the host at ``/host``):
+
+- ``node``: the node checks (kernel, kmem accounting, leaked memcgs, swap, THP, PSI);
+- ``incidents``: every OOM kill still in the kernel ring buffer (``/dev/kmsg``), assembled and
+  diagnosed, optionally only those after ``--since``; ``kmsg`` says how many records were read and
+  which ranges the ring had already overwritten (``gaps``), so a missing kill is never silent;
+- ``at_risk``: containers whose working set is at least ``--threshold`` (90%) of their effective
+  limit, with the same fields as ``oomsight top --json``;
+- ``stuck``: v1 cgroups frozen at their limit with the OOM killer disabled.
+
+If ``/dev/kmsg`` cannot be read, the other parts are still reported, the reason is printed as one
+line (and kept in ``kmsg.error``), and the exit status is 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from oomsight.cli.top import container_json, human, ratio, sort_key
+from oomsight.core.diagnosis import Diagnosis, diagnose
+from oomsight.core.errors import OomsightError, UsageError
+from oomsight.core.findings import Finding
+from oomsight.core.kmsg import Record
+from oomsight.core.node import NodeFacts, node_findings
+from oomsight.core.oomreport import OomAssembler
+from oomsight.core.stuck import StuckCgroup, find_stuck
+from oomsight.host.cgroupfs import CgroupEntry, CgroupWalker, Sweep, detect_layout
+from oomsight.host.kmsg import Gap, KmsgReader
+from oomsight.host.nodeinfo import read_node_facts
+
+HELP = "OOM kills since boot explained, containers near their limit, frozen cgroups, node findings"
+
+_DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+
+
+def parse_since(text: str, now: datetime | None = None) -> datetime:
+    """``90s``, ``30m``, ``1h``, ``2d``, ``1h30m`` ago, or an ISO 8601 time (UTC unless it says)."""
+    now = now or datetime.now(UTC)
+    m = _DURATION.match(text.strip())
+    if m and any(m.groups()):
+        d, h, mi, s = (int(g) if g else 0 for g in m.groups())
+        return now - timedelta(days=d, hours=h, minutes=mi, seconds=s)
+    try:
+        t = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(
+            f"--since {text!r} is neither a duration nor a time",
+            "use a duration like 30m, 1h, 2d or an ISO time like 2026-11-23T13:00:00Z",
+        ) from None
+    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
+
+
+def parse_threshold(text: str) -> float:
+    """``0.9``, ``90`` or ``90%`` → 0.9."""
+    raw = text.strip().rstrip("%")
+    try:
+        value = float(raw)
+    except ValueError:
+        raise UsageError(f"--threshold {text!r} is not a number", "use a fraction like 0.9 or 90%") from None
+    if value > 1 or text.strip().endswith("%"):
+        value /= 100
+    if not 0 < value <= 1:
+        raise UsageError(f"--threshold {text!r} is out of range", "use a value between 1% and 100%")
+    return value
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--host-root",
+        type=Path,
+        default=Path("/"),
+        help="where the host's / is mounted: / on a node (default), /host in a pod",
+    )
+    parser.add_argument("--json", action="store_true", help="print the JSON document (see README)")
+    parser.add_argument(
+        "--since",
+        metavar="WHEN",
+        help="only OOM kills after this: a duration (30m, 1h, 2d) or an ISO time (default: since boot)",
+    )
+    parser.add_argument(
+        "--threshold",
+        default="0.9",
+        metavar="FRACTION",
+        help="a container is at risk when working set / effective limit reaches this (default 0.9)",
+    )
+
+
+# --------------------------------------------------------------------------------------------- gather
+
+
+@dataclass
+class KmsgResult:
+    records: int = 0
+    gaps: list[Gap] = field(default_factory=list)
+    first_seq: int | None = None
+    last_seq: int | None = None
+    boot_id: str | None = None
+    error: str | None = None
+    diagnoses: list[Diagnosis] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "records": self.records,
+            "first_seq": self.first_seq,
+            "last_seq": self.last_seq,
+            "gaps": [g.as_json() for g in self.gaps],
+            "lost_records": sum(g.lost for g in self.gaps),
+            "boot_id": self.boot_id,
+            "error": self.error,
+        }
+
+
+def read_incidents(host_root: Path, since: datetime | None) -> KmsgResult:
+    """Every OOM incident still in the ring buffer, diagnosed; a kmsg failure is kept, not raised."""
+    result = KmsgResult()
+    try:
+        reader = KmsgReader.from_host_root(str(host_root))
+    except OomsightError as err:
+        result.error = str(err)
+        return result
+    asm = OomAssembler()
+    incidents = []
+    with reader:
+        result.boot_id = reader.boot_id
+        for item in reader.read_available():
+            if isinstance(item, Record):
+                if result.first_seq is None:
+                    result.first_seq = item.seq
+                result.last_seq = item.seq
+                incidents += asm.feed(item)
+        incidents += asm.flush()
+        result.records = reader.records_read
+        result.gaps = list(reader.gaps)
+    for inc in incidents:
+        if since is not None and (inc.wall is None or inc.wall < since):
+            continue
+        result.diagnoses.append(diagnose(inc))
+    return result
+
+
+def at_risk(sweep: Sweep, threshold: float) -> list[CgroupEntry]:
+    """Container cgroups whose working set is at least ``threshold`` of their effective limit."""
+    out = []
+    for e in sweep.entries:
+        if e.kube is None or e.kube.level != "container":
+            continue
+        r = ratio(e)
+        if r is not None and r >= threshold:
+            out.append(e)
+    return sorted(out, key=sort_key)
+
+
+def stuck(sweep: Sweep) -> list[StuckCgroup]:
+    return find_stuck((e.path, e.reading) for e in sweep.entries if e.reading is not None)
+
+
+def node_json(facts: NodeFacts, findings: tuple[Finding, ...]) -> dict[str, Any]:
+    return {
+        "kernel": str(facts.kernel) if facts.kernel else None,
+        "cgroup_version": facts.cgroup_version,
+        "memory_cgroup_version": facts.memory_version,
+        "cgroup_driver": facts.driver,
+        "kmem_accounting": facts.kmem_accounting,
+        "findings": [f.as_dict() for f in findings],
+        "errors": list(facts.errors),
+    }
+
+
+def document(
+    *,
+    node: dict[str, Any],
+    kmsg: KmsgResult,
+    sweep: Sweep,
+    threshold: float,
+    since: datetime | None,
+) -> dict[str, Any]:
+    """The ``diagnose --json`` document (README: "diagnose --json")."""
+    return {
+        "since": since.astimezone(UTC).isoformat().replace("+00:00", "Z") if since else None,
+        "threshold": threshold,
+        "node": node,
+        "kmsg": kmsg.as_json(),
+        "incidents": [d.as_json() for d in kmsg.diagnoses],
+        "at_risk": [container_json(e) for e in at_risk(sweep, threshold)],
+        "stuck": [s.as_json() for s in stuck(sweep)],
+        "cgroups": {"read": len(sweep.entries), "vanished": sweep.vanished, "errors": sweep.errors},
+    }
+
+
+# --------------------------------------------------------------------------------------------- text
+
+
+def _wrap(text: str, width: int, indent: str) -> list[str]:
+    out: list[str] = []
+    line = ""
+    for word in text.split():
+        if line and len(line) + 1 + len(word) > width:
+            out.append(indent + line)
+            line = word
+        else:
+            line = f"{line} {word}" if line else word
+    if line:
+        out.append(indent + line)
+    return out
+
+
+def _incident_text(j: dict[str, Any], n: int) -> list[str]:
+    v = j["victim"]
+    when = j["time"] or "time unknown"
+    lines = [f"  #{n} {when}  {v['comm']} (pid {v['pid']}) killed, scope {j['scope'] or 'unknown'}"]
+    if j["pod_uid"]:
+        cid = f"  container {j['container_id'][:12]}" if j["container_id"] else ""
+        lines.append(f"     pod {j['pod_uid']}{cid}")
+    lines += _wrap(j["explanation"], 92, "     ")
+    return lines
+
+
+def text(doc: dict[str, Any]) -> str:
+    node = doc["node"]
+    out = [
+        f"node: kernel {node['kernel'] or '?'}, cgroup {node['cgroup_version'] or '?'} "
+        f"(memory {node['memory_cgroup_version'] or '?'}, driver {node['cgroup_driver'] or '?'})"
+    ]
+    findings = node["findings"]
+    if not findings:
+        out.append("  no node findings")
+    for f in findings:
+        out.append(f"  [{f['severity']}] {f['message']}")
+        if f["fix"]:
+            out += _wrap(f"fix: {f['fix']}", 92, "      ")
+    k = doc["kmsg"]
+    span = "since " + doc["since"] if doc["since"] else "since boot"
+    out.append("")
+    if k["error"]:
+        out.append(f"OOM kills {span}: unknown ({k['error']})")
+    else:
+        out.append(f"OOM kills {span}: {len(doc['incidents'])} (kernel log: {k['records']} records read)")
+        if k["lost_records"]:
+            out.append(
+                f"  warning: {k['lost_records']} kernel log records were overwritten before they could "
+                "be read; kills among them are not listed"
+            )
+        for n, j in enumerate(doc["incidents"], start=1):
+            out += _incident_text(j, n)
+    out.append("")
+    risk = doc["at_risk"]
+    out.append(f"containers at or above {doc['threshold'] * 100:.0f}% of their limit: {len(risk)}")
+    for c in risk:
+        who = f"pod {c['pod_uid']} container {(c['container_id'] or '')[:12]}"
+        out.append(
+            f"  {who}: working set {human(c['working_set_bytes'])} of {human(c['limit_bytes'])} "
+            f"({c['working_set_ratio'] * 100:.0f}%, limit at {c['limit_level']})"
+        )
+    out.append("")
+    out.append(f"stuck cgroups (OOM killer disabled, frozen at the limit): {len(doc['stuck'])}")
+    for s in doc["stuck"]:
+        out += _wrap(s["explanation"], 92, "  ")
+    return "\n".join(out)
+
+
+def run(args: argparse.Namespace) -> int:
+    since = parse_since(args.since) if args.since else None
+    threshold = parse_threshold(args.threshold)
+    facts = read_node_facts(args.host_root)
+    node = node_json(facts, node_findings(facts))
+    walker = CgroupWalker(detect_layout(args.host_root))
+    sweep = walker.sweep(include_all=True, with_pids=True)
+    kmsg = read_incidents(args.host_root, since)
+    doc = document(node=node, kmsg=kmsg, sweep=sweep, threshold=threshold, since=since)
+    if args.json:
+        json.dump(doc, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        print(text(doc))
+    if kmsg.error:
+        print(f"oomsight diagnose: {kmsg.error}", file=sys.stderr)
+        return 1
+    return 0

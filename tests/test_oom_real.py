@@ -1,0 +1,305 @@
+"""Real OOM kills in kubelet-style cgroups, checked through ``oomsight diagnose --json``.
+
+Each case builds its own pod/container cgroups on the real v1 memory controller (tests/cgroupkit.py),
+runs tests/progs/memhog.py in them until the kernel acts, then runs the real CLI and looks only at
+the incidents under this test's private prefix (other tests may cause kills at the same time).
+
+The kernel rate-limits the OOM report header (mm/oom_kill.c ``oom_kill_process``: ``oom_rs``,
+10 per 5 s, node-wide). A kill past that budget logs only ``Killed process N`` with no cgroup in
+it, so a busy machine can leave one of our kills unattributable. When that happens the case
+is run again after the window has passed (``HeaderDropped``), at most three times.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cgroupkit import MIB, Cgroup, CgroupKit
+from oomsight.cli.main import main
+from oomsight.core.kmsg import Record
+from oomsight.host.kmsg import KmsgReader
+
+pytestmark = [pytest.mark.cgroup, pytest.mark.kmsg, pytest.mark.slow]
+
+RATELIMIT_WINDOW = 5.5
+
+
+class HeaderDropped(Exception):
+    """One of our kills was logged without its header (rate limit); run the case again."""
+
+
+def retry_on_ratelimit(fn: Callable[..., None]) -> Callable[..., None]:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        for attempt in range(3):
+            try:
+                fn(*args, **kwargs)
+                return
+            except HeaderDropped:
+                if attempt == 2:
+                    raise
+                time.sleep(RATELIMIT_WINDOW)
+
+    return wrapper
+
+
+def oom_kills(cg: Cgroup) -> int:
+    """``oom_kill`` of memory.oom_control (4.13+): kills in this cgroup and below."""
+    for line in cg.read("memory.oom_control").splitlines():
+        key, _, value = line.partition(" ")
+        if key == "oom_kill":
+            return int(value)
+    raise AssertionError("memory.oom_control has no oom_kill counter (kernel < 4.13)")
+
+
+def wait_for_kill_lines(reader: KmsgReader, pids: set[int], n: int, timeout: float = 60) -> list[int]:
+    """Block until the kernel logged ``n`` ``Killed process`` lines for ``pids``; return the pids."""
+    killed: list[int] = []
+    deadline = time.monotonic() + timeout
+    while len(killed) < n:
+        left = deadline - time.monotonic()
+        assert left > 0, f"only {len(killed)} of {n} kills of {sorted(pids)} were logged"
+        reader.wait(min(left, 1.0))
+        for item in reader.read_available():
+            if isinstance(item, Record) and "Killed process " in item.text:
+                pid = int(item.text.split("Killed process ", 1)[1].split()[0])
+                if pid in pids:
+                    killed.append(pid)
+    return killed
+
+
+def diagnose_json(capsys: pytest.CaptureFixture[str], *args: str) -> dict[str, Any]:
+    capsys.readouterr()
+    rc = main(["diagnose", "--json", *args])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    doc: dict[str, Any] = json.loads(out)
+    return doc
+
+
+def ours(doc: dict[str, Any], kit: CgroupKit, killed: list[int]) -> list[dict[str, Any]]:
+    """Our incidents, oldest first; HeaderDropped if a kill of ours cannot be attributed."""
+    prefix = f"/{kit.root.name}/"
+    mine = [
+        i for i in doc["incidents"] if (i["task_cgroup"] or i["oom_cgroup"] or "").startswith(prefix)
+    ]
+    by_pid = {i["victim"]["pid"] for i in mine}
+    if any(pid not in by_pid for pid in killed):
+        headerless = [i for i in doc["incidents"] if i["victim"]["pid"] in killed and not i["task_cgroup"]]
+        if headerless:
+            raise HeaderDropped(str(headerless[0]["victim"]))
+    return mine
+
+
+@pytest.fixture
+def reader() -> Iterator[KmsgReader]:
+    with KmsgReader(start="now") as r:
+        yield r
+
+
+_PROCS: list[subprocess.Popen[str]] = []
+
+
+def spawn(cg: Cgroup, *args: str, **kwargs: Any) -> subprocess.Popen[str]:
+    proc = cg.spawn(*args, **kwargs)
+    _PROCS.append(proc)
+    return proc
+
+
+@pytest.fixture(autouse=True)
+def _reap() -> Iterator[None]:
+    """Kill, reap and close every memhog a case started (cgroupkit removes the cgroups)."""
+    yield
+    while _PROCS:
+        proc = _PROCS.pop()
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        proc.wait(30)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+# ------------------------------------------------------------------------------------------------ cases
+
+
+@retry_on_ratelimit
+def _main_process(kit: CgroupKit, reader: KmsgReader, capsys: pytest.CaptureFixture[str]) -> None:
+    pod, uid = kit.pod()
+    cg, cid = kit.container(pod, limit=64 * MIB)
+    proc = spawn(cg, "--grow-anon-mib", "4", ready=False)
+    killed = wait_for_kill_lines(reader, {proc.pid}, 1)
+    assert proc.wait(30) == -9
+    (inc,) = ours(diagnose_json(capsys), kit, killed)
+    assert inc["victim"]["pid"] == proc.pid
+    assert inc["victim"]["comm"].startswith("python")
+    assert inc["scope"] == "container"
+    assert inc["oom_cgroup"] == inc["task_cgroup"] == cg.rel
+    assert inc["pod_uid"] == uid and inc["container_id"] == cid
+    assert inc["limit_bytes"] == 64 * MIB
+    assert inc["dominant"] == "anon"
+    assert inc["charged"]["anon"] > 48 * MIB
+    assert inc["container_survived"] is False
+    assert inc["chosen_by_oom_score_adj"] is False
+    assert inc["time"] is not None and inc["time"].endswith("Z")
+    assert oom_kills(cg) == 1
+
+
+def test_main_process_killed(
+    cgroups: CgroupKit, reader: KmsgReader, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _main_process(cgroups, reader, capsys)
+
+
+@retry_on_ratelimit
+def _child(kit: CgroupKit, reader: KmsgReader, capsys: pytest.CaptureFixture[str]) -> None:
+    pod, uid = kit.pod()
+    cg, cid = kit.container(pod, limit=64 * MIB)
+    proc = spawn(cg, "--children", "1", "--child-grow-mib", "4")
+    parent, child = proc.ready_pids  # type: ignore[attr-defined]
+    killed = wait_for_kill_lines(reader, {parent, child}, 1)
+    assert killed == [child]
+    assert proc.poll() is None, "the parent must live on"
+    (inc,) = ours(diagnose_json(capsys), kit, killed)
+    assert inc["victim"]["pid"] == child
+    assert inc["scope"] == "container"
+    assert inc["pod_uid"] == uid and inc["container_id"] == cid
+    assert inc["container_survived"] is True
+    assert "Kubernetes" in inc["explanation"]  # says the kubelet will not report this kill
+    assert proc.poll() is None
+
+
+def test_child_killed_parent_lives(
+    cgroups: CgroupKit, reader: KmsgReader, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _child(cgroups, reader, capsys)
+
+
+@retry_on_ratelimit
+def _score_adj(kit: CgroupKit, reader: KmsgReader, capsys: pytest.CaptureFixture[str]) -> None:
+    pod, _ = kit.pod()
+    cg, _ = kit.container(pod, limit=96 * MIB)
+    # big is the container's first process (its "PID 1"); small a helper started later
+    big = spawn(cg, "--anon", "48", "--oom-score-adj", "0")
+    small = spawn(cg, "--oom-score-adj", "1000")
+    grower = spawn(cg, "--grow-anon-mib", "2", "--oom-score-adj", "0", ready=False)
+    killed = wait_for_kill_lines(reader, {small.pid, big.pid, grower.pid}, 1)
+    # the grower goes on and may be killed next, in the same read
+    assert killed[0] == small.pid
+    (inc, *_) = ours(diagnose_json(capsys), kit, killed)
+    assert inc["victim"]["pid"] == small.pid
+    assert inc["victim"]["oom_score_adj"] == 1000
+    assert inc["chosen_by_oom_score_adj"] is True
+    assert inc["container_survived"] is True  # big, its first process, was left running
+    grower.kill()
+
+
+def test_oom_score_adj_picks_the_smaller_process(
+    cgroups: CgroupKit, reader: KmsgReader, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _score_adj(cgroups, reader, capsys)
+
+
+@retry_on_ratelimit
+def _pod_limit(kit: CgroupKit, reader: KmsgReader, capsys: pytest.CaptureFixture[str]) -> None:
+    pod, uid = kit.pod(limit=48 * MIB)
+    cg, cid = kit.container(pod, limit=256 * MIB)
+    proc = spawn(cg, "--grow-anon-mib", "4", ready=False)
+    killed = wait_for_kill_lines(reader, {proc.pid}, 1)
+    (inc,) = ours(diagnose_json(capsys), kit, killed)
+    assert inc["scope"] == "pod"
+    assert inc["oom_cgroup"] == pod.rel and inc["task_cgroup"] == cg.rel
+    assert inc["pod_uid"] == uid and inc["container_id"] == cid
+    assert inc["limit_bytes"] == 48 * MIB
+    assert "pod" in inc["explanation"]
+
+
+def test_pod_limit_tighter_than_container(
+    cgroups: CgroupKit, reader: KmsgReader, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _pod_limit(cgroups, reader, capsys)
+
+
+@contextlib.contextmanager
+def tmpfs() -> Iterator[Path]:
+    """A tmpfs of our own (``medium: Memory`` emptyDirs are tmpfs), unmounted afterwards."""
+    d = Path(tempfile.mkdtemp(prefix="oomsight-tmpfs-"))
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256m", "oomsight-test", str(d)], check=True)
+    try:
+        yield d
+    finally:
+        for f in d.iterdir():
+            f.unlink()
+        subprocess.run(["umount", str(d)], check=True)
+        d.rmdir()
+
+
+@retry_on_ratelimit
+def _shmem(kit: CgroupKit, reader: KmsgReader, capsys: pytest.CaptureFixture[str]) -> None:
+    pod, _ = kit.pod()
+    cg, _ = kit.container(pod, limit=64 * MIB)
+    with tmpfs() as mnt:
+        # the pages of a tmpfs file are charged to the cgroup of the process that writes them
+        proc = spawn(cg, "--shm", str(mnt / "data"), "44", "--grow-anon-mib", "2", ready=False)
+        killed = wait_for_kill_lines(reader, {proc.pid}, 1)
+        (inc,) = ours(diagnose_json(capsys), kit, killed)
+        assert proc.wait(30) == -9
+    assert inc["dominant"] == "shmem"
+    assert inc["charged"]["shmem"] >= 40 * MIB
+    assert inc["charged"]["anon"] < inc["charged"]["shmem"]
+    assert "emptyDir" in inc["explanation"] or "tmpfs" in inc["explanation"]
+
+
+def test_shmem_dominates(cgroups: CgroupKit, reader: KmsgReader, capsys: pytest.CaptureFixture[str]) -> None:
+    _shmem(cgroups, reader, capsys)
+
+
+def test_oom_kill_disable_leaves_the_cgroup_stuck(
+    cgroups: CgroupKit, reader: KmsgReader, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pod, uid = cgroups.pod()
+    cg, cid = cgroups.container(pod, limit=32 * MIB)
+    (cg.path / "memory.oom_control").write_text("1")
+    proc = spawn(cg, "--grow-anon-mib", "2", ready=False)
+    deadline = time.monotonic() + 30
+    while "under_oom 1" not in cg.read("memory.oom_control"):
+        assert time.monotonic() < deadline, "the cgroup never reached its limit"
+        time.sleep(0.05)
+    doc = diagnose_json(capsys)
+    mine = [s for s in doc["stuck"] if s["cgroup"].startswith(f"/{cgroups.root.name}/")]
+    assert [s["cgroup"] for s in mine] == [cg.rel]
+    (s,) = mine
+    assert s["pod_uid"] == uid and s["container_id"] == cid
+    assert s["limit_bytes"] == 32 * MIB
+    assert ours(doc, cgroups, []) == []  # nobody was killed
+    assert oom_kills(cg) == 0
+    assert proc.poll() is None  # frozen, not dead
+    with open(f"/proc/{proc.pid}/stat") as f:
+        assert f.read().rsplit(")", 1)[1].split()[0] == "D"
+
+
+def test_page_cache_is_reclaimed_without_a_kill(
+    cgroups: CgroupKit, reader: KmsgReader, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    assert os.statvfs(tmp_path).f_bsize > 0
+    pod, _ = cgroups.pod()
+    cg, _ = cgroups.container(pod, limit=32 * MIB)
+    # 128 MiB written and read back through a 32 MiB limit: the cache must be reclaimed
+    proc = spawn(cg, "--file", str(tmp_path / "cache"), "128", timeout=120)
+    assert proc.poll() is None
+    assert int(cg.read("memory.failcnt")) > 0, "the limit was never reached"
+    assert int(cg.read("memory.max_usage_in_bytes")) >= 30 * MIB
+    doc = diagnose_json(capsys)
+    assert ours(doc, cgroups, []) == []
+    assert oom_kills(cg) == 0
+    assert not [s for s in doc["stuck"] if s["cgroup"].startswith(f"/{cgroups.root.name}/")]
