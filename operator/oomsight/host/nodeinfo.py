@@ -104,13 +104,21 @@ def _kmem_probe(r: _Reader, layout: CgroupLayout) -> tuple[int | None, bool | No
     if layout.memory_version != "v1":
         return None, None
     base = str(layout.memory_root) + (layout.kubepods or "")
-    usage_path = os.path.join(base, "memory.kmem.usage_in_bytes")
-    usage: int | None
-    try:
-        usage = _int(_read(usage_path))
-    except (HostError, ParseError) as err:
-        r.errors.append(f"{usage_path}: {err}")
-        usage = None
+    usage: int | None = None
+    for attempt in (base, str(layout.memory_root)):
+        base = attempt
+        usage_path = os.path.join(base, "memory.kmem.usage_in_bytes")
+        try:
+            usage = _int(_read(usage_path))
+            break
+        except Vanished:
+            if os.path.isdir(base):  # the file is missing (kernel without kmem files), not the cgroup
+                r.errors.append(f"{usage_path} is missing")
+                break
+            continue  # kubepods went away since detection: read the hierarchy root instead
+        except (HostError, ParseError) as err:
+            r.errors.append(f"{usage_path}: {err}")
+            break
     slab_path = os.path.join(base, "memory.kmem.slabinfo")
     readable: bool | None
     try:
