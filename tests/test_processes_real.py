@@ -80,6 +80,7 @@ def test_rss_uss_children_and_oom_score_adj(cgroups: CgroupKit) -> None:
         # same pids through psutil: RSS agrees to the page (processes are idle)
         for pid, info in by_pid.items():
             assert abs(psutil.Process(pid).memory_info().rss - info.rss_bytes) <= 64 * 1024
+            assert abs(psutil.Process(pid).memory_full_info().uss - (info.uss_bytes or 0)) <= 64 * 1024
         assert s.rss_bytes == sum(x.rss_bytes for x in s.processes)
         assert s.uss_bytes == sum(x.uss_bytes or 0 for x in s.processes)
         # oom_score_adj 500 on the largest process: it is the next victim either way

@@ -110,8 +110,9 @@ def parse_stat_state(line: str) -> tuple[int, str, str]:
 def parse_smaps_rollup(text: str) -> int:
     """USS from /proc/<pid>/smaps_rollup (4.14+): Private_Clean + Private_Dirty + Private_Hugetlb, bytes.
 
-    The memory only this process maps: what freeing it would give back. The kernel sums the VMAs
-    itself, one read instead of psutil's walk of every VMA in /proc/<pid>/smaps.
+    The memory only this process maps: what killing it would give back. The kernel sums the VMAs
+    itself (one file instead of parsing every VMA of /proc/<pid>/smaps); psutil's ``uss`` is the same
+    sum (``memory_full_info``).
     """
     total = 0
     seen = False
