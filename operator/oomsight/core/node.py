@@ -15,7 +15,8 @@ takes a ``NodeFacts`` (which ``oomsight.host.nodeinfo`` reads under a host root)
 - ``/proc/sys/vm/overcommit_memory``: 0 heuristic, 1 always, 2 never (Documentation/mm/overcommit-accounting).
 - ``/proc/pressure/memory``: ``some avg10=0.00 avg60=0.00 avg300=0.00 total=N`` and a ``full`` line
   (Documentation/accounting/psi.rst; 4.20+, ``psi=1`` when built with CONFIG_PSI_DEFAULT_DISABLED).
-- v2 ``cgroup.stat``: ``nr_descendants``, ``nr_dying_descendants`` (4.14+) and, since 6.11,
+- v2 ``cgroup.stat``: ``nr_descendants``, ``nr_dying_descendants`` (4.14+) and, on recent kernels
+  ("cgroup: Show # of subsystem CSSes in cgroup.stat", posted July 2024; present on 6.18),
   ``nr_subsys_<ss>`` / ``nr_dying_subsys_<ss>`` per controller (Documentation/admin-guide/cgroup-v2.rst).
 """
 
@@ -249,8 +250,10 @@ def parse_cgroup_stat(text: str) -> dict[str, int]:
 
 
 def dying_memcgs_v2(stat: dict[str, int]) -> int | None:
-    """Dying memory cgroups from the root ``cgroup.stat``: ``nr_dying_subsys_memory`` (6.11+, memory only)
-    when present, else ``nr_dying_descendants`` (all dying cgroups; an upper bound for memory)."""
+    """Dying memory cgroups from the root ``cgroup.stat``.
+
+    ``nr_dying_subsys_memory`` (recent kernels: memory cgroups only) when present, else
+    ``nr_dying_descendants`` (all dying cgroups; an upper bound for memory)."""
     if "nr_dying_subsys_memory" in stat:
         return stat["nr_dying_subsys_memory"]
     return stat.get("nr_dying_descendants")
