@@ -124,6 +124,10 @@ def test_document_shape(capsys: pytest.CaptureFixture[str]) -> None:
     assert doc["kmsg"]["error"] is None
     assert doc["node"]["kernel"] == Path("/proc/sys/kernel/osrelease").read_text().strip()
     assert all(set(f) == {"id", "severity", "message", "evidence", "fix"} for f in doc["node"]["findings"])
+    assert main(["node", "--json"]) == 0
+    node = json.loads(capsys.readouterr().out)
+    assert set(doc["node"]) == set(node)  # the same document as `oomsight node --json`
+    assert doc["node"]["kernel"] == node["kernel"]
     for gap in doc["kmsg"]["gaps"]:
         assert gap["lost"] == gap["next_seq"] - gap["expected_seq"] > 0
 

@@ -2,7 +2,8 @@
 
 Four parts, each from the live host (``--host-root`` for a pod that mounts the host at ``/host``):
 
-- ``node``: the node checks (kernel, kmem accounting, leaked memcgs, swap, THP, PSI);
+- ``node``: the node checks (kernel, kmem accounting, leaked memcgs, swap, THP, PSI), the same
+  document as ``oomsight node --json``;
 - ``incidents``: every OOM kill still in the kernel ring buffer (``/dev/kmsg``), assembled and
   diagnosed, optionally only those after ``--since``; ``kmsg`` says how many records were read and
   which ranges the ring had already overwritten (``gaps``), so a missing kill is never silent;
@@ -25,12 +26,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from oomsight.cli.node import node_json
 from oomsight.cli.top import container_json, human, ratio, sort_key
 from oomsight.core.diagnosis import Diagnosis, diagnose
 from oomsight.core.errors import OomsightError, UsageError
-from oomsight.core.findings import Finding
 from oomsight.core.kmsg import Record
-from oomsight.core.node import NodeFacts, node_findings
 from oomsight.core.oomreport import OomAssembler
 from oomsight.core.stuck import StuckCgroup, find_stuck
 from oomsight.host.cgroupfs import CgroupEntry, CgroupWalker, Sweep, detect_layout
@@ -163,18 +163,6 @@ def stuck(sweep: Sweep) -> list[StuckCgroup]:
     return find_stuck((e.path, e.reading) for e in sweep.entries if e.reading is not None)
 
 
-def node_json(facts: NodeFacts, findings: tuple[Finding, ...]) -> dict[str, Any]:
-    return {
-        "kernel": str(facts.kernel) if facts.kernel else None,
-        "cgroup_version": facts.cgroup_version,
-        "memory_cgroup_version": facts.memory_version,
-        "cgroup_driver": facts.driver,
-        "kmem_accounting": facts.kmem_accounting,
-        "findings": [f.as_dict() for f in findings],
-        "errors": list(facts.errors),
-    }
-
-
 def document(
     *,
     node: dict[str, Any],
@@ -228,7 +216,7 @@ def text(doc: dict[str, Any]) -> str:
     node = doc["node"]
     out = [
         f"node: kernel {node['kernel'] or '?'}, cgroup {node['cgroup_version'] or '?'} "
-        f"(memory {node['memory_cgroup_version'] or '?'}, driver {node['cgroup_driver'] or '?'})"
+        f"(memory {node['memory_cgroup_version'] or '?'}, driver {node['driver'] or '?'})"
     ]
     findings = node["findings"]
     if not findings:
@@ -271,7 +259,7 @@ def run(args: argparse.Namespace) -> int:
     since = parse_since(args.since) if args.since else None
     threshold = parse_threshold(args.threshold)
     facts = read_node_facts(args.host_root)
-    node = node_json(facts, node_findings(facts))
+    node = node_json(facts)
     walker = CgroupWalker(detect_layout(args.host_root))
     sweep = walker.sweep(include_all=True, with_pids=True)
     kmsg = read_incidents(args.host_root, since)
