@@ -24,6 +24,7 @@ SUBCOMMANDS: dict[str, str] = {
     "diagnose": "OOM kills since boot explained, containers near their limit, frozen cgroups, node findings",
     "top": "containers sorted by working set / effective limit, with what the memory is",
     "node": "this node's kernel and cgroup findings (kmem accounting, leaked memcgs, swap, THP)",
+    "recommend": "memory requests and limits from an exported working-set series (--from-csv)",
     "agent": "run the node agent: Events on Pods for OOM kills, /metrics, NodeMemoryReport (DaemonSet)",
     "explain": "explain the OOM kills in a saved kernel log (dmesg, journalctl -k, syslog, /dev/kmsg)",
 }

@@ -263,7 +263,8 @@ class Recommender:
         self.settings = settings or RecommendSettings()
         self._series: dict[str, _Series] = {}
 
-    def keys(self) -> list[str]:
+    def series_keys(self) -> list[str]:
+        """Every key with history, sorted."""
         return sorted(self._series)
 
     def _get(self, key: str) -> _Series:
@@ -374,7 +375,9 @@ class Recommender:
         if d_lim > 0:
             reasons.append(
                 f"p{_pct(cfg.limit_percentile)} of {every} peaks is {human_bytes(d_lim)}"
-                f" (+{cfg.headroom_percent:g}% headroom)"
+                f" (+{h * 100:.0f}% headroom"
+                + ("" if confidence >= 1 else f": {cfg.headroom_percent:g}% widened for a young history")
+                + ")"
             )
         else:
             notes.append("no-samples")

@@ -1,0 +1,374 @@
+"""The recommendation engine: histogram maths by hand, then each improvement over the VPA recipe.
+
+Every improvement test runs the same history through ``vpa_baseline`` (VPA's memory recipe: daily
+peaks, VPA buckets, p90 x 1.15, OOM peak = max(limit + 100 MiB, limit x 1.2)) and asserts that the
+baseline *fails* the property, so the test proves the improvement rather than restating a default.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from oomsight.core.errors import ParseError, UsageError
+from oomsight.core.histogram import VPA_BUCKETS, Buckets, DecayingHistogram
+from oomsight.core.memory import Breakdown
+from oomsight.core.recommend import JvmHeap, Recommender, RecommendSettings, demand_of, round_up
+
+MiB = 1 << 20
+DAY = 86400.0
+HOUR = 3600.0
+K = "ns/api/app"
+
+
+def bd(anon: int, shmem: int = 0, kernel: int = 0) -> Breakdown:
+    return Breakdown(anon=anon, active_file=None, inactive_file=None, shmem=shmem, kernel=kernel, swap=None,
+                     dirty=None, writeback=None)  # fmt: skip
+
+
+def vpa_baseline(samples: list[tuple[float, int]], ooms: list[tuple[float, int]], now: float) -> int:
+    """VPA's memory target for one container: p90 of daily peaks x 1.15 (OOMs add a bumped peak)."""
+    peaks: dict[int, tuple[float, int]] = {}
+    for t, v in samples + [(t, max(lim + 100 * MiB, math.ceil(lim * 1.2))) for t, lim in ooms]:
+        day = math.floor(t / DAY)
+        old = peaks.get(day, (t, 0))
+        peaks[day] = (max(old[0], t), max(old[1], v))
+    h = DecayingHistogram(DAY, VPA_BUCKETS)
+    for t, v in sorted(peaks.values()):
+        h.add(v, t)
+    return math.ceil(h.percentile(0.9) * 1.15)
+
+
+# --- histogram ------------------------------------------------------------------------------------
+
+# Buckets(first=10, growth=2): bucket i starts at 10 * (2**i - 1): [0,10) [10,30) [30,70) [70,150) ...
+TOY = Buckets(first=10.0, growth=2.0)
+
+
+@pytest.mark.parametrize(
+    ("value", "index"), [(0, 0), (9.99, 0), (10, 1), (29, 1), (30, 2), (69, 2), (70, 3), (149, 3), (150, 4)]
+)
+def test_bucket_index(value: float, index: int) -> None:
+    assert TOY.index(value) == index
+
+
+@pytest.mark.parametrize(
+    ("p", "expected"),
+    [(0.25, 10.0), (0.5, 30.0), (0.75, 30.0), (0.76, 150.0), (1.0, 150.0)],
+)
+def test_percentile_is_bucket_end(p: float, expected: float) -> None:
+    h = DecayingHistogram(DAY, TOY)
+    for v in (5, 25, 25, 100):  # weights 1,2 (bucket 1),1 -> cumulative 1, 3, 4 of 4
+        h.add(v, 0.0)
+    assert h.percentile(p) == expected
+
+
+@pytest.mark.parametrize(
+    ("t_small", "t_big", "p50"),
+    [
+        (0.0, DAY, 150.0),  # the big sample is newer: weight 2 vs 1, the median is in its bucket
+        (DAY, 0.0, 10.0),  # the small one is newer
+        (0.0, 0.0, 10.0),  # equal weights: cumulative 1 of 2 reaches 0.5 in the first bucket
+    ],
+)
+def test_decay_weights_newer_samples(t_small: float, t_big: float, p50: float) -> None:
+    h = DecayingHistogram(DAY, TOY)
+    h.add(5, t_small)
+    h.add(100, t_big)
+    assert h.percentile(0.5) == p50
+
+
+def test_weight_at_halves_per_half_life() -> None:
+    h = DecayingHistogram(DAY, TOY)
+    h.add(5, 0.0)
+    h.add(5, 0.0)
+    assert h.weight_at(DAY) == pytest.approx(1.0)
+    assert h.weight_at(3 * DAY) == pytest.approx(0.25)
+
+
+def test_window_leaves_out_buckets_too_old_to_matter() -> None:
+    h = DecayingHistogram(DAY, TOY)
+    h.add(100, 0.0)  # 10 days before "now": weight 2**-10 of a fresh sample
+    for d in range(9, 11):
+        h.add(5, d * DAY)
+    assert h.percentile(1.0) == 150.0
+    assert h.percentile(1.0, now=10 * DAY, window=8 * DAY) == 10.0
+
+
+def test_merge_equals_adding_to_one() -> None:
+    a, b, both = (DecayingHistogram(DAY, TOY) for _ in range(3))
+    for v, t in ((5, 0.0), (25, DAY)):
+        a.add(v, t)
+        both.add(v, t)
+    for v, t in ((100, 3 * DAY), (25, 2 * DAY)):
+        b.add(v, t)
+        both.add(v, t)
+    a.merge(b)
+    assert a.total == pytest.approx(both.total)
+    for p in (0.1, 0.3, 0.5, 0.7, 0.9, 1.0):
+        assert a.percentile(p) == both.percentile(p)
+
+
+def test_rebase_far_in_the_future_keeps_percentiles() -> None:
+    h = DecayingHistogram(HOUR, TOY)
+    h.add(100, 0.0)
+    h.add(5, 100 * HOUR)  # 100 half-lives later: the old sample weighs 2**-100, pruned on re-basing
+    assert h.ref == 100 * HOUR
+    assert h.percentile(1.0) == 10.0
+
+
+def test_histogram_state_round_trip_and_errors() -> None:
+    h = DecayingHistogram(DAY)
+    for i in range(50):
+        h.add((300 + i) * MiB, i * HOUR)
+    g = DecayingHistogram.from_dict(json.loads(json.dumps(h.to_dict())))
+    assert [g.percentile(p) for p in (0.5, 0.9, 1.0)] == [h.percentile(p) for p in (0.5, 0.9, 1.0)]
+    with pytest.raises(ParseError, match="malformed"):
+        DecayingHistogram.from_dict({"halfLife": "x"})
+
+
+# --- improvements over the baseline -----------------------------------------------------------------
+
+
+def test_oom_holds_the_limit_above_the_one_that_killed() -> None:
+    """An OOM at 400Mi, then six quiet days at 300Mi: the limit stays >= 400Mi x 1.2 (baseline drops)."""
+    r = Recommender()
+    samples = [(d * DAY + h * HOUR, 300 * MiB) for d in range(7) for h in range(0, 24, 2)]
+    ooms = [(0.5 * DAY, 400 * MiB)]
+    for t, v in samples:
+        r.add_sample(K, t, v, limit_bytes=400 * MiB)
+    r.add_oom(K, *ooms[0])
+    now = 7 * DAY
+    rec = r.recommend(K, now)
+    assert rec.limit_bytes >= 480 * MiB
+    assert rec.request_bytes >= 400 * MiB
+    assert rec.oom_kills == 1 and "oom-floor" in rec.notes and "OOM" in rec.reason
+    assert vpa_baseline(samples, ooms, now) < 400 * MiB  # the baseline re-creates the limit that killed
+
+
+def test_oom_evidence_expires_after_the_window() -> None:
+    r = Recommender()
+    r.add_oom(K, 0.0, 400 * MiB)
+    for d in range(12):
+        r.add_sample(K, d * DAY, 300 * MiB)
+    assert r.recommend(K, 7 * DAY).limit_bytes >= 480 * MiB
+    late = r.recommend(K, 11 * DAY)
+    assert late.oom_kills == 0 and late.limit_bytes < 400 * MiB
+
+
+def test_repeated_ooms_at_one_limit_do_not_compound() -> None:
+    r = Recommender(RecommendSettings(headroom_percent=0))
+    for i in range(5):
+        r.add_oom(K, i * 60.0, 1000 * MiB)
+    rec = r.recommend(K, 600.0)
+    assert rec.oom_kills == 5
+    assert rec.limit_bytes == round_up(1200 * MiB)
+
+
+def test_page_cache_does_not_ratchet_the_limit() -> None:
+    """anon 200Mi, file cache grows to 800Mi: the limit follows anon (+10%); the baseline follows cache."""
+    r = Recommender()
+    samples = []
+    for i in range(8 * 24):
+        t = i * HOUR
+        ws = 200 * MiB + i * 800 * MiB // (8 * 24)
+        samples.append((t, ws))
+        r.add_sample(K, t, ws, breakdown=bd(anon=200 * MiB))
+    now = 8 * 24 * HOUR
+    rec = r.recommend(K, now)
+    assert rec.limit_bytes <= round_up(200 * MiB * 1.1 * 1.11)
+    assert "page-cache" in rec.notes and "page cache" in rec.reason
+    assert rec.max >= 990 * MiB  # the observed working set is still reported as it was
+    assert vpa_baseline(samples, [], now) > 900 * MiB
+
+
+@pytest.mark.parametrize(
+    ("anon", "shmem", "kernel", "demand"),
+    [
+        (100, 300, 50, 450),  # tmpfs/shmem and kernel memory are demand in full
+        (100, 0, 0, 110),  # the same working set as cache: anon + 10% allowance
+        (100, 0, 350, 450),
+        (460, 0, 0, 450),  # inconsistent breakdown (hard > working set): fall back to the working set
+    ],
+)
+def test_non_reclaimable_memory_counts(anon: int, shmem: int, kernel: int, demand: int) -> None:
+    got, _ = demand_of(450 * MiB, bd(anon * MiB, shmem * MiB, kernel * MiB), 0.10)
+    assert got == demand * MiB
+
+
+def test_shmem_keeps_the_limit_while_cache_lets_it_drop() -> None:
+    def limit(b: Breakdown) -> int:
+        r = Recommender()
+        for i in range(48):
+            r.add_sample(K, i * HOUR, 450 * MiB, breakdown=b)
+        return r.recommend(K, 48 * HOUR).limit_bytes
+
+    assert limit(bd(100 * MiB, shmem=350 * MiB)) >= 450 * MiB
+    assert limit(bd(100 * MiB)) < 200 * MiB
+
+
+def test_jvm_xmx_is_covered_before_the_heap_grows() -> None:
+    """-Xmx 1Gi, a working set of 600Mi so far: the limit covers 1Gi + 256Mi off-heap; the baseline not."""
+    r = Recommender()
+    r.set_jvm(K, JvmHeap(max_heap_bytes=1024 * MiB))
+    samples = [(i * HOUR, 600 * MiB) for i in range(72)]
+    for t, v in samples:
+        r.add_sample(K, t, v)
+    rec = r.recommend(K, 72 * HOUR)
+    assert rec.limit_bytes >= 1280 * MiB
+    assert "jvm" in rec.notes and "-Xmx" in rec.reason and "assumed" in rec.reason
+    assert vpa_baseline(samples, [], 72 * HOUR) < 1024 * MiB
+
+
+def test_jvm_observed_off_heap_wins_over_the_assumption() -> None:
+    r = Recommender(RecommendSettings(headroom_percent=0))
+    r.set_jvm(K, JvmHeap(max_heap_bytes=1024 * MiB))
+    for i in range(24):  # 1Gi heap + 500Mi off-heap seen
+        r.add_sample(K, i * HOUR, 1524 * MiB)
+    r.add_sample(K, 24 * HOUR, 1000 * MiB)
+    rec = r.recommend(K, 24 * HOUR)
+    assert rec.limit_bytes >= 1524 * MiB
+
+
+def test_jvm_max_ram_percentage_leaves_room_for_off_heap() -> None:
+    r = Recommender()
+    r.set_jvm(K, JvmHeap(max_ram_percentage=90))
+    for i in range(24):
+        r.add_sample(K, i * HOUR, 300 * MiB, limit_bytes=1024 * MiB)
+    rec = r.recommend(K, 24 * HOUR)
+    assert rec.limit_bytes >= 640 * MiB  # 64Mi off-heap / (1 - 0.9)
+    assert "MaxRAMPercentage=90" in rec.reason
+
+
+# --- bounds, rounding, confidence, replicas, state ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("n", "rounded"),
+    [
+        (0, 0),
+        (1, 1 * MiB),
+        (63 * MiB + 1, 64 * MiB),
+        (64 * MiB, 64 * MiB),
+        (65 * MiB, 66 * MiB),  # 64..127 Mi: 2 Mi steps
+        (300 * MiB, 304 * MiB),  # 256..511 Mi: 8 Mi steps
+        (1000 * MiB, 1008 * MiB),
+        (1025 * MiB, 1056 * MiB),  # 1..2 Gi: 32 Mi steps
+        (5000 * MiB, 5120 * MiB),
+    ],
+)
+def test_round_up(n: int, rounded: int) -> None:
+    assert round_up(n) == rounded
+    assert n <= rounded <= max(n * 1.032, n + MiB)
+
+
+def test_minimum_and_maximum() -> None:
+    r = Recommender(RecommendSettings(minimum=128 * MiB, maximum=1024 * MiB))
+    r.add_sample("tiny", 0.0, 10 * MiB)
+    r.add_sample("huge", 0.0, 4096 * MiB)
+    tiny, huge = r.recommend("tiny", 0.0), r.recommend("huge", 0.0)
+    assert tiny.limit_bytes == tiny.request_bytes == 128 * MiB and "minimum" in tiny.notes
+    assert huge.limit_bytes == 1024 * MiB and "maximum" in huge.notes and "capped" in huge.reason
+
+
+def test_limit_is_never_below_request() -> None:
+    r = Recommender(RecommendSettings(percentile=1.0, limit_percentile=0.5))
+    for i in range(24):
+        r.add_sample(K, i * HOUR, (200 + 40 * (i % 2)) * MiB, replica=str(i))
+    rec = r.recommend(K, 24 * HOUR)
+    assert rec.request_bytes <= rec.limit_bytes
+
+
+def test_confidence_grows_with_history() -> None:
+    r = Recommender()
+    seen = []
+    for d in range(10):
+        for h in range(24):
+            r.add_sample(K, d * DAY + h * HOUR, 300 * MiB)
+        seen.append(r.recommend(K, d * DAY + 23 * HOUR).confidence)
+    assert seen == sorted(seen)
+    assert seen[0] == pytest.approx(23 / 24 / 8)  # a 23-hour span of an 8-day window
+    assert seen[-1] == 1.0
+    fresh = Recommender()
+    fresh.add_sample(K, 0.0, 300 * MiB)
+    assert fresh.recommend(K, 0.0).confidence == 0.0
+
+
+def test_young_history_gets_more_headroom() -> None:
+    young, old = Recommender(), Recommender()
+    young.add_sample(K, 0.0, 1000 * MiB)
+    for d in range(9):
+        old.add_sample(K, d * DAY, 1000 * MiB)
+    assert young.recommend(K, 0.0).limit_bytes > old.recommend(K, 8 * DAY).limit_bytes
+
+
+def test_replicas_merge_and_each_contributes_its_peak() -> None:
+    r = Recommender(RecommendSettings(limit_percentile=1.0))
+    for h in range(24):
+        r.add_sample(K, h * HOUR, 300 * MiB, replica="a")
+        r.add_sample(K, h * HOUR, (500 if h == 5 else 200) * MiB, replica="b")
+    rec = r.recommend(K, 24 * HOUR)
+    assert rec.max >= 500 * MiB and rec.limit_bytes >= 550 * MiB
+
+
+def test_out_of_order_sample_is_dropped_and_counted() -> None:
+    r = Recommender()
+    assert r.add_sample(K, 2 * DAY, 300 * MiB)
+    assert not r.add_sample(K, 0.5 * DAY, 900 * MiB)
+    assert r.to_state()["keys"][K]["dropped"] == 1
+
+
+def test_state_round_trip_gives_the_same_recommendation() -> None:
+    r = Recommender()
+    r.set_jvm(K, JvmHeap(max_heap_bytes=512 * MiB))
+    for i in range(100):
+        r.add_sample(K, i * HOUR, (300 + i % 7) * MiB, breakdown=bd(250 * MiB), replica=f"p{i % 3}")
+    r.add_oom(K, 50 * HOUR, 400 * MiB)
+    state = json.loads(json.dumps(r.to_state(now=100 * HOUR)))
+    again = Recommender.from_state(r.settings, state)
+    assert again.recommend(K, 100 * HOUR) == r.recommend(K, 100 * HOUR)
+    with pytest.raises(ParseError, match="version"):
+        Recommender.from_state(r.settings, {"version": 99, "keys": {}})
+    with pytest.raises(ParseError, match="malformed"):
+        Recommender.from_state(r.settings, {"version": 1, "keys": {K: {"ws": {}}}})
+
+
+def test_prune_forgets_idle_keys() -> None:
+    r = Recommender()
+    r.add_sample("old", 0.0, MiB)
+    r.add_sample("new", 9 * DAY, MiB)
+    assert r.prune(10 * DAY) == 1 and r.series_keys() == ["new"]
+    with pytest.raises(UsageError, match="no history"):
+        r.recommend("old", 10 * DAY)
+
+
+def test_settings_from_spec() -> None:
+    s = RecommendSettings.from_spec(
+        {"percentile": 0.95, "headroomPercent": 20, "minimum": "128Mi", "maximum": "4Gi", "halfLife": "12h",
+         "historyWindow": "14d", "oomBumpRatio": 1.5, "oomMinBump": "200Mi"}
+    )  # fmt: skip
+    assert (s.percentile, s.headroom_percent, s.minimum, s.maximum) == (0.95, 20.0, 128 * MiB, 4096 * MiB)
+    assert (s.half_life, s.history_window, s.oom_bump_ratio, s.oom_min_bump) == (
+        12 * HOUR, 14 * DAY, 1.5, 200 * MiB,
+    )  # fmt: skip
+    assert s.oom_floor(1000 * MiB) == 1500 * MiB
+    assert RecommendSettings.from_spec(None) == RecommendSettings()
+
+
+@pytest.mark.parametrize(
+    ("spec", "match"),
+    [
+        ({"percentile": 0}, "percentile"),
+        ({"percentile": "high"}, "not a number"),
+        ({"minimum": "1Gi", "maximum": "512Mi"}, "maximum"),
+        ({"halfLife": "soon"}, "not a duration"),
+        ({"minimum": "12X"}, "not a memory quantity"),
+        ({"oomBumpRatio": 0.5}, "oomBumpRatio"),
+        ({"percentil": 0.9}, "unknown field"),
+    ],
+)
+def test_bad_settings_are_one_clear_error(spec: dict[str, object], match: str) -> None:
+    with pytest.raises(UsageError, match=match):
+        RecommendSettings.from_spec(spec)
