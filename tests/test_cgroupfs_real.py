@@ -198,10 +198,10 @@ def test_a_cgroup_removed_mid_sweep_is_skipped_and_counted(cgroups: CgroupKit):
     class RacingWalker(CgroupWalker):
         """Removes the real cgroup right after it was listed, before its files are read."""
 
-        def _reading(self, directory):  # type: ignore[no-untyped-def]
+        def _read_cgroup(self, directory, with_pids):  # type: ignore[no-untyped-def]
             if directory.endswith(doomed_id):
                 os.rmdir(directory)
-            return super()._reading(directory)
+            return super()._read_cgroup(directory, with_pids)
 
     walker = RacingWalker(detect_layout(HOST))
     sweep = walker.sweep()
@@ -212,6 +212,30 @@ def test_a_cgroup_removed_mid_sweep_is_skipped_and_counted(cgroups: CgroupKit):
     with pytest.raises(Vanished):
         walker.read(doomed.rel)
     assert kept.rel
+
+
+def test_kubepods_trees_are_found_again_after_rediscover_every_sweeps(cgroups: CgroupKit):
+    walker = _walker()
+    walker.rediscover_every = 2
+
+    def ids() -> set[str | None]:
+        return {e.kube.container_id for e in walker.sweep().entries if e.kube}
+
+    ids()  # walks everything, remembers the kubepods trees
+    pod, _ = cgroups.pod()
+    _, cid = cgroups.container(pod)
+    assert cid in ids()  # a new container in a known tree shows at once
+    other = CgroupKit()
+    try:
+        pod2, _ = other.pod(driver="systemd")
+        _, cid2 = other.container(pod2)
+        assert cid2 not in ids()  # a new kubepods tree elsewhere waits for the next full walk...
+        assert cid2 in ids()  # ...which comes after rediscover_every sweeps
+        other.cleanup()
+        assert cid2 not in ids() and cid in ids()  # a removed tree triggers a walk of everything
+        assert cid in ids()
+    finally:
+        other.cleanup()
 
 
 def test_top_json_shows_the_kubelet_tree(cgroups: CgroupKit, capsys):

@@ -67,6 +67,18 @@ V2_FILES: tuple[str, ...] = (
     "memory.oom.group",
     "cgroup.stat",
 )
+V1_SWEEP_FILES: tuple[str, ...] = (
+    "memory.usage_in_bytes",
+    "memory.limit_in_bytes",
+    "memory.max_usage_in_bytes",
+    "memory.failcnt",
+    "memory.stat",
+    "memory.oom_control",
+    "memory.kmem.usage_in_bytes",
+)
+"""What a sweep reads per v1 cgroup by default. ``memory.memsw.*`` is left out (swap is ``total_swap``
+in memory.stat), and ``memory.use_hierarchy`` is read once at the root: while the root has it set,
+the kernel refuses to clear it below (mm/memcontrol.c ``mem_cgroup_hierarchy_write``)."""
 V1_REQUIRED = ("memory.usage_in_bytes", "memory.limit_in_bytes", "memory.stat")
 V2_REQUIRED = ("memory.current", "memory.stat")
 
@@ -117,7 +129,18 @@ def parse_flat_keyed(name: str, text: str) -> dict[str, int]:
             f"{name}: truncated, the last line {last[:40]!r} has no newline",
             "the file was cut short; read it again, and check the host root if it persists",
         )
-    out: dict[str, int] = {}
+    parts = text.split()
+    # Fast path (a sweep parses hundreds of these): one ``key value`` pair per line, all integers.
+    if parts and len(parts) == 2 * text.count("\n"):
+        values = parts[1::2]
+        try:
+            out = dict(zip(parts[0::2], map(int, values), strict=True))
+        except ValueError:
+            pass
+        else:
+            if all(v.isdigit() for v in values):  # int() also takes "-1", "+1", "1_000"
+                return out
+    out = {}
     for line in text.splitlines():
         if not line:
             continue

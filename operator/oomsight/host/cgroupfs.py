@@ -25,7 +25,7 @@ from oomsight.core.errors import ParseError
 from oomsight.core.kubepath import KubeRef, is_conmon, parse_cgroup_path
 from oomsight.core.memory import (
     UNLIMITED,
-    V1_FILES,
+    V1_SWEEP_FILES,
     V2_FILES,
     EffectiveLimit,
     MemoryReading,
@@ -226,10 +226,14 @@ class _Gone(Exception):
     """The cgroup directory disappeared while being read."""
 
 
-def _read_file(path: str) -> str | None:
-    """The whole file, or None when it does not exist. Raises ``_Gone`` on ENODEV (removed cgroup)."""
+def _read_file(path: str, dir_fd: int | None = None) -> str | None:
+    """The whole file, or None when it does not exist. Raises ``_Gone`` on ENODEV (removed cgroup).
+
+    With ``dir_fd`` the name is opened relative to an open cgroup directory: one path lookup per
+    cgroup instead of one per file, which is most of a sweep's cost.
+    """
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC, dir_fd=dir_fd)
     except FileNotFoundError:
         return None
     try:
@@ -248,23 +252,39 @@ def _read_file(path: str) -> str | None:
     return data.decode("ascii", "replace")
 
 
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+
+
 class CgroupWalker:
     """Sweeps a node's memory hierarchy; keeps running totals of what it skipped, for metrics.
 
-    ``files`` is the set of memory files read per cgroup (default: everything the model parses);
-    pass ``core.memory.V1_FILES``/``V2_FILES`` subsets to trade detail for speed.
+    ``files`` is the set of memory files read per cgroup: by default ``core.memory.V1_SWEEP_FILES``
+    (v1) or ``V2_FILES`` (v2); pass ``V1_FILES`` for every v1 file the model parses.
     """
 
     def __init__(self, layout: CgroupLayout, files: Sequence[str] | None = None) -> None:
         self.layout = layout
         self._root = str(layout.memory_root)
         self._v1 = layout.memory_version == "v1"
-        self._files = tuple(files) if files is not None else (V1_FILES if self._v1 else V2_FILES)
+        if files is None:
+            files = V1_SWEEP_FILES if self._v1 else V2_FILES
+            if self._v1 and not self._root_use_hierarchy():
+                files = (*files, "memory.use_hierarchy")
+        self._files = tuple(files)
         self._limit_file = "memory.limit_in_bytes" if self._v1 else "memory.max"
         self.sweeps_total = 0
         self.errors_total = 0
         self.vanished_total = 0
+        self.rediscover_every = 30
+        """Sweeps between two walks of the whole hierarchy in search of ``kubepods`` trees; the sweeps
+        in between list only the kubepods trees found last time (system services are not re-listed)."""
+        self._kube_roots: tuple[str, ...] | None = None
+        self._since_discovery = 0
         self._eff: dict[str, EffectiveLimit] = {}
+
+    def _root_use_hierarchy(self) -> bool:
+        text = _read_file(f"{self._root}/memory.use_hierarchy")
+        return text is None or text.strip() == "1"
 
     # -- public
 
@@ -278,7 +298,18 @@ class CgroupWalker:
         limits: dict[str, int | None] = {}
         self._eff = {}
         counts = [0, 0]  # vanished, errors
-        self._walk("", None, include_all, with_pids, entries, limits, counts)
+        roots = self._kube_roots
+        if include_all or roots is None or self._since_discovery >= self.rediscover_every:
+            found: list[str] = []
+            self._walk("", None, include_all, with_pids, entries, limits, counts, found)
+            self._kube_roots = tuple(found)
+            self._since_discovery = 0
+        else:
+            self._since_discovery += 1
+            for root in roots:
+                ref = parse_cgroup_path(root)
+                if not self._walk(root, ref, False, with_pids, entries, limits, counts, []):
+                    self._kube_roots = None  # the kubelet's tree moved: walk everything next time
         self.sweeps_total += 1
         self.vanished_total += counts[0]
         self.errors_total += counts[1]
@@ -300,14 +331,31 @@ class CgroupWalker:
     # -- internals
 
     def _reading(self, directory: str) -> MemoryReading:
-        texts: dict[str, str] = {}
-        for name in self._files:
-            text = _read_file(f"{directory}/{name}")
-            if text is not None:
-                texts[name] = text
-        if not texts and not os.path.isdir(directory):
-            raise _Gone
-        return reading_v1(texts) if self._v1 else reading_v2(texts)
+        return self._read_cgroup(directory, with_pids=False)[0]
+
+    def _read_cgroup(self, directory: str, with_pids: bool) -> tuple[MemoryReading, tuple[int, ...] | None]:
+        """The cgroup's reading (and ``cgroup.procs``), every file opened relative to one directory fd."""
+        try:
+            dfd = os.open(directory, _DIR_FLAGS)
+        except FileNotFoundError as err:
+            raise _Gone from err
+        try:
+            texts: dict[str, str] = {}
+            for name in self._files:
+                text = _read_file(name, dfd)
+                if text is not None:
+                    texts[name] = text
+            pids = None
+            if with_pids:
+                procs = _read_file("cgroup.procs", dfd)
+                if procs is None:
+                    raise _Gone
+                pids = tuple(int(p) for p in procs.split())
+        finally:
+            os.close(dfd)
+        if not texts:
+            raise _Gone  # a removed cgroup directory that was still open reads as empty
+        return (reading_v1(texts) if self._v1 else reading_v2(texts)), pids
 
     def _own_limit(self, rel: str, limits: dict[str, int | None]) -> int | None:
         if rel in limits:
@@ -344,17 +392,16 @@ class CgroupWalker:
         entries: list[CgroupEntry],
         limits: dict[str, int | None],
         counts: list[int],
-    ) -> None:
+        kube_roots: list[str],
+    ) -> bool:
+        """List ``rel`` and recurse; False when it is gone. Top ``kubepods`` dirs go to ``kube_roots``."""
         directory = self._root + rel
         try:
-            it = os.scandir(directory or "/")
-        except FileNotFoundError:
-            counts[0] += 1
-            return
+            it = os.scandir(directory)
         except OSError as err:
             if err.errno in VANISHED_ERRNOS:
                 counts[0] += 1
-                return
+                return False
             raise translate_oserror(err, directory, "list") from err
         with it:
             children = [e.name for e in it if e.is_dir(follow_symlinks=False)]
@@ -362,12 +409,15 @@ class CgroupWalker:
             if is_conmon(name):
                 continue
             child = f"{rel}/{name}"
+            if parent is None and name in ("kubepods", "kubepods.slice"):
+                kube_roots.append(child)
             ref = parse_cgroup_path(child) if (parent is not None or "kubepods" in child) else None
             container = ref is not None and ref.level == "container"
             if container or include_all:
                 self._entry(child, ref, with_pids, entries, limits, counts)
             if not container or include_all:
-                self._walk(child, ref, include_all, with_pids, entries, limits, counts)
+                self._walk(child, ref, include_all, with_pids, entries, limits, counts, kube_roots)
+        return True
 
     def _entry(
         self,
@@ -380,8 +430,7 @@ class CgroupWalker:
     ) -> None:
         directory = self._root + rel
         try:
-            reading = self._reading(directory)
-            pids = self._pids(directory) if with_pids else None
+            reading, pids = self._read_cgroup(directory, with_pids)
         except _Gone:
             counts[0] += 1
             return
@@ -399,13 +448,6 @@ class CgroupWalker:
             return
         limits[rel] = reading.limit_bytes
         entries.append(CgroupEntry(rel, ref, reading, self._effective(rel, limits), pids=pids))
-
-    @staticmethod
-    def _pids(directory: str) -> tuple[int, ...]:
-        text = _read_file(f"{directory}/cgroup.procs")
-        if text is None:
-            raise _Gone
-        return tuple(int(p) for p in text.split())
 
 
 def sweep(host_root: Path | str = Path("/"), include_all: bool = False, with_pids: bool = False) -> Sweep:
