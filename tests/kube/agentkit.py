@@ -23,7 +23,7 @@ from typing import Any
 
 from cgroupkit import Cgroup, CgroupKit
 from oomsight.core.events import OOM_REASONS
-from oomsight.kube.rest import Rest, load_api_client
+from oomsight.kube.rest import Rest, connect
 
 MIB = 1 << 20
 
@@ -35,7 +35,7 @@ def free_port() -> int:
 
 
 def rest_for(kubeconfig: str | Path) -> Rest:
-    return Rest(load_api_client(str(kubeconfig)))
+    return connect(str(kubeconfig))
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str, every: float = 0.1) -> Any:

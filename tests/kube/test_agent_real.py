@@ -54,7 +54,7 @@ def test_oom_kill_becomes_an_event_on_the_pod(rest, cgroups, namespace, node, ag
     assert ev["regarding"]["kind"] == "Pod" and ev["regarding"]["name"] == scene.name
     assert ev["related"] == {"kind": "Node", "name": node, "apiVersion": "v1"}
     assert ev["reportingController"] == "oomsight.io/agent" and ev["reportingInstance"] == node
-    assert "64.0 MiB" in ev["note"] and "container app" in ev["note"]
+    assert "64.0 MiB" in ev["note"] and "container app" in ev["note"].lower()
     assert "anonymous memory" in ev["note"]
     assert a.stop() == 0
 

@@ -58,7 +58,7 @@ from oomsight.host.nodeinfo import read_node_facts
 from oomsight.kube.events import EventSender
 from oomsight.kube.pods import PodCache
 from oomsight.kube.reports import ReportWriter
-from oomsight.kube.rest import Rest, load_api_client
+from oomsight.kube.rest import connect
 
 log = logging.getLogger("oomsight.agent")
 
@@ -88,7 +88,7 @@ class Agent:
         self.stop = threading.Event()
         self.counters = Counters()
         self.state = StateDir(settings.state_dir)
-        self.rest = Rest(load_api_client(settings.kubeconfig))
+        self.rest = connect(settings.kubeconfig)
         self.pods = PodCache(self.rest, settings.node_name, on_error=self._api_error)
         self.deliverer = Deliverer(self.state, EventSender(self.rest, settings.node_name), self.counters)
         self.reports = ReportWriter(

@@ -1,26 +1,25 @@
-"""A small JSON-over-HTTP layer on the official client's connection, auth and TLS handling.
+"""A small JSON-over-HTTPS client for the agent's few API calls (urllib3, one connection pool).
 
-The agent needs five calls (create/patch an Event, list/watch Pods, get/create/patch its
-NodeMemoryReport). It sends and receives plain dicts through ``ApiClient.param_serialize`` (which
-applies the kubeconfig's or the service account's credentials, refreshing a projected token) and
-``ApiClient.call_api``; the typed models are skipped, which keeps the agent's RSS and CPU small and
-lets 409/404/5xx be handled as status codes instead of exceptions.
+The agent makes five kinds of call (create/patch an Event, list/watch its node's Pods, create its
+NodeMemoryReport and replace its status). It sends and receives plain dicts: 409/404/5xx are status
+codes to act on, not exceptions, and no generated models are imported (``oomsight.kube.kubeconfig``
+explains the RSS this saves). ``request`` never raises for HTTP or network errors: status 0 means the
+server could not be reached (refused, timed out, TLS failure).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
-from kubernetes import client, config
-from kubernetes.config.config_exception import ConfigException
+import urllib3
 
-from oomsight.core.errors import UsageError
+from oomsight import __version__
+from oomsight.kube.kubeconfig import Credentials, load
 
 log = logging.getLogger(__name__)
 
@@ -44,47 +43,33 @@ class Response:
         return self.error or str(self.body.get("message", ""))
 
 
-def load_api_client(kubeconfig: str | None) -> client.ApiClient:
-    """An ApiClient from ``kubeconfig``, or the in-cluster service account when it is None."""
-    cfg = client.Configuration()
-    try:
-        if kubeconfig:
-            config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)  # type: ignore[no-untyped-call]
-        else:
-            config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
-    except (ConfigException, OSError, ValueError, TypeError) as err:
-        where = f"kubeconfig {kubeconfig}" if kubeconfig else "in-cluster service account"
-        raise UsageError(
-            f"cannot load Kubernetes credentials from the {where}: {err}",
-            "pass --kubeconfig FILE (or KUBECONFIG), or run inside a pod with a service account",
-        ) from err
-    cfg.retries = 0  # our own backoff decides; urllib3 must not retry behind our back
-    api = client.ApiClient(cfg)
-    api.user_agent = "oomsight-agent"
-    return api
-
-
-def kubeconfig_from_env(flag: str | None) -> str | None:
-    return flag or os.environ.get("KUBECONFIG") or None
+class WatchError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"HTTP {status}: {message}")
+        self.status = status
 
 
 class Rest:
-    """``request(method, path, body)`` → Response; never raises for HTTP or network errors."""
+    """``request(method, path, body)`` → Response. Thread-safe (urllib3 pools are)."""
 
-    def __init__(self, api: client.ApiClient) -> None:
-        self.api = api
+    def __init__(self, creds: Credentials, maxsize: int = 4) -> None:
+        self.creds = creds
+        kw: dict[str, Any] = {"retries": False, "maxsize": maxsize, "block": False}
+        if creds.ssl_context is not None:
+            kw["ssl_context"] = creds.ssl_context
+        if creds.tls_server_name:
+            kw["server_hostname"] = creds.tls_server_name
+        self.pool = urllib3.PoolManager(**kw)
 
-    def _prepare(
-        self, method: str, path: str, body: Any, query: dict[str, Any] | None, content_type: str
-    ) -> tuple[str, str, dict[str, str], Any]:
-        full = path + ("?" + urlencode(query) if query else "")
-        headers = {"Accept": "application/json"}
-        if body is not None:
-            headers["Content-Type"] = content_type
-        m, url, hdrs, b, _ = self.api.param_serialize(
-            method=method, resource_path=full, header_params=headers, body=body, auth_settings=["BearerToken"]
-        )
-        return m, url, hdrs, b
+    def _headers(self, content_type: str | None) -> dict[str, str]:
+        h = {"Accept": "application/json", "User-Agent": f"oomsight-agent/{__version__}"}
+        if content_type:
+            h["Content-Type"] = content_type
+        h.update(self.creds.auth_header())
+        return h
+
+    def _url(self, path: str, query: dict[str, Any] | None) -> str:
+        return self.creds.server + path + ("?" + urlencode(query) if query else "")
 
     def request(
         self,
@@ -95,45 +80,52 @@ class Rest:
         content_type: str = "application/json",
         timeout: tuple[float, float] = TIMEOUT,
     ) -> Response:
+        data = None if body is None else json.dumps(body).encode()
         try:
-            m, url, hdrs, b = self._prepare(method, path, body, query, content_type)
-            resp = self.api.call_api(m, url, header_params=hdrs, body=b, _request_timeout=timeout)
-            resp.read()  # type: ignore[no-untyped-call]
-            raw = resp.data or b""
+            resp = self.pool.request(
+                method,
+                self._url(path, query),
+                body=data,
+                headers=self._headers(content_type if data is not None else None),
+                timeout=urllib3.Timeout(connect=timeout[0], read=timeout[1]),
+                redirect=False,
+            )
         except Exception as err:  # noqa: BLE001 - urllib3/ssl/socket: the API is unreachable
             return Response(0, {}, f"{type(err).__name__}: {err}")
+        raw = resp.data or b""
         try:
-            data = json.loads(raw) if raw else {}
+            parsed = json.loads(raw) if raw else {}
         except ValueError:
-            data = {"message": raw[:200].decode(errors="replace")}
-        if not isinstance(data, dict):
-            data = {}
-        return Response(int(resp.status), data)
+            parsed = {"message": raw[:200].decode(errors="replace")}
+        return Response(int(resp.status), parsed if isinstance(parsed, dict) else {})
 
     def stream(self, path: str, query: dict[str, Any], read_timeout: float) -> Iterator[dict[str, Any]]:
         """Yield the JSON lines of a watch; raises ``WatchError`` when it cannot start."""
-        m, url, hdrs, b = self._prepare("GET", path, None, query, "application/json")
         try:
-            resp = self.api.call_api(m, url, header_params=hdrs, body=b, _request_timeout=(3.0, read_timeout))
+            resp = self.pool.request(
+                "GET",
+                self._url(path, query),
+                headers=self._headers(None),
+                timeout=urllib3.Timeout(connect=3.0, read=read_timeout),
+                preload_content=False,
+                redirect=False,
+            )
         except Exception as err:
             raise WatchError(0, f"{type(err).__name__}: {err}") from err
-        raw = resp.response
         try:
             if resp.status != 200:
-                resp.read()  # type: ignore[no-untyped-call]
-                raise WatchError(int(resp.status), (resp.data or b"")[:300].decode(errors="replace"))
+                raise WatchError(int(resp.status), resp.read()[:300].decode(errors="replace"))
             buf = b""
-            for chunk in raw.stream(65536, decode_content=True):
+            for chunk in resp.stream(65536):
                 buf += chunk
                 while b"\n" in buf:
                     line, buf = buf.split(b"\n", 1)
                     if line.strip():
                         yield json.loads(line)
         finally:
-            raw.release_conn()
+            resp.release_conn()
 
 
-class WatchError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(f"HTTP {status}: {message}")
-        self.status = status
+def connect(kubeconfig: str | None) -> Rest:
+    """A client for ``kubeconfig``, or the in-cluster service account when it is None."""
+    return Rest(load(kubeconfig))
