@@ -70,6 +70,7 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=20.0, help="seconds to wait for one kill")
     args = ap.parse_args()
 
+    load_before = os.getloadavg()[0]
     skew, skew_err = measure_skew()
     kit = CgroupKit()
     raw: list[float] = []
@@ -121,6 +122,8 @@ def main() -> int:
             f"{name}: p50 {percentile(vals, 50) * ms:.2f} ms  p99 {percentile(vals, 99) * ms:.2f} ms  "
             f"max {max(vals) * ms:.2f} ms  mean {statistics.fmean(vals) * ms:.2f} ms"
         )
+    load_after = os.getloadavg()[0]
+    print(f"load average (1 min) before/after: {load_before:.2f} / {load_after:.2f} on {os.cpu_count()} CPUs")
     target = percentile(fixed, 99) * ms
     print(f"target p99 <= 50 ms: {'met' if target <= 50 else 'MISSED'} ({target:.2f} ms)")
     return 0
