@@ -321,6 +321,8 @@ class Recommender:
         """An OOM kill at ``t`` under ``limit_bytes`` (None: the last limit seen with a sample)."""
         s = self._get(key)
         s.ooms.append((t, limit_bytes if limit_bytes else None))
+        newest = max(o[0] for o in s.ooms)
+        s.ooms = [o for o in s.ooms if newest - o[0] <= self.settings.history_window]
         if limit_bytes:
             s.last_limit = limit_bytes
             # Like VPA, the bumped value is also a demand peak, so the margin applies on top of it.
