@@ -19,7 +19,8 @@ import pytest
 from cgroupkit import MIB, PROGS, Cgroup, CgroupKit
 from oomsight.core.errors import ParseError
 from oomsight.core.processes import ProcessInfo, parse_stat_state, predict_victim, summarize
-from oomsight.host.processes import read_cgroup_pids, read_processes
+from oomsight.host.errors import HostError
+from oomsight.host.processes import read_cgroup_pids, read_process, read_processes
 
 pytestmark = pytest.mark.cgroup
 
@@ -235,5 +236,23 @@ def test_summary_json_and_pure_prediction() -> None:
     s = summarize([a, b, z], vanished=2)
     d = s.as_dict()
     assert d["count"] == 3 and d["zombies"] == 1 and d["vanished"] == 2 and d["uss_bytes"] is None
+    assert d["errors"] == 0
     assert d["next_victim"] == b.as_dict()
     assert [p["pid"] for p in d["processes"]] == [1, 2, 3]  # type: ignore[attr-defined]
+
+
+def test_configurable_proc_root(tmp_path: Path) -> None:
+    """A pod reads the host's processes under /host/proc: the same files copied under another root."""
+    pid = os.getpid()
+    d = tmp_path / "proc" / str(pid)
+    d.mkdir(parents=True)
+    for name in ("status", "oom_score", "oom_score_adj"):
+        (d / name).write_text(Path(f"/proc/{pid}/{name}").read_text())
+    s = read_processes([pid, 99999999], proc_root=tmp_path / "proc")
+    assert (s.count, s.vanished) == (1, 1)
+    assert s.processes[0].comm == Path(f"/proc/{pid}/comm").read_text().strip()
+    (d / "status").write_text("garbage\n")
+    with pytest.raises(HostError, match="Name/State"):
+        read_process(pid, proc_root=tmp_path / "proc")
+    s = read_processes([pid], proc_root=tmp_path / "proc")  # a sweep skips it and counts it
+    assert (s.count, s.errors, s.vanished) == (0, 1, 0)

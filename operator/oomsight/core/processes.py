@@ -208,6 +208,8 @@ class ProcessSummary:
     processes: tuple[ProcessInfo, ...]
     vanished: int = 0
     """Pids that exited between listing and reading (skipped)."""
+    errors: int = 0
+    """Pids skipped because their /proc files could not be parsed."""
     victim_basis: str = "oom_score"
     """``badness`` when the victim was computed against a cgroup limit, else ``oom_score``."""
 
@@ -220,6 +222,7 @@ class ProcessSummary:
             "zombies": self.zombies,
             "dstate": self.dstate,
             "vanished": self.vanished,
+            "errors": self.errors,
             "next_victim": self.next_victim.as_dict() if self.next_victim else None,
             "victim_basis": self.victim_basis,
             "processes": [p.as_dict() for p in self.processes],
@@ -229,7 +232,7 @@ class ProcessSummary:
 
 
 def summarize(
-    processes: Iterable[ProcessInfo], vanished: int = 0, limit_bytes: int | None = None
+    processes: Iterable[ProcessInfo], vanished: int = 0, errors: int = 0, limit_bytes: int | None = None
 ) -> ProcessSummary:
     """Sum ``processes`` (sorted by RSS, largest first) and predict the next victim."""
     procs = tuple(sorted(processes, key=lambda p: (-p.rss_bytes, p.pid)))
@@ -243,5 +246,6 @@ def summarize(
         next_victim=predict_victim(procs, limit_bytes),
         processes=procs,
         vanished=vanished,
+        errors=errors,
         victim_basis="badness" if limit_bytes else "oom_score",
     )

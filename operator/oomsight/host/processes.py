@@ -10,7 +10,8 @@ process, so USS is opt-in. It can also fail for a live process (ENOENT/ESRCH, or
 ptrace read access): USS is then None for that process, never an error.
 
 A pid that exits between listing (``cgroup.procs``) and reading is skipped and counted in
-``ProcessSummary.vanished``; a permission error stops with one line (``HostAccessDenied``).
+``ProcessSummary.vanished``, one whose files cannot be parsed in ``ProcessSummary.errors``; a
+permission error stops with one line (``HostAccessDenied``).
 """
 
 from __future__ import annotations
@@ -99,13 +100,17 @@ def read_processes(
     kernel's memcg badness rather than the RAM-scaled ``oom_score``.
     """
     infos: list[ProcessInfo] = []
-    vanished = 0
+    vanished = errors = 0
     for pid in dict.fromkeys(pids):  # de-duplicated, order kept
         try:
             infos.append(read_process(pid, proc_root, uss))
         except Vanished:
             vanished += 1
-    return summarize(infos, vanished=vanished, limit_bytes=limit_bytes)
+        except HostAccessDenied:
+            raise  # the same for every pid: one line saying what privilege is needed
+        except HostError:
+            errors += 1  # a garbled file: skip this process, count it, go on
+    return summarize(infos, vanished=vanished, errors=errors, limit_bytes=limit_bytes)
 
 
 def read_cgroup_pids(cgroup_dir: Path | str) -> list[int]:
