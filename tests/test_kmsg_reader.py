@@ -181,6 +181,14 @@ def test_overrun_reports_the_gap(tag: str) -> None:
     assert found == list(range(found[0], count))
     assert found[0] > 0
     assert reader.gaps == gaps
+    # A reader that starts late from the same cursor finds the ring already moved on: no EPIPE,
+    # but the first record's seq jumps past the cursor, and that is the same kind of Gap.
+    with KmsgReader(cursor=cursor) as late:
+        late_items = list(late.read_available(limit=3))
+    assert late.overruns == 0
+    assert isinstance(late_items[0], Gap)
+    assert late_items[0].expected_seq == cursor.next_seq
+    assert late_items[0].next_seq >= gap.next_seq
 
 
 def test_missing_device_says_mount_it(tmp_path: Path) -> None:

@@ -28,7 +28,9 @@ import pytest
 from cgroupkit import MIB, Cgroup, CgroupKit
 from oomsight.cli.main import main
 from oomsight.core.kmsg import Record
+from oomsight.core.oomreport import Incident
 from oomsight.host.kmsg import KmsgReader
+from oomsight.host.oomwatch import IncidentWatcher
 
 pytestmark = [pytest.mark.cgroup, pytest.mark.kmsg, pytest.mark.slow]
 
@@ -303,3 +305,28 @@ def test_page_cache_is_reclaimed_without_a_kill(
     assert ours(doc, cgroups, []) == []
     assert oom_kills(cg) == 0
     assert not [s for s in doc["stuck"] if s["cgroup"].startswith(f"/{cgroups.root.name}/")]
+
+
+def test_live_watcher_hands_out_each_kill_once(cgroups: CgroupKit, reader: KmsgReader) -> None:
+    """Three kills in a row through IncidentWatcher: one complete incident each, none split in two."""
+    watcher = IncidentWatcher(reader)
+    pod, _ = cgroups.pod()
+    seen: list[Incident] = []
+    pids = []
+    for _ in range(3):
+        cg, _ = cgroups.container(pod, limit=32 * MIB)
+        proc = spawn(cg, "--grow-anon-mib", "4", ready=False)
+        pids.append(proc.pid)
+        deadline = time.monotonic() + 60
+        while not any(i.victim.pid == proc.pid for i in seen):
+            assert time.monotonic() < deadline, f"no incident for pid {proc.pid}"
+            seen += [i for i in watcher.poll(1.0) if isinstance(i, Incident)]
+        proc.wait(30)
+    seen += [i for i in watcher.poll(0.2) if isinstance(i, Incident)]
+    mine = [i for i in seen if i.victim.pid in pids]
+    assert sorted(i.victim.pid for i in mine) == sorted(pids)  # each exactly once
+    for inc in mine:
+        assert inc.victim.anon_rss_bytes is not None  # the kill line itself was part of it
+        if not inc.header_missing:
+            assert inc.task_memcg is not None and inc.task_memcg.startswith(f"/{cgroups.root.name}/")
+            assert inc.victim.wall is not None
