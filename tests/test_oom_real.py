@@ -136,9 +136,16 @@ def _reap() -> Iterator[None]:
 
 
 @retry_on_ratelimit
-def _main_process(kit: CgroupKit, reader: KmsgReader, capsys: pytest.CaptureFixture[str]) -> None:
-    pod, uid = kit.pod()
-    cg, cid = kit.container(pod, limit=64 * MIB)
+def _main_process(
+    kit: CgroupKit,
+    reader: KmsgReader,
+    capsys: pytest.CaptureFixture[str],
+    driver: str,
+    runtime: str,
+    qos: str,
+) -> None:
+    pod, uid = kit.pod(driver=driver, qos=qos)
+    cg, cid = kit.container(pod, runtime=runtime, limit=64 * MIB)
     proc = spawn(cg, "--grow-anon-mib", "4", ready=False)
     killed = wait_for_kill_lines(reader, {proc.pid}, 1)
     assert proc.wait(30) == -9
@@ -157,10 +164,19 @@ def _main_process(kit: CgroupKit, reader: KmsgReader, capsys: pytest.CaptureFixt
     assert oom_kills(cg) == 1
 
 
+@pytest.mark.parametrize(
+    ("driver", "runtime", "qos"),
+    [("cgroupfs", "containerd", "burstable"), ("systemd", "cri-o", "guaranteed")],
+)
 def test_main_process_killed(
-    cgroups: CgroupKit, reader: KmsgReader, capsys: pytest.CaptureFixture[str]
+    cgroups: CgroupKit,
+    reader: KmsgReader,
+    capsys: pytest.CaptureFixture[str],
+    driver: str,
+    runtime: str,
+    qos: str,
 ) -> None:
-    _main_process(cgroups, reader, capsys)
+    _main_process(cgroups, reader, capsys, driver, runtime, qos)
 
 
 @retry_on_ratelimit
