@@ -2,7 +2,8 @@
 
 Suffixes follow ``k8s.io/apimachinery/pkg/api/resource/quantity.go``: binary ``Ki Mi Gi Ti Pi Ei``
 (powers of 1024) and decimal ``k M G T P E`` (powers of 1000); a plain number is bytes. Durations
-accept ``s m h d`` units, alone or combined (``1h30m``), the way MemoryPolicy fields are written.
+are Go's (``time.ParseDuration`` units ``ns us ms s m h``, combined as in ``1h30m``, which is what the
+MemoryPolicy CRD's CEL rule accepts) plus ``d`` for days.
 """
 
 from __future__ import annotations
@@ -18,8 +19,17 @@ _SUFFIX = {
     "Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "Ti": 1 << 40, "Pi": 1 << 50, "Ei": 1 << 60,
 }  # fmt: skip
 _QUANTITY = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?(?:[eE][0-9]+)?)\s*([kMGTPE]i?|Ki)?\s*$")
-_DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)([smhd])")
-_UNIT_SECONDS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ns|us|µs|ms|s|m|h|d)")
+_UNIT_SECONDS = {
+    "ns": 1e-9,
+    "us": 1e-6,
+    "µs": 1e-6,
+    "ms": 1e-3,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
+    "d": 86400.0,
+}
 
 MiB = 1 << 20
 GiB = 1 << 30
