@@ -178,7 +178,11 @@ class JvmHeap:
 
 @dataclass(frozen=True, slots=True)
 class Recommendation:
-    """One container's recommendation. Bytes; ``p50``/``p95``/``max`` are of observed working-set peaks."""
+    """One container's recommendation, in bytes.
+
+    ``p50``/``p95``/``max`` describe the observed working-set peaks (one per replica per peak interval)
+    within the history window, as histogram bucket ends: at most 2% above the true value.
+    """
 
     request_bytes: int
     limit_bytes: int
