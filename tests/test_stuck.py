@@ -41,6 +41,9 @@ def test_stuck_entries_carry_pod_container_and_limit() -> None:
     assert container.pod_uid == pod.pod_uid
     assert container.container_id == CONTAINER.rsplit("/", 1)[1]
     assert pod.limit_bytes == 64 << 20 and container.limit_bytes is None
+    assert pod.effective_limit_bytes == container.effective_limit_bytes == 64 << 20
+    assert "limit of 64 MiB set on a parent cgroup" in container.explanation
+    assert "its limit of 64 MiB" in pod.explanation
     assert pod.usage_bytes >= (64 << 20) - (1 << 20)
     assert pod.frozen_below == (CONTAINER,)
     assert container.frozen_below == ()

@@ -30,12 +30,21 @@ class StuckCgroup:
     container_id: str | None
     usage_bytes: int
     limit_bytes: int | None
+    """This cgroup's own limit (None: unlimited)."""
+    effective_limit_bytes: int | None
+    """v1 ``hierarchical_memory_limit``: the tightest limit from here up (None: unlimited)."""
     frozen_below: tuple[str, ...] = ()
     """Descendant cgroups also at ``under_oom 1`` because of this one (e.g. a pod's containers)."""
 
     @property
     def explanation(self) -> str:
-        lim = "no limit" if self.limit_bytes is None else f"its limit of {self.limit_bytes // 2**20} MiB"
+        eff = self.effective_limit_bytes
+        if self.limit_bytes is not None and (eff is None or self.limit_bytes <= eff):
+            lim = f"its limit of {self.limit_bytes // 2**20} MiB"
+        elif eff is not None:
+            lim = f"the limit of {eff // 2**20} MiB set on a parent cgroup"
+        else:
+            lim = "a limit"
         return (
             f"{self.cgroup} is at {lim} (usage {self.usage_bytes // 2**20} MiB) with the OOM killer "
             "disabled (memory.oom_control oom_kill_disable 1): its processes are frozen until memory is "
@@ -49,9 +58,21 @@ class StuckCgroup:
             "container_id": self.container_id,
             "usage_bytes": self.usage_bytes,
             "limit_bytes": self.limit_bytes,
+            "effective_limit_bytes": self.effective_limit_bytes,
             "frozen_below": list(self.frozen_below),
             "explanation": self.explanation,
         }
+
+
+UNLIMITED_V1 = 1 << 62
+"""v1 prints "no limit" as PAGE_COUNTER_MAX pages (9223372036854771712 with 4 KiB pages)."""
+
+
+def _effective(r: MemoryReading) -> int | None:
+    value = r.stat.get("hierarchical_memory_limit")
+    if value is None:
+        return r.limit_bytes
+    return None if value >= UNLIMITED_V1 else value
 
 
 def _is_below(path: str, ancestor: str) -> bool:
@@ -80,6 +101,7 @@ def find_stuck(readings: Iterable[tuple[str, MemoryReading]]) -> list[StuckCgrou
                 container_id=ref.container_id if ref else None,
                 usage_bytes=r.usage_bytes,
                 limit_bytes=r.limit_bytes,
+                effective_limit_bytes=_effective(r),
                 frozen_below=tuple(sorted(p for p in under if p != path and _is_below(p, path))),
             )
         )
