@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from oomsight.core.kubepath import parse_cgroup_path
-from oomsight.core.memory import MemoryReading
+from oomsight.core.memory import V1_UNLIMITED_MIN, MemoryReading
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,15 +64,11 @@ class StuckCgroup:
         }
 
 
-UNLIMITED_V1 = 1 << 62
-"""v1 prints "no limit" as PAGE_COUNTER_MAX pages (9223372036854771712 with 4 KiB pages)."""
-
-
 def _effective(r: MemoryReading) -> int | None:
     value = r.stat.get("hierarchical_memory_limit")
     if value is None:
         return r.limit_bytes
-    return None if value >= UNLIMITED_V1 else value
+    return None if value >= V1_UNLIMITED_MIN else value
 
 
 def _is_below(path: str, ancestor: str) -> bool:
