@@ -11,6 +11,8 @@ import json
 import math
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from oomsight.core.errors import ParseError, UsageError
 from oomsight.core.histogram import VPA_BUCKETS, Buckets, DecayingHistogram
@@ -372,3 +374,37 @@ def test_settings_from_spec() -> None:
 def test_bad_settings_are_one_clear_error(spec: dict[str, object], match: str) -> None:
     with pytest.raises(UsageError, match=match):
         RecommendSettings.from_spec(spec)
+
+
+# --- invariants over arbitrary histories ----------------------------------------------------------
+
+_event = st.tuples(
+    st.floats(0, 12 * DAY, allow_nan=False),
+    st.integers(0, 64 << 30),
+    st.booleans(),
+    st.sampled_from(["", "a", "b"]),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    events=st.lists(_event, max_size=40),
+    minimum=st.integers(0, 1 << 30),
+    span=st.integers(0, 32 << 30),
+    now=st.floats(0, 14 * DAY, allow_nan=False),
+)
+def test_invariants(events: list[tuple[float, int, bool, str]], minimum: int, span: int, now: float) -> None:
+    cfg = RecommendSettings(minimum=minimum, maximum=minimum + span)
+    r = Recommender(cfg)
+    r.add_sample(K, 0.0, 0)
+    for t, v, oom, rep in sorted(events):
+        if oom:
+            r.add_oom(K, t, v or None)
+        else:
+            r.add_sample(K, t, v, replica=rep)
+    rec = r.recommend(K, now)
+    assert rec.request_bytes <= rec.limit_bytes <= cfg.maximum  # type: ignore[operator]
+    assert rec.limit_bytes >= min(cfg.minimum, cfg.maximum)  # type: ignore[type-var]
+    assert 0.0 <= rec.confidence <= 1.0
+    assert rec.p50 <= rec.p95 <= rec.max
+    assert rec.reason.endswith(".")
