@@ -13,6 +13,12 @@ kmsg stamps records with ``local_clock()``, which differs from CLOCK_MONOTONIC b
 (≈7 ms on this VM). We measure that skew first by writing marker lines to /dev/kmsg (bracketing each
 write with CLOCK_MONOTONIC) and subtract it; both the raw and the corrected figures are printed.
 Every cgroup and process is removed at the end.
+
+Where the time goes: the kernel wakes /dev/kmsg readers from a *lazy* irq_work
+(kernel/printk/printk.c ``wake_up_klogd_work`` = ``IRQ_WORK_INIT_LAZY``), which runs at the next
+timer tick, so a blocked reader wakes 0..1 tick (4 ms at HZ=250) after the kill line, plus the
+scheduler's delay on a busy node; then ~80 records of one report are read and parsed (~1-3 ms in
+Python) and the watcher waits ``settle`` (2 ms) for the end of the burst.
 """
 
 from __future__ import annotations

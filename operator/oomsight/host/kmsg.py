@@ -13,6 +13,7 @@ The interface (Documentation/ABI/testing/dev-kmsg, kernel/printk/printk.c ``devk
   to the oldest record left. We turn that into a ``Gap`` the caller receives in the stream, in order:
   the sequence numbers ``expected_seq .. next_seq - 1`` are lost, never silently.
 - Readers may block on poll(2): POLLIN when a record is ready, POLLERR|POLLPRI after an overrun.
+  The kernel wakes them from a lazy irq_work (``wake_up_klogd_work``), i.e. at the next timer tick.
 - A record only becomes readable once the kernel finalises it (printk_ringbuffer.c): a message
   without a trailing newline stays open for continuation until the next one is stored.
 
