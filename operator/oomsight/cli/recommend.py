@@ -45,7 +45,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     d = RecommendSettings()
     for flag, (field, _, metavar) in _FLAGS.items():
         default = getattr(d, field)
-        shown = format_bytes(default) if metavar == "QTY" and default is not None else default
+        if default is None:
+            shown = "none"
+        elif metavar == "QTY":
+            shown = format_bytes(default)
+        elif metavar == "DUR":
+            shown = f"{default / 3600:g}h"
+        else:
+            shown = f"{default:g}"
         parser.add_argument(flag, metavar=metavar, help=f"default {shown}")
 
 
