@@ -238,6 +238,43 @@ def test_kubepods_trees_are_found_again_after_rediscover_every_sweeps(cgroups: C
         other.cleanup()
 
 
+def test_files_kept_open_follow_the_cgroups(cgroups: CgroupKit):
+    """Between sweeps the walker keeps each container's files open and re-reads them (pread at 0):
+    the values must be fresh, and a removed cgroup's files must be closed, not pinned."""
+    pod, _ = cgroups.pod()
+    container, cid = cgroups.container(pod)
+    gone, gone_id = cgroups.container(pod)
+    def cgroup_fds() -> int:
+        n = 0
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                n += os.readlink(f"/proc/self/fd/{fd}").startswith(str(cgroups.root))
+            except OSError:
+                continue
+        return n
+
+    assert cgroup_fds() == 0
+    with _walker() as walker:
+        first = _find(walker.sweep(), cid)
+        assert first.reading is not None and first.reading.usage_bytes < 8 * MIB
+        proc = container.spawn("--anon", "24")
+        try:
+            second = _find(walker.sweep(), cid)
+            assert second.reading is not None and second.reading.usage_bytes >= 24 * MIB  # not stale
+        finally:
+            _stop(proc)
+        kept = cgroup_fds()
+        assert kept >= 2 * 5  # two containers, five files each
+        os.rmdir(gone.path)
+        sweep = walker.sweep()
+        assert gone_id not in {e.kube.container_id for e in sweep.entries if e.kube}
+        assert cgroup_fds() == kept - 5  # the removed cgroup's files were closed
+        full = walker.read(container.rel)  # every file the model parses, not the sweep's subset
+        assert full.peak_bytes is not None and full.peak_bytes >= 24 * MIB
+        assert full.failcnt == 0
+    assert cgroup_fds() == 0
+
+
 def test_top_json_shows_the_kubelet_tree(cgroups: CgroupKit, capsys):
     pod, uid = cgroups.pod(qos="burstable", driver="systemd", limit=128 * MIB)
     container, cid = cgroups.container(pod, limit=256 * MIB)

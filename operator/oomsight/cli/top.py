@@ -153,8 +153,8 @@ def table(sweep: Sweep) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    walker = CgroupWalker(detect_layout(args.host_root))
-    result = walker.sweep(include_all=args.all, with_pids=True)
+    with CgroupWalker(detect_layout(args.host_root), keep_open=False) as walker:
+        result = walker.sweep(include_all=args.all, with_pids=True)
     if args.json:
         json.dump(document(result), sys.stdout, indent=2)
         sys.stdout.write("\n")

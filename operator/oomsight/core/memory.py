@@ -70,15 +70,14 @@ V2_FILES: tuple[str, ...] = (
 V1_SWEEP_FILES: tuple[str, ...] = (
     "memory.usage_in_bytes",
     "memory.limit_in_bytes",
-    "memory.max_usage_in_bytes",
-    "memory.failcnt",
     "memory.stat",
     "memory.oom_control",
     "memory.kmem.usage_in_bytes",
 )
-"""What a sweep reads per v1 cgroup by default. ``memory.memsw.*`` is left out (swap is ``total_swap``
-in memory.stat), and ``memory.use_hierarchy`` is read once at the root: while the root has it set,
-the kernel refuses to clear it below (mm/memcontrol.c ``mem_cgroup_hierarchy_write``)."""
+"""What a sweep reads per v1 cgroup by default: usage, limit, breakdown and OOM state. Left out:
+``memory.memsw.*`` (swap is ``total_swap`` in memory.stat), ``max_usage_in_bytes`` and ``failcnt``
+(``CgroupWalker.read`` has them), and ``memory.use_hierarchy``, read once at the root: while the
+root has it set, the kernel refuses to clear it below (mm/memcontrol.c ``mem_cgroup_hierarchy_write``)."""
 V1_REQUIRED = ("memory.usage_in_bytes", "memory.limit_in_bytes", "memory.stat")
 V2_REQUIRED = ("memory.current", "memory.stat")
 
