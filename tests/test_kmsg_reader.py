@@ -191,11 +191,20 @@ def test_overrun_reports_the_gap(tag: str) -> None:
     assert late_items[0].next_seq >= gap.next_seq
 
 
+def test_host_root_without_dev_falls_back_to_our_own_kmsg(tmp_path: Path) -> None:
+    require_kmsg()
+    (tmp_path / "proc/sys/kernel/random").mkdir(parents=True)
+    (tmp_path / "proc/sys/kernel/random/boot_id").write_text("from-the-host-root\n")
+    with KmsgReader.from_host_root(str(tmp_path)) as reader:
+        assert reader.path == "/dev/kmsg"
+        assert reader.boot_id == "from-the-host-root"
+
+
 def test_missing_device_says_mount_it(tmp_path: Path) -> None:
     (tmp_path / "proc/sys/kernel/random").mkdir(parents=True)
     (tmp_path / "proc/sys/kernel/random/boot_id").write_text("x\n")
     with pytest.raises(HostError) as exc:
-        KmsgReader.from_host_root(str(tmp_path))
+        KmsgReader(str(tmp_path / "dev/kmsg"), proc_root=str(tmp_path / "proc"))
     msg = str(exc.value)
     assert "no kernel log device" in msg and "/dev/kmsg" in msg and "\n" not in msg
 

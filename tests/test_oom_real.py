@@ -162,6 +162,8 @@ def _main_process(
     assert inc["chosen_by_oom_score_adj"] is False
     assert inc["time"] is not None and inc["time"].endswith("Z")
     assert oom_kills(cg) == 1
+    recent = ours(diagnose_json(capsys, "--since", "5m"), kit, killed)
+    assert [i["seq"] for i in recent] == [inc["seq"]]
 
 
 @pytest.mark.parametrize(

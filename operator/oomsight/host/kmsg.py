@@ -221,9 +221,17 @@ class KmsgReader:
         cursor: Cursor | None = None,
         start: Literal["boot", "now"] = "boot",
     ) -> KmsgReader:
-        """``<root>/dev/kmsg`` with ``<root>/proc`` (e.g. ``/host`` in the agent's pod)."""
+        """``<root>/dev/kmsg`` with ``<root>/proc`` (e.g. ``/host`` in the agent's pod).
+
+        A pod that mounts the host's / without its submounts has no ``<root>/dev/kmsg``; the kernel
+        log is not namespaced, so the pod's own ``/dev/kmsg`` (a hostPath CharDevice mount) is the
+        same device and is used instead.
+        """
+        path = os.path.join(host_root, "dev/kmsg")
+        if os.path.normpath(host_root) != "/" and not os.path.exists(path) and os.path.exists("/dev/kmsg"):
+            path = "/dev/kmsg"
         return cls(
-            os.path.join(host_root, "dev/kmsg"),
+            path,
             proc_root=os.path.join(host_root, "proc"),
             cursor=cursor,
             start=start,
