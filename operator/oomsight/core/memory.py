@@ -132,13 +132,8 @@ def parse_flat_keyed(name: str, text: str) -> dict[str, int]:
     # Fast path (a sweep parses hundreds of these): one ``key value`` pair per line, all integers.
     if parts and len(parts) == 2 * text.count("\n"):
         values = parts[1::2]
-        try:
-            out = dict(zip(parts[0::2], map(int, values), strict=True))
-        except ValueError:
-            pass
-        else:
-            if all(v.isdigit() for v in values):  # int() also takes "-1", "+1", "1_000"
-                return out
+        if "".join(values).isdigit():  # plain digits only: int() would also take "-1" or "1_000"
+            return dict(zip(parts[0::2], map(int, values), strict=True))
     out = {}
     for line in text.splitlines():
         if not line:

@@ -256,6 +256,11 @@ def _read_file(path: str, dir_fd: int | None = None) -> str | None:
 
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+_INTERFACE_PREFIXES = (
+    "cgroup.", "memory.", "cpu.", "cpuset.", "cpuacct.", "io.", "blkio.", "pids.", "hugetlb.", "rdma.",
+    "misc.", "irq.", "devices.", "freezer.", "net_cls.", "net_prio.", "perf_event.",
+)
+_INTERFACE_FILES = frozenset({"tasks", "notify_on_release", "release_agent"})
 
 
 def _pread_all(fd: int) -> str:
@@ -309,6 +314,9 @@ class CgroupWalker:
         # regenerates a cgroup file's text on every read from offset 0 (seq_file), and keeping them
         # open saves the open/close, about half of a sweep's system time.
         self._open: dict[str, tuple[int, ...]] = {}
+        # What each path says about its pod, parsed once per path (pods and containers live long).
+        self._refs: dict[str, KubeRef | None] = {}
+        self._seen_refs: list[str] = []
         self._nfds = 0
         self._fd_budget = _fd_budget() if keep_open else 0
 
@@ -355,6 +363,10 @@ class CgroupWalker:
                 ref = parse_cgroup_path(root)
                 if not self._walk(root, ref, False, with_pids, entries, limits, counts, []):
                     self._kube_roots = None  # the kubelet's tree moved: walk everything next time
+        if len(self._refs) > 2 * len(self._seen_refs) + 64:
+            keep = set(self._seen_refs)
+            self._refs = {k: v for k, v in self._refs.items() if k in keep}
+        self._seen_refs = []
         if self._open:
             seen = {self._root + e.path for e in entries}
             for directory in [d for d in self._open if d not in seen]:
@@ -504,21 +516,30 @@ class CgroupWalker:
         """List ``rel`` and recurse; False when it is gone. Top ``kubepods`` dirs go to ``kube_roots``."""
         directory = self._root + rel
         try:
-            it = os.scandir(directory)
+            names = os.listdir(directory)
         except OSError as err:
+            if err.errno == errno.ENOTDIR:
+                return True  # an interface file with a prefix this code does not know: not a cgroup
             if err.errno in VANISHED_ERRNOS:
                 counts[0] += 1
                 return False
             raise translate_oserror(err, directory, "list") from err
-        with it:
-            children = [e.name for e in it if e.is_dir(follow_symlinks=False)]
-        for name in children:
-            if is_conmon(name):
+        refs = self._refs
+        for name in names:
+            # Only the kernel creates files in cgroupfs, all named <controller>.<file> or one of a
+            # few legacy names; everything else is a child cgroup (cheaper than stat-ing entries).
+            if name.startswith(_INTERFACE_PREFIXES) or name in _INTERFACE_FILES or is_conmon(name):
                 continue
             child = f"{rel}/{name}"
             if parent is None and name in ("kubepods", "kubepods.slice"):
                 kube_roots.append(child)
-            ref = parse_cgroup_path(child) if (parent is not None or "kubepods" in child) else None
+            ref: KubeRef | None = None
+            if parent is not None or "kubepods" in child:
+                if child in refs:
+                    ref = refs[child]
+                else:
+                    ref = refs[child] = parse_cgroup_path(child)
+            self._seen_refs.append(child)
             container = ref is not None and ref.level == "container"
             if container or include_all:
                 self._entry(child, ref, with_pids, entries, limits, counts)
