@@ -30,11 +30,10 @@ from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "kube"), str(ROOT / "hack"), str(ROOT / "operator")]
-
-from agentkit import AgentProc, ensure_crds, make_scene, rest_for  # noqa: E402
+sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "hack"), str(ROOT / "operator")]
 
 from cgroupkit import CgroupKit  # noqa: E402
+from kube.agentkit import AgentProc, ensure_crds, make_scene, rest_for  # noqa: E402
 from oomsight.kube.rest import Rest  # noqa: E402
 
 MIB = 1 << 20

@@ -65,8 +65,9 @@ class PodScene:
     def oom_kill_main(self, timeout: float = 30.0) -> None:
         """Run a process that grows until the kernel OOM-kills it (the container's main process)."""
         p = self.cgroup.spawn("--grow-anon-mib", "8", ready=False)
-        self.procs.append(p)
         p.wait(timeout=timeout)
+        if p.stdout is not None:
+            p.stdout.close()
         assert p.returncode == -signal.SIGKILL, f"memhog ended with {p.returncode}, not an OOM kill"
 
     def oom_kill_child(self, timeout: float = 30.0) -> subprocess.Popen[str]:
@@ -95,6 +96,9 @@ class PodScene:
             if p.poll() is None:
                 p.kill()
                 p.wait()
+            if p.stdout is not None:
+                p.stdout.close()
+        self.procs.clear()
 
 
 def _zombie(pid: int) -> bool:

@@ -13,7 +13,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-from agentkit import AgentProc, ensure_crds, make_scene, rest_for, sample, series_total, wait_for
+
+from kube.agentkit import AgentProc, ensure_crds, make_scene, rest_for, sample, series_total, wait_for
 
 pytestmark = [pytest.mark.kube, pytest.mark.cgroup, pytest.mark.kmsg, pytest.mark.slow]
 
@@ -26,6 +27,20 @@ def node() -> str:
 @pytest.fixture
 def rest(kubeconfig):
     return rest_for(kubeconfig)
+
+
+@pytest.fixture
+def scenes(rest, cgroups, namespace, node):
+    """``scenes()`` builds a Pod + cgroup scene; its processes are stopped after the test."""
+    made = []
+
+    def make(**kw):
+        made.append(make_scene(rest, cgroups, namespace, node, **kw))
+        return made[-1]
+
+    yield make
+    for s in made:
+        s.stop_procs()
 
 
 @pytest.fixture
@@ -42,8 +57,8 @@ def agent(kubeconfig, node, tmp_path):
         a.kill()
 
 
-def test_oom_kill_becomes_an_event_on_the_pod(rest, cgroups, namespace, node, agent):
-    scene = make_scene(rest, cgroups, namespace, node)
+def test_oom_kill_becomes_an_event_on_the_pod(rest, scenes, namespace, node, agent):
+    scene = scenes()
     a = agent()
     scene.oom_kill_main()
     events = wait_for(scene.events, 15, "the OOMKilled Event")
@@ -59,8 +74,8 @@ def test_oom_kill_becomes_an_event_on_the_pod(rest, cgroups, namespace, node, ag
     assert a.stop() == 0
 
 
-def test_child_kill_says_the_container_kept_running(rest, cgroups, namespace, node, agent):
-    scene = make_scene(rest, cgroups, namespace, node)
+def test_child_kill_says_the_container_kept_running(rest, scenes, namespace, node, agent):
+    scene = scenes()
     agent()
     parent = scene.oom_kill_child()
     events = wait_for(scene.events, 15, "the OOMKilledChild Event")
@@ -68,11 +83,10 @@ def test_child_kill_says_the_container_kept_running(rest, cgroups, namespace, no
     assert "kept running" in events[0]["note"]
     assert "Kubernetes will not report" in events[0]["note"]
     assert parent.poll() is None
-    scene.stop_procs()
 
 
-def test_agent_restart_between_kills_gives_each_event_once(rest, cgroups, namespace, node, agent, tmp_path):
-    scene = make_scene(rest, cgroups, namespace, node)
+def test_agent_restart_between_kills_gives_each_event_once(rest, scenes, namespace, node, agent, tmp_path):
+    scene = scenes()
     a = agent()
     scene.oom_kill_main()
     wait_for(lambda: len(scene.events()) == 1, 15, "the first Event")
@@ -87,8 +101,8 @@ def test_agent_restart_between_kills_gives_each_event_once(rest, cgroups, namesp
     assert len({e["metadata"]["name"] for e in events}) == 2
 
 
-def test_api_outage_spools_and_delivers_each_kill_once(rest, cgroups, namespace, node, agent, control_plane):
-    scene = make_scene(rest, cgroups, namespace, node)
+def test_api_outage_spools_and_delivers_each_kill_once(rest, scenes, namespace, node, agent, control_plane):
+    scene = scenes()
     a = agent()
     control_plane.stop_apiserver()
     try:
@@ -113,8 +127,8 @@ def test_api_outage_spools_and_delivers_each_kill_once(rest, cgroups, namespace,
     assert a.stop() == 0
 
 
-def test_metrics_show_the_kills_and_pass_promtool(rest, cgroups, namespace, node, agent, promtool_bin):
-    scene = make_scene(rest, cgroups, namespace, node)
+def test_metrics_show_the_kills_and_pass_promtool(rest, scenes, namespace, node, agent, promtool_bin):
+    scene = scenes()
     a = agent()
     scene.oom_kill_main()
     scene.oom_kill_child()
@@ -135,12 +149,11 @@ def test_metrics_show_the_kills_and_pass_promtool(rest, cgroups, namespace, node
     assert sample(text, "oomsight_agent_kmsg_records_total") > 0
     out = subprocess.run([str(promtool_bin), "check", "metrics"], input=text, capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
-    scene.stop_procs()
 
 
-def test_node_memory_report_has_the_container_profile(rest, cgroups, namespace, node, agent):
+def test_node_memory_report_has_the_container_profile(rest, scenes, namespace, node, agent):
     ensure_crds(rest)
-    scene = make_scene(rest, cgroups, namespace, node)
+    scene = scenes()
     agent()
     scene.oom_kill_main()
     hog = scene.cgroup.spawn("--anon", "20")
@@ -166,4 +179,3 @@ def test_node_memory_report_has_the_container_profile(rest, cgroups, namespace, 
     assert status["oomKills24h"] >= 1
     assert any(i["podUID"] == scene.uid and i["scope"] == "container" for i in status["incidents"])
     assert status["node"]["cgroupVersion"] in ("v1", "v2", "hybrid")
-    scene.stop_procs()
