@@ -317,6 +317,7 @@ class CgroupWalker:
         # What each path says about its pod, parsed once per path (pods and containers live long).
         self._refs: dict[str, KubeRef | None] = {}
         self._seen_refs: list[str] = []
+        self._limit_fds: dict[str, int] = {}
         self._nfds = 0
         self._fd_budget = _fd_budget() if keep_open else 0
 
@@ -324,6 +325,8 @@ class CgroupWalker:
         """Close the files kept open between sweeps."""
         for directory in list(self._open):
             self._forget(directory)
+        for rel in list(self._limit_fds):
+            self._forget_limit(rel)
 
     def __enter__(self) -> CgroupWalker:
         return self
@@ -367,6 +370,8 @@ class CgroupWalker:
             keep = set(self._seen_refs)
             self._refs = {k: v for k, v in self._refs.items() if k in keep}
         self._seen_refs = []
+        for rel in [r for r in self._limit_fds if r not in limits]:
+            self._forget_limit(rel)
         if self._open:
             seen = {self._root + e.path for e in entries}
             for directory in [d for d in self._open if d not in seen]:
@@ -479,7 +484,7 @@ class CgroupWalker:
     def _own_limit(self, rel: str, limits: dict[str, int | None]) -> int | None:
         if rel in limits:
             return limits[rel]
-        text = _read_file(f"{self._root}{rel}/{self._limit_file}")
+        text = self._limit_text(rel)
         limit: int | None = None
         if text is not None:
             try:
@@ -488,6 +493,38 @@ class CgroupWalker:
                 limit = None  # an unreadable ancestor limit is reported on the ancestor itself
         limits[rel] = limit
         return limit
+
+    def _limit_text(self, rel: str) -> str | None:
+        """An ancestor's own limit file, kept open between sweeps like the containers' files.
+
+        None when it is absent (the v2 root) or the ancestor vanished (its children go with it).
+        """
+        path = f"{self._root}{rel}/{self._limit_file}"
+        fd = self._limit_fds.get(rel)
+        try:
+            if fd is None and self._nfds < self._fd_budget:
+                try:
+                    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                    self._nfds += 1
+                except FileNotFoundError:
+                    fd = -1
+                self._limit_fds[rel] = fd
+            if fd is None:
+                return _read_file(path)
+            return _pread_all(fd) if fd >= 0 else None
+        except _Gone:
+            return None
+        except OSError as err:
+            if err.errno in VANISHED_ERRNOS:
+                self._forget_limit(rel)
+                return None
+            raise translate_oserror(err, path) from err
+
+    def _forget_limit(self, rel: str) -> None:
+        fd = self._limit_fds.pop(rel, -1)
+        if fd >= 0:
+            os.close(fd)
+            self._nfds -= 1
 
     def _effective(self, rel: str, limits: dict[str, int | None]) -> EffectiveLimit:
         """Tightest limit from the root down to ``rel``, memoised per sweep for every ancestor."""
