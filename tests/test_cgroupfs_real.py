@@ -292,7 +292,10 @@ def test_top_json_shows_the_kubelet_tree(cgroups: CgroupKit, capsys):
         assert set(c["breakdown"]) == {
             "anon", "active_file", "inactive_file", "shmem", "kernel", "swap", "dirty", "writeback",
         }
-        assert c["processes"]["count"] == 1
+        procs = c["processes"]
+        assert procs["count"] == 1
+        assert procs["rss_bytes"] >= 40 * MIB
+        assert procs["next_victim"]["pid"] == proc.pid
         assert doc["cgroup_version"] == "hybrid" and doc["memory_cgroup_version"] == "v1"
     finally:
         _stop(proc)

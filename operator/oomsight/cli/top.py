@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from oomsight.core.memory import breakdown
+from oomsight.core.processes import ProcessSummary
 from oomsight.host.cgroupfs import CgroupEntry, CgroupWalker, Sweep, detect_layout
+from oomsight.host.processes import read_processes
 
 HELP = "containers sorted by working set / effective limit, with what the memory is"
 
@@ -65,7 +67,20 @@ def sort_key(entry: CgroupEntry) -> tuple[int, float, int, str]:
     return (0, -r, -entry.reading.working_set_bytes, entry.path)
 
 
-def container_json(entry: CgroupEntry) -> dict[str, Any]:
+Processes = dict[str, ProcessSummary]
+"""Per cgroup path: its processes, read from /proc once per ``top``."""
+
+
+def read_all_processes(sweep: Sweep, proc_root: Path) -> Processes:
+    """Each swept cgroup's processes (``cgroup.procs`` pids, read by ``host.processes``)."""
+    out: Processes = {}
+    for e in sweep.entries:
+        if e.pids is not None:
+            out[e.path] = read_processes(e.pids, proc_root, limit_bytes=e.limit.limit_bytes)
+    return out
+
+
+def container_json(entry: CgroupEntry, processes: Processes | None = None) -> dict[str, Any]:
     """One element of ``containers[]`` (the README documents every field)."""
     kube = entry.kube
     reading = entry.reading
@@ -84,12 +99,19 @@ def container_json(entry: CgroupEntry) -> dict[str, Any]:
         "working_set_ratio": None if r is None else round(r, 4),
         "breakdown": breakdown(reading).as_dict() if reading else None,
         "oom_kills": reading.oom_kills if reading else None,
-        "processes": {"count": len(entry.pids)} if entry.pids is not None else None,
+        "processes": _processes_json(entry, processes),
         "error": entry.error,
     }
 
 
-def document(sweep: Sweep) -> dict[str, Any]:
+def _processes_json(entry: CgroupEntry, processes: Processes | None) -> dict[str, object] | None:
+    summary = (processes or {}).get(entry.path)
+    if summary is not None:
+        return summary.as_dict()
+    return {"count": len(entry.pids)} if entry.pids is not None else None
+
+
+def document(sweep: Sweep, processes: Processes | None = None) -> dict[str, Any]:
     layout = sweep.layout
     return {
         "host_root": str(layout.host_root),
@@ -99,7 +121,7 @@ def document(sweep: Sweep) -> dict[str, Any]:
         "cgroup_driver": layout.driver,
         "vanished": sweep.vanished,
         "errors": sweep.errors,
-        "containers": [container_json(e) for e in sorted(sweep.entries, key=sort_key)],
+        "containers": [container_json(e, processes) for e in sorted(sweep.entries, key=sort_key)],
     }
 
 
@@ -111,10 +133,10 @@ def _name(entry: CgroupEntry) -> tuple[str, str, str]:
     return kube.pod_uid, cid, kube.qos or ""
 
 
-def table(sweep: Sweep) -> str:
+def table(sweep: Sweep, processes: Processes | None = None) -> str:
     header = (
         "POD UID or CGROUP", "CONTAINER", "QOS", "WORKSET", "LIMIT", "LEVEL", "USE%",
-        "ANON", "ACT_FILE", "INACT_FILE", "SHMEM", "KERNEL", "SWAP", "PIDS",
+        "ANON", "ACT_FILE", "INACT_FILE", "SHMEM", "KERNEL", "SWAP", "PIDS", "NEXT VICTIM",
     )
     rows: list[tuple[str, ...]] = [header]
     broken: list[CgroupEntry] = []
@@ -134,9 +156,10 @@ def table(sweep: Sweep) -> str:
             human(b.anon), human(b.active_file), human(b.inactive_file), human(b.shmem),
             human(b.kernel), human(b.swap),
             str(len(e.pids)) if e.pids is not None else "",
+            _victim((processes or {}).get(e.path)),
         ))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) if i < 3 or i == 5 else c.rjust(w)
+    lines = ["  ".join(c.ljust(w) if i < 3 or i in (5, 14) else c.rjust(w)
                        for i, (c, w) in enumerate(zip(row, widths, strict=True))).rstrip()
              for row in rows]
     if len(rows) == 1:
@@ -152,12 +175,20 @@ def table(sweep: Sweep) -> str:
     return "\n".join(lines)
 
 
+def _victim(summary: ProcessSummary | None) -> str:
+    if summary is None or summary.next_victim is None:
+        return ""
+    v = summary.next_victim
+    return f"{v.comm}[{v.pid}]"
+
+
 def run(args: argparse.Namespace) -> int:
     with CgroupWalker(detect_layout(args.host_root), keep_open=False) as walker:
         result = walker.sweep(include_all=args.all, with_pids=True)
+    processes = read_all_processes(result, Path(args.host_root) / "proc")
     if args.json:
-        json.dump(document(result), sys.stdout, indent=2)
+        json.dump(document(result, processes), sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
-        print(table(result))
+        print(table(result, processes))
     return 0
