@@ -87,7 +87,9 @@ def full_report(node: str) -> dict[str, Any]:
                     "container": "payments-gateway-sidecar-1",
                     "scope": "pod",
                     "victim": {
-                        "pid": 4_194_301, "comm": "java-gc-worker1", "rss": 3 * GIB,
+                        "pid": 4_194_301,
+                        "comm": "java-gc-worker1",
+                        "rss": 3 * GIB,
                         "containerSurvived": True,
                     },
                     "limit": 4 * GIB,

@@ -38,9 +38,7 @@ def _documented(lines: list[str], line: int) -> bool:
     return False
 
 
-def _walk(
-    node: yaml.Node, schema: dict[str, Any], path: str, lines: list[str], out: list[str]
-) -> None:
+def _walk(node: yaml.Node, schema: dict[str, Any], path: str, lines: list[str], out: list[str]) -> None:
     """Check every key of ``node`` against ``schema``; descend where the schema lists properties."""
     assert isinstance(node, yaml.MappingNode), f"{path or 'values'} is not a mapping"
     props = schema.get("properties")

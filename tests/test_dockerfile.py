@@ -127,7 +127,9 @@ def _copy(arg: str, workdir: Path) -> None:
         from_path = ROOT / src
         if from_path.is_dir():
             shutil.copytree(
-                from_path, target, dirs_exist_ok=True,
+                from_path,
+                target,
+                dirs_exist_ok=True,
                 ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"),
             )
         elif dest.endswith("/") or len(sources) > 1:
@@ -175,13 +177,19 @@ def test_install_steps_replayed_give_a_working_cli(tmp_path: Path) -> None:
 
     proc = subprocess.run(
         [str(fresh / "bin" / "oomsight"), "--version"],
-        capture_output=True, text=True, check=False, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == f"oomsight {__version__}"
     # The installed package is the wheel's copy, not the source tree.
     where = subprocess.run(
         [str(fresh / "bin" / "python"), "-c", "import oomsight; print(oomsight.__file__)"],
-        capture_output=True, text=True, check=True, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
     ).stdout
     assert str(fresh) in where
