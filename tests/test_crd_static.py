@@ -87,3 +87,17 @@ def test_full_report_with_250_containers_fits_256_kib() -> None:
     size = len(json.dumps(report, separators=(",", ":")))
     assert len(report["status"]["containers"]) == crd.MAX_REPORT_CONTAINERS
     assert size < crd.MAX_REPORT_BYTES, f"full report is {size} bytes"
+
+
+def test_the_report_builder_caps_lists_at_the_schema_bounds() -> None:
+    """oomsight.core.report (pure, so it cannot import kube.crd) must cap at the CRD's maxItems,
+    or the API server rejects the agent's status writes."""
+    from oomsight.core import report
+
+    assert (report.MAX_CONTAINERS, report.MAX_PEAKS, report.MAX_FINDINGS, report.MAX_INCIDENTS) == (
+        crd.MAX_REPORT_CONTAINERS,
+        crd.MAX_REPORT_PEAKS,
+        crd.MAX_REPORT_FINDINGS,
+        crd.MAX_REPORT_INCIDENTS,
+    )
+    assert report.MAX_BYTES <= crd.MAX_REPORT_BYTES

@@ -67,6 +67,9 @@ ANNOTATION_LAST_OOM = "oomsight.io/last-oom"
 LABEL_KMEM_ACCOUNTING = "oomsight.io/kmem-accounting"
 LABEL_CGROUP_VERSION = "oomsight.io/cgroup-version"
 
+POLICY_READY_CONDITION = "Ready"
+"""MemoryPolicy condition shown in the READY column of ``kubectl get memorypolicies``."""
+
 NODE_CONDITION_TYPE = "OomsightMemoryRisk"
 """Node condition the operator sets while a node's report has a warning or critical finding."""
 
