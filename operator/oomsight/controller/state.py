@@ -1,0 +1,207 @@
+"""The operator's in-memory view of the cluster: policies, the pods they select, report evidence.
+
+Fed by the watch handlers, read by the per-policy reconcile. Every update marks *only* the policies
+it affects as dirty: a pod change touches the policies of its namespace (its selector is matched once,
+here, not at reconcile time), a report change touches the policies that select a pod whose profile or
+incidents changed. A reconcile then reads its own pod set (``PolicyEntry.selected``), so its cost
+grows with the pods it selects and never with the rest of the cluster.
+
+Single-threaded: call it from the operator's event loop only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from oomsight.core.noderisk import NodeRisk, risk_of
+from oomsight.core.policy import (
+    OomLog,
+    PodView,
+    PolicyMemory,
+    PolicySpec,
+    Profile,
+    kubelet_ooms,
+    parse_policy,
+    pod_view,
+    profiles_from_report,
+)
+
+PolicyKey = tuple[str, str]
+
+
+@dataclass(slots=True)
+class PolicyEntry:
+    spec: PolicySpec
+    previous_status: dict[str, Any] | None
+    """The status the object carried when first seen (seeds ``memory`` after a restart)."""
+    selected: set[str] = field(default_factory=set)
+    memory: PolicyMemory | None = None
+    last_status: dict[str, Any] | None = None
+    spec_fingerprint: str = ""
+
+
+def _spec_fingerprint(body: Mapping[str, Any]) -> str:
+    return repr(sorted((body.get("spec") or {}).items()))
+
+
+class ClusterState:
+    def __init__(self, on_dirty: Callable[[PolicyKey], None] | None = None) -> None:
+        self.on_dirty = on_dirty or (lambda key: None)
+        self.pods: dict[str, PodView] = {}
+        self.pods_by_ns: dict[str, set[str]] = {}
+        self.policies: dict[PolicyKey, PolicyEntry] = {}
+        self.policies_by_ns: dict[str, set[PolicyKey]] = {}
+        self.pod_policies: dict[str, set[PolicyKey]] = {}
+        self.profiles: dict[tuple[str, str], Profile] = {}
+        self.report_keys: dict[str, set[tuple[str, str]]] = {}
+        self.report_incidents: dict[str, set[str]] = {}
+        self.risks: dict[str, NodeRisk] = {}
+        self.ooms = OomLog()
+
+    # --- helpers ---------------------------------------------------------------------------------
+    def _dirty(self, keys: set[PolicyKey]) -> None:
+        for k in keys:
+            if k in self.policies:
+                self.on_dirty(k)
+
+    @property
+    def nodes_reporting(self) -> frozenset[str]:
+        return frozenset(self.report_keys)
+
+    # --- pods ------------------------------------------------------------------------------------
+    def upsert_pod(self, body: Mapping[str, Any]) -> bool:
+        """Record a pod (ADDED/MODIFIED); True when anything a policy uses changed."""
+        pv = pod_view(body)
+        if not pv.uid:
+            return False
+        old = self.pods.get(pv.uid)
+        if old == pv:
+            return False
+        self.pods[pv.uid] = pv
+        self.pods_by_ns.setdefault(pv.namespace, set()).add(pv.uid)
+        for ev in kubelet_ooms(pv):
+            self.ooms.add(ev)
+        before = self.pod_policies.get(pv.uid, set())
+        now = set()
+        for key in self.policies_by_ns.get(pv.namespace, ()):
+            entry = self.policies[key]
+            if entry.spec.error is None and entry.spec.selector.matches(pv.label_map):
+                now.add(key)
+                entry.selected.add(pv.uid)
+            else:
+                entry.selected.discard(pv.uid)
+        if now:
+            self.pod_policies[pv.uid] = now
+        else:
+            self.pod_policies.pop(pv.uid, None)
+        self._dirty(before | now)
+        return True
+
+    def delete_pod(self, body: Mapping[str, Any]) -> None:
+        uid = str((body.get("metadata") or {}).get("uid", ""))
+        pv = self.pods.pop(uid, None)
+        if pv is None:
+            return
+        self.pods_by_ns.get(pv.namespace, set()).discard(uid)
+        keys = self.pod_policies.pop(uid, set())
+        for key in keys:
+            entry = self.policies.get(key)
+            if entry is not None:
+                entry.selected.discard(uid)
+        self.ooms.forget_pod(uid)
+        self._dirty(keys)
+
+    # --- policies --------------------------------------------------------------------------------
+    def upsert_policy(self, body: Mapping[str, Any]) -> PolicyEntry:
+        """Record a policy; re-select its pods when its spec changed (status-only updates are ignored)."""
+        spec = parse_policy(body)
+        fp = _spec_fingerprint(body)
+        entry = self.policies.get(spec.key)
+        if entry is not None and entry.spec_fingerprint == fp:
+            return entry
+        if entry is None:
+            status = dict(body.get("status") or {}) or None
+            entry = PolicyEntry(spec, status, last_status=status)
+            self.policies[spec.key] = entry
+            self.policies_by_ns.setdefault(spec.namespace, set()).add(spec.key)
+        else:
+            if entry.spec.settings != spec.settings:
+                entry.memory = None  # rebuilt from the last status with the new settings
+                entry.previous_status = entry.last_status
+            entry.spec = spec
+        entry.spec_fingerprint = fp
+        for uid in entry.selected:
+            self.pod_policies.get(uid, set()).discard(spec.key)
+        entry.selected = set()
+        if spec.error is None:
+            for uid in self.pods_by_ns.get(spec.namespace, ()):
+                if spec.selector.matches(self.pods[uid].label_map):
+                    entry.selected.add(uid)
+                    self.pod_policies.setdefault(uid, set()).add(spec.key)
+        self._dirty({spec.key})
+        return entry
+
+    def delete_policy(self, namespace: str, name: str) -> None:
+        key = (namespace, name)
+        entry = self.policies.pop(key, None)
+        if entry is None:
+            return
+        self.policies_by_ns.get(namespace, set()).discard(key)
+        for uid in entry.selected:
+            keys = self.pod_policies.get(uid)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self.pod_policies[uid]
+
+    # --- reports ---------------------------------------------------------------------------------
+    def upsert_report(self, node: str, status: Mapping[str, Any] | None) -> NodeRisk:
+        """Record a NodeMemoryReport's status; returns the node's desired risk flags."""
+        profiles, incidents = profiles_from_report(node, status or {})
+        old_keys = self.report_keys.get(node, set())
+        new_keys = {(p.pod_uid, p.container) for p in profiles}
+        changed_pods: set[str] = set()
+        for k in old_keys - new_keys:
+            self.profiles.pop(k, None)
+            changed_pods.add(k[0])
+        for p in profiles:
+            k = (p.pod_uid, p.container)
+            if self.profiles.get(k) != p:
+                self.profiles[k] = p
+                changed_pods.add(p.pod_uid)
+        first = node not in self.report_keys
+        self.report_keys[node] = new_keys
+        seen = self.report_incidents.setdefault(node, set())
+        for ev in incidents:
+            if ev.key not in seen:
+                seen.add(ev.key)
+                if self.ooms.add(ev):
+                    changed_pods.add(ev.pod_uid)
+        if len(seen) > 200:
+            self.report_incidents[node] = {ev.key for ev in incidents}
+        affected: set[PolicyKey] = set()
+        for uid in changed_pods:
+            affected |= self.pod_policies.get(uid, set())
+        if first:  # a node that starts reporting can turn a policy from kubelet-only to agents
+            for uid, pv in self.pods.items():
+                if pv.node == node:
+                    affected |= self.pod_policies.get(uid, set())
+        self._dirty(affected)
+        risk = risk_of(node, status)
+        self.risks[node] = risk
+        return risk
+
+    def delete_report(self, node: str) -> NodeRisk:
+        """The report is gone: its profiles go, its pods' policies may fall back to kubelet-only."""
+        risk = self.upsert_report(node, None)
+        self.report_keys.pop(node, None)
+        self.report_incidents.pop(node, None)
+        self.risks.pop(node, None)
+        affected: set[PolicyKey] = set()
+        for uid, pv in self.pods.items():
+            if pv.node == node:
+                affected |= self.pod_policies.get(uid, set())
+        self._dirty(affected)
+        return risk
