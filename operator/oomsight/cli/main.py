@@ -27,6 +27,7 @@ SUBCOMMANDS: dict[str, str] = {
     "recommend": "memory requests and limits from an exported working-set series (--from-csv)",
     "agent": "run the node agent: Events on Pods for OOM kills, /metrics, NodeMemoryReport (DaemonSet)",
     "explain": "explain the OOM kills in a saved kernel log (dmesg, journalctl -k, syslog, /dev/kmsg)",
+    "operator": "run the operator: MemoryPolicy recommendations, pod annotations, node risk flags (kopf, HA)",
 }
 
 
