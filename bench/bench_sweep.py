@@ -5,10 +5,11 @@ BestEffort; limits on pods and containers), starts processes holding memory in s
 measures in a separate process pinned to one CPU:
 
 - wall time (median, p95) and CPU time (``time.process_time``: user + system) per
-  ``CgroupWalker.sweep()`` over ``--sweeps`` sweeps, in four modes: ``sweep`` (the default: a full walk
-  every 30 sweeps, the kubepods trees only in between), ``sweep+pids`` (plus ``cgroup.procs``, what
-  ``oomsight top`` reads), ``full-walk`` (the whole hierarchy every sweep) and ``all-files`` (every
-  v1 file the model parses, ``V1_FILES``, instead of ``V1_SWEEP_FILES``);
+  ``CgroupWalker.sweep()`` over ``--sweeps`` sweeps, in five modes: ``sweep`` (the defaults: a full
+  walk every 30 sweeps, the kubepods trees only in between; an idle cgroup's unchanged files are not
+  parsed again), ``no-reuse`` (every reading parsed, as if every cgroup changed), ``sweep+pids`` (plus
+  ``cgroup.procs``, what ``oomsight top`` reads), ``full-walk`` (the whole hierarchy every sweep, no
+  reuse) and ``all-files`` (every v1 file the model parses, ``V1_FILES``, no reuse);
 - that process's RSS (psutil) after the sweeps, and its peak RSS (getrusage).
 
 Targets (issue #2): <= 20 ms per sweep of 200 containers on one core; RSS <= 40 MiB.
@@ -32,6 +33,16 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "operator")]
 
 
+MODES = (
+    # label, with cgroup.procs, rediscover_every, files ("all" = V1_FILES), reuse unchanged readings
+    ("sweep", False, 30, "sweep", True),
+    ("no-reuse", False, 30, "sweep", False),
+    ("sweep+pids", True, 30, "sweep", True),
+    ("full-walk", False, 0, "sweep", False),
+    ("all-files", False, 30, "all", False),
+)
+
+
 def child(args: argparse.Namespace) -> None:
     """Runs in its own process: import, sweep, report figures as JSON on stdout."""
     import resource
@@ -44,16 +55,11 @@ def child(args: argparse.Namespace) -> None:
 
     layout = detect_layout(Path("/"))
     figures: dict[str, object] = {"cpu": min(os.sched_getaffinity(0))}
-    modes = (
-        # label, with_pids, rediscover_every, files
-        ("sweep", False, 30, None),
-        ("sweep+pids", True, 30, None),
-        ("full-walk", False, 0, None),
-        ("all-files", False, 30, V1_FILES),
-    )
-    for label, with_pids, rediscover, files in modes:
+    for label, with_pids, rediscover, file_set, reuse in MODES:
+        files = V1_FILES if file_set == "all" else None
         walker = CgroupWalker(layout, files=files)
         walker.rediscover_every = rediscover
+        walker.reuse_unchanged = reuse
         walker.sweep(with_pids=with_pids)  # warm the dentry cache and the interpreter
         wall: list[float] = []
         cpu: list[float] = []
@@ -64,6 +70,7 @@ def child(args: argparse.Namespace) -> None:
             cpu.append(time.process_time() - c0)
             wall.append(time.perf_counter() - w0)
             entries = sum(1 for e in result.entries if e.kube is not None and e.kube.pod_uid in args.uids)
+        walker.close()
         wall.sort()
         cpu.sort()
         figures[label] = {
@@ -142,7 +149,7 @@ def main() -> None:
     print(f"python {sys.version.split()[0]}, kernel {os.uname().release}, pinned to cpu {figures['cpu']}, "
           f"{args.sweeps} sweeps each")
     print(f"load average before the sweeps: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
-    for label in ("sweep", "sweep+pids", "full-walk", "all-files"):
+    for label, *_ in MODES:
         f = figures[label]
         print(
             f"{label:<11} found {f['containers_found']}/{args.containers} containers "

@@ -257,6 +257,8 @@ def test_files_kept_open_follow_the_cgroups(cgroups: CgroupKit):
     with _walker() as walker:
         first = _find(walker.sweep(), cid)
         assert first.reading is not None and first.reading.usage_bytes < 8 * MIB
+        again = _find(walker.sweep(), cid)
+        assert again.reading is first.reading  # idle: the same text, the parse is skipped
         proc = container.spawn("--anon", "24")
         try:
             second = _find(walker.sweep(), cid)
