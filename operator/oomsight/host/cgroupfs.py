@@ -325,6 +325,7 @@ class CgroupWalker:
         self._refs: dict[str, KubeRef | None] = {}
         self._seen_refs: list[str] = []
         self._limit_fds: dict[str, int] = {}
+        self._iface: set[str] = set()
         self._nfds = 0
         self._fd_budget = _fd_budget() if keep_open else 0
 
@@ -580,10 +581,17 @@ class CgroupWalker:
                 return False
             raise translate_oserror(err, directory, "list") from err
         refs = self._refs
+        iface = self._iface
         for name in names:
             # Only the kernel creates files in cgroupfs, all named <controller>.<file> or one of a
             # few legacy names; everything else is a child cgroup (cheaper than stat-ing entries).
-            if name.startswith(_INTERFACE_PREFIXES) or name in _INTERFACE_FILES or is_conmon(name):
+            # Every cgroup has the same files, so the names seen once are remembered in a set.
+            if name in iface:
+                continue
+            if name.startswith(_INTERFACE_PREFIXES) or name in _INTERFACE_FILES:
+                iface.add(name)
+                continue
+            if is_conmon(name):
                 continue
             child = f"{rel}/{name}"
             if parent is None and name in ("kubepods", "kubepods.slice"):
