@@ -32,7 +32,7 @@ NON_DEFAULT = [
     "operator.serviceAccount.name=default",
     "--set",
     "operator.logLevel=debug",
-    "--set",
+    "--set-json",  # --set keeps 2.5 a string; the schema wants a number
     "agent.interval=2.5",
     "--set",
     "agent.maxUnavailable=1",
@@ -240,7 +240,7 @@ BAD_VALUES = [
     (["--set", "operator.replicas=two"], ["operator", "replicas", "integer"]),
     (["--set", "image.pullPolicy=Sometimes"], ["image", "pullPolicy"]),
     (["--set", "agent.intervall=5"], ["intervall"]),
-    (["--set", "metrics.agentPort=70000"], ["agentPort", "65535"]),
+    (["--set", "metrics.agentPort=70000"], ["agentPort", "maximum", "65,535"]),
     (["--set", "agent.reportInterval=5"], ["reportInterval", "60"]),
 ]
 
