@@ -632,6 +632,8 @@ class CgroupWalker:
         except OSError as err:
             if err.errno in (errno.EACCES, errno.EPERM):
                 raise translate_oserror(err, directory) from err
+            if err.errno == errno.ENOTDIR:
+                return  # an interface file with a prefix this code does not know: not a cgroup
             counts[1] += 1
             entries.append(
                 CgroupEntry(rel, ref, None, self._effective(rel, limits), error=f"{rel}: {err.strerror}")
@@ -643,4 +645,5 @@ class CgroupWalker:
 
 def sweep(host_root: Path | str = Path("/"), include_all: bool = False, with_pids: bool = False) -> Sweep:
     """Detect the layout under ``host_root`` and sweep it once (see ``CgroupWalker.sweep``)."""
-    return CgroupWalker(detect_layout(host_root)).sweep(include_all=include_all, with_pids=with_pids)
+    with CgroupWalker(detect_layout(host_root), keep_open=False) as walker:
+        return walker.sweep(include_all=include_all, with_pids=with_pids)
