@@ -159,7 +159,7 @@ def parse_policy(obj: Mapping[str, Any]) -> PolicySpec:
     spec = obj.get("spec") or {}
     actions = spec.get("actions") or {}
     error: tuple[str, str] | None = None
-    selector = Selector(requirements=(Requirement("", "DoesNotExist"),))  # matches nothing on error
+    selector = Selector(requirements=(Requirement("", "In"),))  # matches nothing on error
     settings = RecommendSettings()
     try:
         selector = parse_selector(spec.get("selector"))
@@ -580,6 +580,11 @@ def _condition(
     }
 
 
+def _mi(n: int) -> str:
+    """An observed size for people: whole MiB, rounded up (histogram bucket ends are not round)."""
+    return f"{math.ceil(n / (1 << 20))}Mi"
+
+
 def _q(n: int | None) -> str | None:
     return None if n is None else format_bytes(n)
 
@@ -669,8 +674,8 @@ def reconcile(
             except UsageError:  # no sample and no OOM for it yet
                 r = None
             if r is not None and (r.samples > 0 or r.oom_kills > 0):
-                if r.samples > 0:
-                    entry["workingSet"] = {"p50": _q(r.p50), "p95": _q(r.p95), "max": _q(r.max)}
+                if r.samples > 0 and r.max > 0:
+                    entry["workingSet"] = {"p50": _mi(r.p50), "p95": _mi(r.p95), "max": _mi(r.max)}
                 entry["oomKills"] = r.oom_kills
                 ooms_in_window = [t for t in mem.oom_times.get(key, ()) if 0 <= now - t <= window]
                 if ooms_in_window:

@@ -1,0 +1,375 @@
+"""core.policy: selectors, owner-chain workloads, OOM evidence and the MemoryPolicy status, on objects
+captured from the real API server (tests/fixtures/operator/SOURCE)."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from oomsight.core.errors import UsageError
+from oomsight.core.policy import (
+    ANNOTATION_LAST_OOM,
+    ANNOTATION_RECOMMENDATION,
+    OomEvent,
+    OomLog,
+    PodView,
+    Workload,
+    kubelet_ooms,
+    memory_for,
+    owner_lookups,
+    parse_policy,
+    parse_selector,
+    parse_time,
+    pod_view,
+    profiles_from_report,
+    reconcile,
+    status_changed,
+    workload_of,
+)
+
+FIX = Path(__file__).parent / "fixtures" / "operator"
+MI = 1 << 20
+NOW = parse_time("2026-11-23T14:30:00Z") or 0.0
+
+
+def load(name: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((FIX / name).read_text())
+    return data
+
+
+# --- selectors: the apimachinery semantics, one row per operator ------------------------------------
+
+LABELS = {"app": "web", "tier": "front"}
+
+
+@pytest.mark.parametrize(
+    ("selector", "matches"),
+    [
+        ({}, True),
+        ({"matchLabels": {"app": "web"}}, True),
+        ({"matchLabels": {"app": "db"}}, False),
+        ({"matchLabels": {"app": "web", "tier": "back"}}, False),
+        ({"matchExpressions": [{"key": "app", "operator": "In", "values": ["web", "api"]}]}, True),
+        ({"matchExpressions": [{"key": "app", "operator": "In", "values": ["api"]}]}, False),
+        ({"matchExpressions": [{"key": "app", "operator": "NotIn", "values": ["api"]}]}, True),
+        ({"matchExpressions": [{"key": "app", "operator": "NotIn", "values": ["web"]}]}, False),
+        # NotIn matches a pod that does not have the key at all (apimachinery selector.go).
+        ({"matchExpressions": [{"key": "canary", "operator": "NotIn", "values": ["true"]}]}, True),
+        ({"matchExpressions": [{"key": "tier", "operator": "Exists"}]}, True),
+        ({"matchExpressions": [{"key": "canary", "operator": "Exists"}]}, False),
+        ({"matchExpressions": [{"key": "canary", "operator": "DoesNotExist"}]}, True),
+        ({"matchExpressions": [{"key": "app", "operator": "DoesNotExist"}]}, False),
+        # matchLabels AND matchExpressions
+        (
+            {
+                "matchLabels": {"app": "web"},
+                "matchExpressions": [{"key": "tier", "operator": "In", "values": ["back"]}],
+            },
+            False,
+        ),
+    ],
+)
+def test_selector_semantics(selector: dict[str, Any], matches: bool) -> None:
+    assert parse_selector(selector).matches(LABELS) is matches
+
+
+@pytest.mark.parametrize(
+    ("selector", "words"),
+    [
+        ({"matchExpressions": [{"key": "app", "operator": "Gt", "values": ["1"]}]}, "operator 'Gt'"),
+        ({"matchExpressions": [{"key": "app", "operator": "In"}]}, "has no values"),
+        ({"matchExpressions": [{"key": "app", "operator": "Exists", "values": ["x"]}]}, "takes no values"),
+        ({"matchFields": {"a": "b"}}, "unsupported field(s) matchFields"),
+        (None, "spec.selector is missing"),
+    ],
+)
+def test_selectors_that_cannot_be_matched_say_why(selector: Any, words: str) -> None:
+    with pytest.raises(UsageError) as err:
+        parse_selector(selector)
+    assert words in str(err.value)
+    assert err.value.hint
+
+
+def test_parse_policy_from_the_api_server() -> None:
+    p = parse_policy(load("memorypolicy.json"))
+    assert (p.namespace, p.name, p.generation) == ("capture", "shop", 1)
+    assert p.error is None
+    assert p.annotate_pods and p.emit_events
+    assert p.threshold_percent == 90  # the CRD default, filled in by the API server
+    assert p.settings.maximum == 4 << 30
+    assert p.settings.headroom_percent == 15
+    assert p.selector.matches({"team": "shop", "app": "db"})
+    assert not p.selector.matches({"team": "shop", "app": "debug"})
+
+
+def test_a_bad_policy_becomes_an_error_not_an_exception() -> None:
+    obj = load("memorypolicy.json")
+    obj["spec"]["selector"]["matchExpressions"][0]["operator"] = "Gt"
+    p = parse_policy(obj)
+    assert p.error is not None and p.error[0] == "UnsupportedSelector"
+    assert not p.selector.matches({"team": "shop", "app": "db"})  # selects nothing
+    obj = load("memorypolicy.json")
+    obj["spec"]["recommendation"]["bogus"] = 1
+    p = parse_policy(obj)
+    assert p.error is not None and p.error[0] == "BadRecommendationSettings"
+    assert "bogus" in p.error[1]
+
+
+# --- pods and workloads -----------------------------------------------------------------------------
+
+
+def test_pod_view_reads_resources_owner_and_the_kubelet_oom() -> None:
+    pv = pod_view(load("pod-replicaset-oomkilled.json"))
+    assert pv.namespace == "capture" and pv.node == "node-a"
+    assert pv.owner == ("ReplicaSet", "checkout-7d9f8c6b5")
+    (c,) = pv.containers
+    assert (c.name, c.request, c.limit, c.restart_count) == ("app", 256 * MI, 512 * MI, 1)
+    assert c.last_oom == parse_time("2026-11-23T14:20:00Z")
+    (ev,) = kubelet_ooms(pv)
+    assert ev.source == "kubelet" and ev.limit == 512 * MI
+    assert kubelet_ooms(pod_view(load("pod-statefulset.json"))) == []
+
+
+def test_workloads_through_the_owner_chain() -> None:
+    rs_pod = pod_view(load("pod-replicaset-oomkilled.json"))
+    sts_pod = pod_view(load("pod-statefulset.json"))
+    bare = pod_view(load("pod-bare.json"))
+    assert owner_lookups([rs_pod, sts_pod, bare]) == {("capture", "ReplicaSet", "checkout-7d9f8c6b5")}
+    rs = load("replicaset.json")
+    ref = rs["metadata"]["ownerReferences"][0]
+    owners = {("capture", "ReplicaSet", "checkout-7d9f8c6b5"): (ref["kind"], ref["name"])}
+    assert workload_of(rs_pod, owners) == Workload("Deployment", "checkout")
+    assert workload_of(rs_pod, {}) == Workload("ReplicaSet", "checkout-7d9f8c6b5")  # not looked up (yet)
+    assert workload_of(sts_pod, owners) == Workload("StatefulSet", "db")
+    assert workload_of(bare, owners) == Workload("Pod", "debug")
+    job_pod = PodView("ns", "nightly-29100-abc", "u1", "n", (), ("Job", "nightly-29100"), ())
+    assert workload_of(job_pod, {("ns", "Job", "nightly-29100"): ("CronJob", "nightly")}) == Workload(
+        "CronJob", "nightly"
+    )
+    assert workload_of(job_pod, {("ns", "Job", "nightly-29100"): None}) == Workload("Job", "nightly-29100")
+    ds_pod = PodView("ns", "agent-x", "u2", "n", (), ("DaemonSet", "agent"), ())
+    assert workload_of(ds_pod, {}) == Workload("DaemonSet", "agent")
+
+
+def test_profiles_and_incidents_from_a_report() -> None:
+    report = load("nodememoryreport.json")
+    profiles, incidents = profiles_from_report("node-a", report["status"])
+    by_pod = {p.pod_uid: p for p in profiles}
+    pod = load("pod-replicaset-oomkilled.json")
+    p = by_pod[pod["metadata"]["uid"]]
+    assert p.peaks[-1] == (1795442400 + 900, 380 * MI)
+    assert p.limit == 512 * MI and p.breakdown is not None and p.breakdown.anon == int(380 * MI * 0.9)
+    (inc,) = incidents
+    assert inc.key.endswith("/40211") and inc.victim == "java" and inc.limit == 512 * MI
+
+
+def test_oom_log_counts_a_kill_once_whoever_saw_it() -> None:
+    log = OomLog()
+    t = NOW - 100
+    kubelet = OomEvent("u", "app", t + 3, "kubelet/u/app/x", "kubelet", limit=512 * MI)
+    agent = OomEvent("u", "app", t, "boot/7", "agent", victim="java", limit=512 * MI)
+    assert log.add(kubelet)
+    assert log.add(agent)  # the agent's record replaces the kubelet's twin
+    assert not log.add(kubelet)
+    assert not log.add(agent)
+    assert [e.source for e in log.of("u", "app")] == ["agent"]
+    assert log.add(OomEvent("u", "app", t + 3600, "boot/9", "agent"))  # a later kill is another kill
+    assert len(log.of("u", "app")) == 2
+    log.prune(NOW + 86400 * 30, keep=86400 * 8)
+    assert log.of("u", "app") == []
+
+
+# --- reconcile ----------------------------------------------------------------------------------------
+
+
+def scene(policy_obj: dict[str, Any] | None = None) -> dict[str, Any]:
+    policy = parse_policy(policy_obj or load("memorypolicy.json"))
+    pods = [
+        pod_view(load(n)) for n in ("pod-replicaset-oomkilled.json", "pod-statefulset.json", "pod-bare.json")
+    ]
+    selected = [p for p in pods if policy.selector.matches(p.label_map)]
+    owners = {("capture", "ReplicaSet", "checkout-7d9f8c6b5"): ("Deployment", "checkout")}
+    workloads = {p.uid: workload_of(p, owners) for p in selected}
+    report = load("nodememoryreport.json")
+    profiles, incidents = profiles_from_report("node-a", report["status"])
+    log = OomLog()
+    for p in selected:
+        for ev in kubelet_ooms(p):
+            log.add(ev)
+    for ev in incidents:
+        log.add(ev)
+    return {
+        "policy": policy,
+        "pods": selected,
+        "workloads": workloads,
+        "profiles": {(p.pod_uid, p.container): p for p in profiles},
+        "ooms": log,
+        "nodes": frozenset({"node-a"}),
+    }
+
+
+def run(s: dict[str, Any], previous: dict[str, Any] | None = None, now: float = NOW, mem: Any = None) -> Any:
+    mem = mem or memory_for(s["policy"], previous)
+    return reconcile(
+        s["policy"], s["pods"], s["workloads"], s["profiles"], s["ooms"], s["nodes"], mem, previous, now
+    )
+
+
+def entry(status: dict[str, Any], kind: str, name: str) -> dict[str, Any]:
+    wl = next(w for w in status["workloads"] if (w["kind"], w["name"]) == (kind, name))
+    c: dict[str, Any] = wl["containers"][0]
+    return c
+
+
+def test_status_of_a_policy_with_agents() -> None:
+    s = scene()
+    res = run(s)
+    st = res.status
+    assert st["podsObserved"] == 2  # debug has no app label: In [checkout, db] does not match it
+    assert st["mode"] == "agents"
+    assert [(w["kind"], w["name"]) for w in st["workloads"]] == [
+        ("Deployment", "checkout"),
+        ("StatefulSet", "db"),
+    ]
+    co = entry(st, "Deployment", "checkout")
+    assert co["currentRequest"] == "256Mi" and co["currentLimit"] == "512Mi"
+    # One kill, seen by both the agent (14:19:58) and the kubelet (14:20:00): counted once.
+    assert co["oomKills"] == 1 and co["lastOOM"] == "2026-11-23T14:19:58Z"
+    # OOM = censored demand: the limit is at least 512Mi x 1.2 (the CRD's default oomBumpRatio).
+    assert int(co["recommendedLimit"].removesuffix("Mi")) >= 615
+    assert "OOM" in co["reason"]
+    assert co["workingSet"]["max"].endswith("Mi") and 419 <= int(co["workingSet"]["max"][:-2]) <= 430
+    db = entry(st, "StatefulSet", "db")
+    assert db["oomKills"] == 0 and "lastOOM" not in db
+    assert st["atRisk"] == 1 and st["oomKills24h"] == 1
+    cond = {c["type"]: c for c in st["conditions"]}
+    assert cond["Ready"]["status"] == "True" and cond["Invalid"]["status"] == "False"
+    assert cond["Degraded"]["status"] == "False" and cond["Degraded"]["reason"] == "AgentsReporting"
+    # Annotations: both selected pods get the recommendation; the OOM-killed one also its last OOM.
+    assert set(res.annotations) == {"checkout-7d9f8c6b5-x2x9q", "db-0"}
+    rec = json.loads(res.annotations["checkout-7d9f8c6b5-x2x9q"][ANNOTATION_RECOMMENDATION])
+    assert rec == {
+        "policy": "shop",
+        "containers": {
+            "app": {
+                "request": co["recommendedRequest"],
+                "limit": co["recommendedLimit"],
+                "confidence": co["confidence"],
+            }
+        },
+    }
+    last = json.loads(res.annotations["checkout-7d9f8c6b5-x2x9q"][ANNOTATION_LAST_OOM])
+    assert last == {
+        "time": "2026-11-23T14:19:58Z",
+        "container": "app",
+        "scope": "container",
+        "victim": "java",
+        "source": "agent",
+    }
+    assert ANNOTATION_LAST_OOM not in res.annotations["db-0"]
+    assert res.changes == ()  # a first recommendation is not a change
+
+
+def test_annotations_are_patched_only_when_they_change() -> None:
+    s = scene()
+    res = run(s)
+    s["pods"] = [
+        PodView(
+            p.namespace,
+            p.name,
+            p.uid,
+            p.node,
+            p.labels,
+            p.owner,
+            p.containers,
+            tuple(sorted((k, v) for k, v in res.annotations.get(p.name, {}).items() if v is not None)),
+        )
+        for p in s["pods"]
+    ]
+    assert run(s).annotations == {}
+
+
+def test_kubelet_only_mode() -> None:
+    s = scene()
+    s["profiles"], s["nodes"] = {}, frozenset()
+    log = OomLog()
+    for p in s["pods"]:
+        for ev in kubelet_ooms(p):
+            log.add(ev)
+    s["ooms"] = log
+    st = run(s).status
+    assert st["mode"] == "kubelet-only"
+    deg = next(c for c in st["conditions"] if c["type"] == "Degraded")
+    assert deg["status"] == "True" and deg["reason"] == "KubeletOnly"
+    co = entry(st, "Deployment", "checkout")
+    assert co["oomKills"] == 1 and "workingSet" not in co
+    assert int(co["recommendedLimit"].removesuffix("Mi")) >= 615  # the OOM floor needs no agent
+    db = entry(st, "StatefulSet", "db")
+    assert "recommendedLimit" not in db and "NodeMemoryReport" in db["reason"]
+
+
+def test_invalid_policies() -> None:
+    obj = load("memorypolicy.json")
+    obj["spec"]["selector"] = {"matchLabels": {"app": "ghost"}}
+    st = run(scene(obj)).status
+    inv = next(c for c in st["conditions"] if c["type"] == "Invalid")
+    assert (inv["status"], inv["reason"]) == ("True", "SelectorMatchesNothing")
+    assert "capture" in inv["message"]
+    assert next(c for c in st["conditions"] if c["type"] == "Ready")["status"] == "False"
+
+    obj = load("memorypolicy.json")
+    obj["spec"]["recommendation"]["maximum"] = "512Mi"  # db peaks at 950Mi
+    st = run(scene(obj)).status
+    inv = next(c for c in st["conditions"] if c["type"] == "Invalid")
+    assert (inv["status"], inv["reason"]) == ("True", "MaximumBelowObservedPeak")
+    assert "StatefulSet/db" in inv["message"] and "512Mi" in inv["message"]
+    assert entry(st, "StatefulSet", "db")["recommendedLimit"] == "512Mi"
+
+
+def test_restart_rebuilds_from_the_previous_status_and_loses_nothing() -> None:
+    s = scene()
+    first = run(s).status
+    # A restart after the report's incident and the kubelet's lastState are gone (a new pod replaced it).
+    s2 = scene()
+    s2["ooms"] = OomLog()
+    again = run(s2, previous=first, now=NOW + 600).status
+    a, b = entry(first, "Deployment", "checkout"), entry(again, "Deployment", "checkout")
+    assert b["oomKills"] == a["oomKills"] == 1
+    assert b["lastOOM"] == a["lastOOM"]
+    assert b["recommendedLimit"] == a["recommendedLimit"]
+    # and the evidence coming back (the agent's incident is still in the report) is not counted twice
+    again = run(scene(), previous=first, now=NOW + 600).status
+    assert entry(again, "Deployment", "checkout")["oomKills"] == 1
+    # Conditions keep their transition times across reconciles that change nothing.
+    assert [c["lastTransitionTime"] for c in again["conditions"]] == [
+        c["lastTransitionTime"] for c in first["conditions"]
+    ]
+
+
+def test_a_material_change_is_reported_once() -> None:
+    s = scene()
+    mem = memory_for(s["policy"], None)
+    run(s, mem=mem)
+    assert run(s, mem=mem).changes == ()  # same inputs: nothing to say
+    later = NOW + 3600
+    s["ooms"].add(OomEvent(s["pods"][1].uid, "app", later - 10, "boot/77", "agent", limit=2 << 30))
+    res = run(s, mem=mem, now=later)
+    (ch,) = res.changes
+    assert ch.workload == Workload("StatefulSet", "db")
+    assert ch.new[1] >= int((2 << 30) * 1.2)
+    assert "StatefulSet/db container app" in ch.message()
+    assert run(s, mem=mem, now=later + 1).changes == ()
+
+
+def test_status_changed_ignores_the_update_time() -> None:
+    st = run(scene()).status
+    other = copy.deepcopy(st)
+    other["lastUpdateTime"] = "2030-01-01T00:00:00Z"
+    assert not status_changed(other, st)
+    other["podsObserved"] = 99
+    assert status_changed(other, st)
+    assert status_changed(None, st)
