@@ -179,3 +179,27 @@ def test_node_memory_report_has_the_container_profile(rest, scenes, namespace, n
     assert status["oomKills24h"] >= 1
     assert any(i["podUID"] == scene.uid and i["scope"] == "container" for i in status["incidents"])
     assert status["node"]["cgroupVersion"] in ("v1", "v2", "hybrid")
+
+
+def test_high_working_set_warns_once_with_hysteresis(rest, scenes, namespace, node, agent):
+    scene = scenes()
+    agent()
+    scene.procs.append(scene.cgroup.spawn("--anon", "55"))  # + the interpreter: ~60 MiB of 64 (94%)
+    events = wait_for(lambda: scene.events(frozenset({"HighWorkingSet"})), 15, "the HighWorkingSet Event")
+    time.sleep(3)  # three more sweeps above the threshold: still one Event, no series
+    events = scene.events(frozenset({"HighWorkingSet"}))
+    assert len(events) == 1 and "series" not in events[0]
+    note = events[0]["note"]
+    assert "64.0 MiB container limit" in note and "warning at 90%" in note and "anonymous memory" in note
+
+
+def test_stuck_cgroup_is_reported(rest, scenes, namespace, node, agent):
+    scene = scenes()
+    agent()
+    scene.cgroup.path.joinpath("memory.oom_control").write_text("1")  # OOM killer off: tasks freeze
+    scene.procs.append(scene.cgroup.spawn("--grow-anon-mib", "8", ready=False))
+    events = wait_for(
+        lambda: scene.events(frozenset({"MemoryCgroupStuck"})), 20, "the MemoryCgroupStuck Event"
+    )
+    assert len(events) == 1
+    assert "under_oom" in events[0]["note"] and "frozen" in events[0]["note"]
