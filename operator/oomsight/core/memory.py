@@ -461,7 +461,10 @@ def limit_level(path: str) -> LimitLevel:
 def tighter(current: EffectiveLimit, path: str, limit_bytes: int | None) -> EffectiveLimit:
     """Fold one more cgroup (deeper than the ones in ``current``) into an effective limit.
 
-    Walking from the root down, a deeper cgroup wins ties: the limit to change is the closest one.
+    Walking from the root down, a deeper cgroup wins ties: the limit to change is the closest one
+    (the kubelet derives the pod's limit from its containers'). On a tie the kernel may still charge
+    the pod first, since the pod also holds its other containers' memory, and report the pod as
+    ``oom_memcg`` (containerd/containerd#6323 saw the ``oom`` event land on the pod cgroup).
     """
     if limit_bytes is None:
         return current
