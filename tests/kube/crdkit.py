@@ -5,7 +5,9 @@ Shared by tests/kube/test_crds.py, test_chart.py and test_rbac.py (and anyone wh
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 from pathlib import Path
 
 from kube.kubehelpers import REPO_ROOT, Kubectl
@@ -51,3 +53,22 @@ def table(output: str, headers: list[str]) -> list[dict[str, str]]:
                 cells[name] = line[start:end].strip()
         rows.append(cells)
     return rows
+
+
+def helm(
+    helm_bin: Path, kubeconfig: Path, *args: str, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    home = kubeconfig.parent
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(kubeconfig),
+        "HELM_CACHE_HOME": str(home / "helm-cache"),
+        "HELM_CONFIG_HOME": str(home / "helm-config"),
+        "HELM_DATA_HOME": str(home / "helm-data"),
+    }
+    result = subprocess.run(
+        [str(helm_bin), *args], capture_output=True, text=True, env=env, timeout=180, check=False
+    )
+    if check:
+        assert result.returncode == 0, f"helm {' '.join(args)}\n{result.stdout}\n{result.stderr}"
+    return result

@@ -3,8 +3,6 @@ of the rendered objects, a real install that creates every object, and schema er
 
 from __future__ import annotations
 
-import os
-import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -12,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from kube.crdkit import CHART, apply_crds
+from kube.crdkit import CHART, apply_crds, helm
 from kube.kubehelpers import Kubectl, unique_name
 
 pytestmark = pytest.mark.kube
@@ -45,25 +43,6 @@ NON_DEFAULT = [
     "--set",
     "image.pullSecrets={regcred}",
 ]
-
-
-def helm(
-    helm_bin: Path, kubeconfig: Path, *args: str, check: bool = True
-) -> subprocess.CompletedProcess[str]:
-    home = kubeconfig.parent
-    env = {
-        **os.environ,
-        "KUBECONFIG": str(kubeconfig),
-        "HELM_CACHE_HOME": str(home / "helm-cache"),
-        "HELM_CONFIG_HOME": str(home / "helm-config"),
-        "HELM_DATA_HOME": str(home / "helm-data"),
-    }
-    result = subprocess.run(
-        [str(helm_bin), *args], capture_output=True, text=True, env=env, timeout=180, check=False
-    )
-    if check:
-        assert result.returncode == 0, f"helm {' '.join(args)}\n{result.stdout}\n{result.stderr}"
-    return result
 
 
 def peering(release: str) -> list[str]:

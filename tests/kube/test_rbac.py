@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from kube.crdkit import CHART
+from kube.crdkit import CHART, helm
 from kube.kubehelpers import Kubectl, unique_name
-from kube.test_chart import helm
 
 pytestmark = pytest.mark.kube
 
