@@ -32,12 +32,18 @@ US = UID.replace("-", "_")
             f"/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{US}.slice/docker-{CID}.scope",
             "container", "besteffort", UID, CID, "docker",
         ),
-        # kind: the whole kubelet tree nested under the node container's docker scope.
+        # kind: the node container's docker scope, and --cgroup-root=/kubelet spelled the systemd way.
         (
-            f"/system.slice/docker-{CID}.scope/kubelet.slice/kubelet-kubepods.slice/kubepods.slice/"
-            f"kubepods-burstable.slice/kubepods-burstable-pod{US}.slice/cri-containerd-{CID}.scope",
+            f"/system.slice/docker-{CID}.scope/kubelet.slice/kubelet-kubepods.slice/"
+            f"kubelet-kubepods-burstable.slice/kubelet-kubepods-burstable-pod{US}.slice/cri-containerd-{CID}.scope",
             "container", "burstable", UID, CID, "containerd",
         ),
+        (
+            f"/kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-pod{US}.slice/cri-containerd-{CID}.scope",
+            "container", "guaranteed", UID, CID, "containerd",
+        ),
+        ("/kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-besteffort.slice", "qos", "besteffort",
+         None, None, None),
         (f"/docker/{CID}/kubepods/burstable/pod{UID}/{CID}", "container", "burstable", UID, CID, None),
     ],
 )

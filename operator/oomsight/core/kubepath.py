@@ -9,8 +9,10 @@ pod_container_manager_linux.go):
   cri-containerd-<id>.scope`` (``crio-<id>.scope``, ``docker-<id>.scope``), with the UID's dashes turned
   into underscores. Guaranteed pods: ``/kubepods.slice/kubepods-pod<uid_>.slice/...``.
 
-Anything may stand above ``kubepods`` (kind nests it under a docker scope, some nodes under
-``kubelet.slice``). CRI-O's ``crio-conmon-<id>.scope`` holds the monitor, not the container.
+Anything may stand above ``kubepods``: kind nests the tree under the node container's docker scope
+and runs the kubelet with ``--cgroup-root=/kubelet``, which the systemd driver spells
+``kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-burstable.slice/...`` (a slice's name carries
+its parents' names). CRI-O's ``crio-conmon-<id>.scope`` holds the monitor, not the container.
 """
 
 from __future__ import annotations
@@ -24,8 +26,11 @@ Level = Literal["kubepods", "qos", "pod", "container"]
 
 _UID = r"[0-9a-fA-F]{8}[-_][0-9a-fA-F]{4}[-_][0-9a-fA-F]{4}[-_][0-9a-fA-F]{4}[-_][0-9a-fA-F]{12}"
 _POD_CGROUPFS = re.compile(rf"^pod(?P<uid>{_UID})$")
-_POD_SYSTEMD = re.compile(rf"^kubepods(?:-(?P<qos>burstable|besteffort))?-pod(?P<uid>{_UID})\.slice$")
-_QOS_SYSTEMD = re.compile(r"^kubepods-(?P<qos>burstable|besteffort)\.slice$")
+# systemd slice names spell their whole path ("a-b.slice" lives in "a.slice"), so a kubelet run with
+# --cgroup-root=/kubelet (kind does this) names them "kubelet-kubepods-burstable-pod<uid>.slice".
+_ROOT_SYSTEMD = re.compile(r"^(?:.+-)?kubepods\.slice$")
+_POD_SYSTEMD = re.compile(rf"^(?:.+-)?kubepods(?:-(?P<qos>burstable|besteffort))?-pod(?P<uid>{_UID})\.slice$")
+_QOS_SYSTEMD = re.compile(r"^(?:.+-)?kubepods-(?P<qos>burstable|besteffort)\.slice$")
 _CONTAINER = re.compile(
     r"^(?:(?P<prefix>cri-containerd|crio|docker|containerd|cri-o)-)?(?P<id>[0-9a-f]{64})(?:\.scope)?$"
 )
@@ -50,6 +55,15 @@ class KubeRef:
     """``containerd``, ``cri-o`` or ``docker`` when the leaf name says so; None for a bare id."""
 
 
+def kubepods_root_driver(name: str) -> Literal["cgroupfs", "systemd"] | None:
+    """The kubelet's cgroup driver if ``name`` is its top cgroup (``kubepods``, ``*kubepods.slice``)."""
+    if name == "kubepods":
+        return "cgroupfs"
+    if _ROOT_SYSTEMD.match(name):
+        return "systemd"
+    return None
+
+
 def is_conmon(name: str) -> bool:
     """CRI-O's per-container monitor scope: a sibling of the container, never the container."""
     return name.startswith(("crio-conmon-", "conmon-"))
@@ -62,7 +76,7 @@ def parse_cgroup_path(path: str) -> KubeRef | None:
     Paths deeper than the container (a process's own sub-cgroup) map to that container.
     """
     parts = [p for p in path.split("/") if p]
-    start = next((i for i, p in enumerate(parts) if p in ("kubepods", "kubepods.slice")), None)
+    start = next((i for i, p in enumerate(parts) if kubepods_root_driver(p)), None)
     if start is None:
         return None
     rest = parts[start + 1 :]

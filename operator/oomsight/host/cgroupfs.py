@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Literal
 
 from oomsight.core.errors import ParseError
-from oomsight.core.kubepath import KubeRef, is_conmon, parse_cgroup_path
+from oomsight.core.kubepath import KubeRef, is_conmon, kubepods_root_driver, parse_cgroup_path
 from oomsight.core.memory import (
     UNLIMITED,
     V1_FILES,
@@ -114,10 +114,9 @@ def _find_kubepods(memory_root: str) -> tuple[Driver, str | None]:
                 for e in entries:
                     if not e.is_dir(follow_symlinks=False):
                         continue
-                    if e.name == "kubepods":
-                        return "cgroupfs", f"{rel}/{e.name}"
-                    if e.name == "kubepods.slice":
-                        return "systemd", f"{rel}/{e.name}"
+                    driver = kubepods_root_driver(e.name)
+                    if driver is not None:
+                        return driver, f"{rel}/{e.name}"
                     nxt.append(f"{rel}/{e.name}")
                     seen += 1
             if seen > _DRIVER_SEARCH_DIRS:
@@ -594,7 +593,7 @@ class CgroupWalker:
             if is_conmon(name):
                 continue
             child = f"{rel}/{name}"
-            if parent is None and name in ("kubepods", "kubepods.slice"):
+            if parent is None and kubepods_root_driver(name):
                 kube_roots.append(child)
             ref: KubeRef | None = None
             if parent is not None or "kubepods" in child:
