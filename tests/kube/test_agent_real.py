@@ -203,3 +203,15 @@ def test_stuck_cgroup_is_reported(rest, scenes, namespace, node, agent):
     )
     assert len(events) == 1
     assert "under_oom" in events[0]["note"] and "frozen" in events[0]["note"]
+
+
+def test_a_crash_loop_is_aggregated_into_a_series(rest, scenes, namespace, node, agent):
+    scene = scenes()
+    agent()
+    for _ in range(7):
+        scene.oom_kill_main()
+    wait_for(lambda: series_total(scene.events()) == 7, 20, "7 kills accounted for")
+    events = scene.events()
+    assert len(events) == 5  # one Event per kill up to the burst limit, then the last one's series
+    (last,) = [e for e in events if e.get("series")]
+    assert last["series"]["count"] == 3

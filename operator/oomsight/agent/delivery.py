@@ -70,13 +70,18 @@ class Deliverer:
                 self.counters.inc("oomsight_agent_events_rejected_total", code=str(result.code))
                 if result.code not in self._logged_codes:
                     self._logged_codes.add(result.code)
+                    hint = (
+                        "grant the agent create/patch on events.events.k8s.io"
+                        if result.code == 403
+                        else "the Event was not valid for this API server; please report it"
+                    )
                     log.error(
-                        "events: the API refused Event %s/%s (HTTP %s): %s; dropping it (check the agent's "
-                        "RBAC: create/patch events.events.k8s.io)",
+                        "events: the API refused Event %s/%s (HTTP %s): %s; dropping it (%s)",
                         spec.namespace,
                         spec.name,
                         result.code,
                         result.detail[:300],
+                        hint,
                     )
                 self.state.done(spec.name, rev)
             else:

@@ -4,8 +4,8 @@ An ``events.k8s.io/v1`` Event (k8s.io/api/events/v1/types.go) carries ``regardin
 about), ``related`` (a second object), ``reportingController``/``reportingInstance``, ``action``,
 ``reason``, ``note`` (at most 1 KiB: pkg/apis/core/validation/events.go ``NoteLengthLimit``) and an
 optional ``series`` {``count`` >= 2, ``lastObservedTime``} for repeats. ``eventTime``, ``action``,
-``reason``, ``regarding``, ``related``, the reporting fields and ``type`` are immutable after creation;
-``series`` and ``note`` may be patched.
+``reason``, ``regarding``, ``related``, the reporting fields, ``type`` and ``note`` are immutable after
+creation (kube-apiserver 1.36 answers 422 "field is immutable"); only ``series`` may be patched.
 
 Everything here is pure so the naming and aggregation rules are tested without an API server:
 
@@ -129,12 +129,12 @@ class EventSpec:
     def series_body(self) -> dict[str, Any]:
         return {"count": self.count, "lastObservedTime": micro_time(self.last_time or self.event_time)}
 
-    def patch_body(self) -> dict[str, Any]:
-        """What may change on an existing Event: the series and the note."""
-        patch: dict[str, Any] = {"note": clip_note(self.note)}
+    def patch_body(self) -> dict[str, Any] | None:
+        """What may change on an existing Event: only ``series`` (the API rejects a changed ``note``
+        with 422 "field is immutable"). None when there is nothing to change (a single occurrence)."""
         if self.count >= 2:
-            patch["series"] = self.series_body()
-        return patch
+            return {"series": self.series_body()}
+        return None
 
     def to_json(self) -> dict[str, Any]:
         """A plain dict for the on-disk spool; ``from_json`` reverses it."""

@@ -2,7 +2,7 @@
 
 ``send(spec)`` makes the API hold exactly the state ``spec`` describes: it creates the Event; a
 409 Conflict means it already exists (an earlier attempt got through, or a repeat), so only the
-mutable fields (``series``, ``note``) are patched; a 404 on that patch means the Event expired
+mutable field (``series``) is patched, when there is one; a 404 on that patch means the Event expired
 (``--event-ttl``), so it is created again. The outcome says what the caller should do:
 
 - ``delivered``: forget it;
@@ -53,18 +53,18 @@ class EventSender:
     def _create(self, spec: EventSpec) -> Response:
         return self.rest.request("POST", _path(spec.namespace), spec.as_body(self.instance))
 
-    def _patch(self, spec: EventSpec) -> Response:
+    def _patch(self, spec: EventSpec, patch: dict[str, object]) -> Response:
         return self.rest.request(
-            "PATCH",
-            _path(spec.namespace, spec.name),
-            spec.patch_body(),
-            content_type="application/merge-patch+json",
+            "PATCH", _path(spec.namespace, spec.name), patch, content_type="application/merge-patch+json"
         )
 
     def send(self, spec: EventSpec) -> Result:
         resp = self._create(spec)
         if resp.status == 409:
-            resp = self._patch(spec)
+            patch = spec.patch_body()
+            if patch is None:  # it exists and there is no series to update: already delivered
+                return Result("delivered", 409)
+            resp = self._patch(spec, patch)
             if resp.status == 404:
                 resp = self._create(spec)
         return Result(classify(resp.status), resp.status, resp.message)
