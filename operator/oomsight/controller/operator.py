@@ -1,10 +1,11 @@
 """The kopf operator: thin watch handlers over ``ClusterState``, one debounced reconcile per policy.
 
-Watches (nothing else): MemoryPolicies, NodeMemoryReports and Pods, in the served namespaces
-(``--namespace``) or cluster-wide. ReplicaSets and Jobs are never watched: their owners are looked up
-once per name (``kube.owners``). State updates run in kopf *indexers*, which kopf calls before any
-handler and completes for the initial listing of every watched kind before it starts any handler or
-daemon, so the first reconcile already sees every pod and report.
+Watches (nothing else): MemoryPolicies and NodeMemoryReports through kopf, in the served namespaces
+(``--namespace``) or cluster-wide, and Pods only in namespaces that have a policy, with one plain
+list+watch per such namespace (``kube.podwatch``; why not kopf for them: see there). ReplicaSets and
+Jobs are never watched: their owners are looked up once per name (``kube.owners``). The reports are
+listed once at start-up, and each daemon waits for its namespace's pod list, so the first reconcile
+already sees every pod and report.
 
 Each MemoryPolicy has a kopf daemon that waits for its dirty flag, sleeps ``debounce`` seconds to
 coalesce a burst of pod/report changes, and reconciles once (``core.policy.reconcile``); it also
@@ -28,10 +29,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import kopf
 
 from oomsight.controller.state import ClusterState, PolicyKey
-from oomsight.core.noderisk import NodeRisk, plan, risk_of
+from oomsight.core.noderisk import NodeRisk, plan
 from oomsight.core.policy import (
     memory_for,
     owner_lookups,
@@ -44,8 +46,8 @@ from oomsight.core.policy import (
 from oomsight.kube.crd import GROUP, MEMORY_POLICY_PLURAL, NODE_REPORT_PLURAL, VERSION
 from oomsight.kube.nodes import apply_node_patch, get_node
 from oomsight.kube.owners import OwnerResolver
-from oomsight.kube.policies import patch_pod_annotations, patch_policy_status, policy_event
-from oomsight.kube.rest import Rest
+from oomsight.kube.podwatch import PodWatch, session_for
+from oomsight.kube.policies import OperatorRest, patch_pod_annotations, patch_policy_status, policy_event
 
 log = logging.getLogger("oomsight.operator")
 
@@ -88,7 +90,7 @@ class Stats:
 class Operator:
     """Holds the state and the kopf registry; ``run()`` blocks until SIGTERM/SIGINT."""
 
-    def __init__(self, cfg: OperatorConfig, rest: Rest) -> None:
+    def __init__(self, cfg: OperatorConfig, rest: OperatorRest) -> None:
         self.cfg = cfg
         self.rest = rest
         self.state = ClusterState(on_dirty=self._mark)
@@ -96,7 +98,14 @@ class Operator:
         self.flags: dict[PolicyKey, asyncio.Event] = {}
         self.applied_risk: dict[str, NodeRisk] = {}
         self.stats = Stats()
+        self.watches: dict[str, PodWatch] = {}
+        self.session: aiohttp.ClientSession | None = None
         self.pool = ThreadPoolExecutor(max_workers=cfg.writers, thread_name_prefix="oomsight-write")
+        # Pod annotations go through their own, smaller pool: thousands of them at start-up must not
+        # queue the statuses (what `kubectl get memorypolicies` shows) behind them.
+        self.annotation_pool = ThreadPoolExecutor(
+            max_workers=max(2, cfg.writers // 2), thread_name_prefix="oomsight-ann"
+        )
         self.registry = kopf.OperatorRegistry()
         self._register()
 
@@ -110,8 +119,8 @@ class Operator:
     def _mark(self, key: PolicyKey) -> None:
         self._flag(key).set()
 
-    async def _io(self, fn: Any, *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
+    async def _io(self, fn: Any, *args: Any, pool: ThreadPoolExecutor | None = None) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(pool or self.pool, fn, *args)
 
     # --- handlers ----------------------------------------------------------------------------------
     def _register(self) -> None:
@@ -149,25 +158,37 @@ class Operator:
         def cleanup(**_: Any) -> None:
             self.pool.shutdown(wait=False, cancel_futures=True)
 
-        @kopf.index("pods", registry=reg)
-        def pods_index(body: kopf.Body, **_: Any) -> None:
-            state.upsert_pod(body)
+        @kopf.on.startup(registry=reg)
+        async def load_reports(**_: Any) -> None:
+            # The reports as they are now, before any policy reconciles (kopf's own listing of them
+            # arrives concurrently with the policies' and would leave a first reconcile short of data).
+            resp = await self._io(self.rest.request, "GET", f"/apis/{GROUP}/{VERSION}/{NODE_REPORT_PLURAL}")
+            if not resp.ok:
+                raise kopf.TemporaryError(f"cannot list NodeMemoryReports (HTTP {resp.status})", delay=2)
+            for item in resp.body.get("items") or []:
+                state.upsert_report(str(item["metadata"]["name"]), dict(item.get("status") or {}))
+            self.session = session_for(self.rest.creds)
 
-        @kopf.on.event("pods", registry=reg)
-        def pod_event(type: str, body: kopf.Body, **_: Any) -> None:
-            if type == "DELETED":
-                state.delete_pod(body)
-
-        @kopf.index(GROUP, VERSION, MEMORY_POLICY_PLURAL, registry=reg)
-        def policies_index(body: kopf.Body, **_: Any) -> None:
-            if not (body.get("metadata") or {}).get("deletionTimestamp"):
-                state.upsert_policy(body)
+        @kopf.on.cleanup(registry=reg)
+        async def stop_watches(**_: Any) -> None:
+            for w in list(self.watches.values()):
+                await w.stop()
+            if self.session is not None:
+                await self.session.close()
 
         @kopf.on.event(GROUP, VERSION, MEMORY_POLICY_PLURAL, registry=reg)
-        def policy_event_handler(type: str, name: str, namespace: str | None, **_: Any) -> None:
-            if type == "DELETED" and namespace:
+        async def policy_event_handler(
+            type: str, name: str, namespace: str | None, body: kopf.Body, **_: Any
+        ) -> None:
+            if not namespace:
+                return
+            if type == "DELETED":
                 state.delete_policy(namespace, name)
                 self.flags.pop((namespace, name), None)
+                await self._unwatch_if_unused(namespace)
+            elif not (body.get("metadata") or {}).get("deletionTimestamp"):
+                state.upsert_policy(body)
+                self._watch(namespace)
 
         @kopf.daemon(GROUP, VERSION, MEMORY_POLICY_PLURAL, registry=reg, cancellation_timeout=5.0)
         async def policy_daemon(
@@ -175,8 +196,10 @@ class Operator:
         ) -> None:
             key = (namespace or "", name)
             state.upsert_policy(body)
+            watch = self._watch(key[0])
             flag = self._flag(key)
             flag.set()
+            await watch.synced.wait()  # every pod of the namespace is known before the first reconcile
             while not stopped:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(flag.wait(), timeout=cfg.resync)
@@ -191,16 +214,45 @@ class Operator:
                     await asyncio.sleep(min(cfg.resync, 5.0))
                     flag.set()
 
-        @kopf.index(GROUP, VERSION, NODE_REPORT_PLURAL, registry=reg)
-        def reports_index(name: str, body: kopf.Body, **_: Any) -> None:
-            state.upsert_report(name, dict(body.get("status") or {}))
-
         @kopf.on.event(GROUP, VERSION, NODE_REPORT_PLURAL, registry=reg)
-        async def report_event(type: str, name: str, **_: Any) -> None:
-            risk = (
-                state.delete_report(name) if type == "DELETED" else state.risks.get(name, risk_of(name, None))
-            )
+        async def report_event(type: str, name: str, body: kopf.Body, **_: Any) -> None:
+            if type == "DELETED":
+                risk = state.delete_report(name)
+            else:
+                risk = state.upsert_report(name, dict(body.get("status") or {}))
             await self.sync_node(name, risk)
+
+    # --- pod watches -------------------------------------------------------------------------------
+    def _watch(self, namespace: str) -> PodWatch:
+        w = self.watches.get(namespace)
+        if w is None:
+            assert self.session is not None, "the startup handler opens the session"
+            w = PodWatch(
+                self.rest.creds,
+                self.session,
+                namespace,
+                on_list=lambda items: self.state.replace_namespace_pods(namespace, items),
+                on_event=self._pod_event,
+                user_agent=self.rest.user_agent,
+            )
+            self.watches[namespace] = w.start()
+            log.info("watching pods in namespace %s", namespace)
+        return w
+
+    def _pod_event(self, etype: str, body: Mapping[str, Any]) -> None:
+        if etype == "DELETED":
+            self.state.delete_pod(body)
+        else:
+            self.state.upsert_pod(body)
+
+    async def _unwatch_if_unused(self, namespace: str) -> None:
+        if self.state.policies_by_ns.get(namespace):
+            return
+        w = self.watches.pop(namespace, None)
+        if w is not None:
+            await w.stop()
+            self.state.drop_namespace(namespace)
+            log.info("stopped watching pods in namespace %s (no policy left)", namespace)
 
     # --- node flags --------------------------------------------------------------------------------
     async def sync_node(self, node: str, risk: NodeRisk) -> None:

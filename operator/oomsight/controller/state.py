@@ -99,8 +99,25 @@ class ClusterState:
         self._dirty(before | now)
         return True
 
+    def replace_namespace_pods(self, namespace: str, items: list[Mapping[str, Any]]) -> None:
+        """A fresh LIST of a namespace: upsert every pod, forget the ones that are gone."""
+        seen = set()
+        for body in items:
+            self.upsert_pod(body)
+            seen.add(str((body.get("metadata") or {}).get("uid", "")))
+        for uid in list(self.pods_by_ns.get(namespace, ())):
+            if uid not in seen:
+                self._delete_uid(uid)
+
+    def drop_namespace(self, namespace: str) -> None:
+        """No policy left in ``namespace``: stop keeping its pods."""
+        for uid in list(self.pods_by_ns.pop(namespace, ())):
+            self._delete_uid(uid)
+
     def delete_pod(self, body: Mapping[str, Any]) -> None:
-        uid = str((body.get("metadata") or {}).get("uid", ""))
+        self._delete_uid(str((body.get("metadata") or {}).get("uid", "")))
+
+    def _delete_uid(self, uid: str) -> None:
         pv = self.pods.pop(uid, None)
         if pv is None:
             return
@@ -155,6 +172,8 @@ class ClusterState:
                 keys.discard(key)
                 if not keys:
                     del self.pod_policies[uid]
+        if not self.policies_by_ns.get(namespace):
+            self.policies_by_ns.pop(namespace, None)
 
     # --- reports ---------------------------------------------------------------------------------
     def upsert_report(self, node: str, status: Mapping[str, Any] | None) -> NodeRisk:

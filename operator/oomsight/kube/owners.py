@@ -18,6 +18,12 @@ log = logging.getLogger(__name__)
 
 _PATHS = {"ReplicaSet": "/apis/apps/v1/namespaces/{ns}/replicasets/{name}",
           "Job": "/apis/batch/v1/namespaces/{ns}/jobs/{name}"}  # fmt: skip
+_LISTS = {
+    "ReplicaSet": "/apis/apps/v1/namespaces/{ns}/replicasets",
+    "Job": "/apis/batch/v1/namespaces/{ns}/jobs",
+}
+LIST_THRESHOLD = 20
+"""More missing names than this in one namespace and kind: one paginated LIST instead of a GET each."""
 MAX_ENTRIES = 20000
 
 
@@ -46,15 +52,44 @@ class OwnerResolver:
                         resp.message[:200])  # fmt: skip
             return  # not cached: retried at the next reconcile
         else:
-            owner = None
-            for ref in (resp.body.get("metadata") or {}).get("ownerReferences") or []:
-                if ref.get("controller"):
-                    owner = (str(ref.get("kind", "")), str(ref.get("name", "")))
-                    break
+            owner = self._controller(resp.body)
         with self._lock:
             if len(self._cache) >= MAX_ENTRIES:
                 self._cache.clear()
             self._cache[key] = owner
+
+    @staticmethod
+    def _controller(obj: dict[str, object]) -> tuple[str, str] | None:
+        meta = obj.get("metadata")
+        refs = meta.get("ownerReferences") if isinstance(meta, dict) else None
+        for ref in refs or []:
+            if ref.get("controller"):
+                return (str(ref.get("kind", "")), str(ref.get("name", "")))
+        return None
+
+    def _list(self, ns: str, kind: str) -> None:
+        cont = ""
+        found: dict[tuple[str, str, str], tuple[str, str] | None] = {}
+        while True:
+            query: dict[str, object] = {"limit": 500}
+            if cont:
+                query["continue"] = cont
+            resp = self.rest.request("GET", _LISTS[kind].format(ns=ns), query=query)
+            self.lookups += 1
+            if not resp.ok:
+                log.warning(
+                    "listing %ss in %s failed (HTTP %s): %s", kind, ns, resp.status, resp.message[:200]
+                )
+                return
+            for item in resp.body.get("items") or []:
+                found[(ns, kind, str(item["metadata"]["name"]))] = self._controller(item)
+            cont = str((resp.body.get("metadata") or {}).get("continue") or "")
+            if not cont:
+                break
+        with self._lock:
+            if len(self._cache) + len(found) >= MAX_ENTRIES:
+                self._cache.clear()
+            self._cache.update(found)
 
     def resolve(
         self, keys: Iterable[tuple[str, str, str]]
@@ -63,9 +98,20 @@ class OwnerResolver:
         wanted = {k for k in keys if k[1] in _PATHS}
         with self._lock:
             missing = [k for k in wanted if k not in self._cache]
-        if missing:
-            with ThreadPoolExecutor(max_workers=min(self.workers, len(missing))) as pool:
-                list(pool.map(self._one, missing))
+        by_group: dict[tuple[str, str], list[tuple[str, str, str]]] = {}
+        for k in missing:
+            by_group.setdefault((k[0], k[1]), []).append(k)
+        singles = []
+        for (ns, kind), ks in by_group.items():
+            if len(ks) > LIST_THRESHOLD:
+                self._list(ns, kind)
+                with self._lock:
+                    singles += [k for k in ks if k not in self._cache]  # created after the LIST
+            else:
+                singles += ks
+        if singles:
+            with ThreadPoolExecutor(max_workers=min(self.workers, len(singles))) as pool:
+                list(pool.map(self._one, singles))
         with self._lock:
             return {k: self._cache[k] for k in wanted if k in self._cache}
 

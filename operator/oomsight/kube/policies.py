@@ -15,7 +15,7 @@ class OperatorRest(Rest):
     """The shared client with the operator's User-Agent: the API server records its first segment as
     the field manager, so ``managedFields`` show which replica wrote (``oomsight-operator-<pod>``)."""
 
-    def __init__(self, kubeconfig: str | None, instance: str, maxsize: int = 16) -> None:
+    def __init__(self, kubeconfig: str | None, instance: str, maxsize: int = 32) -> None:
         super().__init__(load(kubeconfig), maxsize=maxsize)
         self.user_agent = f"oomsight-operator-{instance}"[:100]
 
