@@ -28,6 +28,7 @@ import json
 import os
 import random
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -275,7 +276,10 @@ def _build_one(tool: Tool, dest_dir: Path, log: Log) -> float:
     ]
     log(f"building {tool.name} from {tool.package} (module {module.relative_to(REPO_ROOT)}) ...")
     started = time.monotonic()
-    proc = subprocess.run(cmd, cwd=module, env=env, capture_output=True, text=True, check=False)
+    try:
+        proc = subprocess.run(cmd, cwd=module, env=env, capture_output=True, text=True, check=False)
+    except OSError as exc:
+        raise BuildError(f"cannot run {cmd[0]}: {exc.strerror}") from exc
     elapsed = time.monotonic() - started
     if proc.returncode != 0:
         tmp.unlink(missing_ok=True)
@@ -320,7 +324,10 @@ def build(names: Iterable[str] = tuple(TOOLS), *, log: Log = _stderr_log) -> dic
 
 
 def _openssl(*args: str, cwd: Path) -> None:
-    proc = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True, check=False)
+    try:
+        proc = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True, check=False)
+    except OSError as exc:
+        raise StartError(f"cannot run openssl (needed for the test certificates): {exc.strerror}") from exc
     if proc.returncode != 0:
         raise StartError(f"openssl {args[0]} failed: {proc.stderr.strip()}")
 
@@ -546,9 +553,16 @@ class _Proc:
         with self.log_file.open("ab") as log:
             log.write(f"\n=== {time.strftime('%Y-%m-%dT%H:%M:%S')} {' '.join(argv)}\n".encode())
             log.flush()
-            self.popen = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
+            try:
+                self.popen = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                raise StartError(f"cannot run {argv[0]}: {exc.strerror}") from exc
         self.pid_file.write_text(f"{self.popen.pid}\n")
 
     def stop(self, binary: str, timeout: float) -> None:
@@ -878,7 +892,8 @@ class ControlPlane:
 USAGE = """usage: hack/envtest COMMAND [ARGS]
 
   build [--print-env]      build or reuse the pinned binaries; print NAME=path lines
-                           (--print-env: also KUBEBUILDER_ASSETS=... and TEST_ASSET_*=...)
+                           (--print-env: 'export KUBEBUILDER_ASSETS=...' and 'export TEST_ASSET_*=...'
+                           lines instead, for eval "$(hack/envtest build --print-env)")
   up DIR                   start etcd + kube-apiserver in DIR; print KUBECONFIG=DIR/kubeconfig
   down DIR                 stop both and remove their data
   stop-apiserver DIR       stop only kube-apiserver
@@ -888,16 +903,17 @@ USAGE = """usage: hack/envtest COMMAND [ARGS]
 """
 
 
-def _print_paths(paths: Mapping[str, Path], out: TextIO, *, with_env: bool) -> None:
-    for name, path in paths.items():
-        print(f"{name}={path}", file=out)
-    if with_env:
-        apiserver = paths.get("kube-apiserver")
-        etcd = paths.get("etcd")
-        if apiserver and etcd and apiserver.parent == etcd.parent:
-            print(f"KUBEBUILDER_ASSETS={apiserver.parent}", file=out)
+def _print_paths(paths: Mapping[str, Path], out: TextIO, *, as_env: bool) -> None:
+    """``NAME=path`` lines, or with ``as_env`` ``export VAR=path`` lines a shell can ``eval``."""
+    if not as_env:
         for name, path in paths.items():
-            print(f"{TOOLS[name].env_var}={path}", file=out)
+            print(f"{name}={path}", file=out)
+        return
+    apiserver, etcd = paths.get("kube-apiserver"), paths.get("etcd")
+    if apiserver and etcd and apiserver.parent == etcd.parent:
+        print(f"export KUBEBUILDER_ASSETS={shlex.quote(str(apiserver.parent))}", file=out)
+    for name, path in paths.items():
+        print(f"export {TOOLS[name].env_var}={shlex.quote(str(path))}", file=out)
 
 
 def main(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
@@ -911,7 +927,7 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
             extra = [a for a in rest if a != "--print-env"]
             if extra:
                 raise EnvtestError(f"build: unexpected arguments {extra}")
-            _print_paths(build(), out, with_env="--print-env" in rest)
+            _print_paths(build(), out, as_env="--print-env" in rest)
             return 0
         if len(rest) != 1:
             print(USAGE, end="", file=sys.stderr)
