@@ -463,3 +463,65 @@ def test_node_flags_set_then_removed(
     assert n["metadata"]["labels"]["t"] == "op"  # other labels untouched
     assert wait_for(lambda: node_events("NodeMemoryRiskCleared"), TIMEOUT, "the clear event")
     assert len(node_events("NodeMemoryRiskDetected")) == 1
+
+
+def test_a_restart_rebuilds_from_the_crs_and_loses_nothing(
+    kubectl: Kubectl,
+    kubeconfig: Path,
+    namespace: str,
+    scene: dict[str, Any],
+    operators: list[OperatorProc],
+    tmp_path: Path,
+) -> None:
+    import time
+    import urllib.request
+
+    from kube.agentkit import free_port
+
+    ns, node = namespace, scene["node"]
+    _, rs = create_deployment(kubectl, ns, "pay", {"app": "pay"})
+    p0 = create_pod(kubectl, ns, "pay-7d9f8c6b5-a", node, {"app": "pay"}, rs)
+    p1 = create_pod(kubectl, ns, "pay-7d9f8c6b5-b", node, {"app": "pay"}, rs)
+    when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 120))
+    profiles = [profile(p0, "app", [200 * MI]), profile(p1, "app", [210 * MI])]
+    write_report(kubectl, node, report_status(profiles, incidents=[incident(p0, "app", when, 256 * MI, 77)]))
+    kubectl.run(
+        "apply", "-n", ns, "-f", "-", stdin=json.dumps(policy("pay", {"matchLabels": {"app": "pay"}}))
+    )
+    port = free_port()
+    op = start(operators, kubeconfig, ns, tmp_path, "op-a", "--metrics-port", str(port))
+
+    def with_oom() -> dict[str, Any] | None:
+        c = container_entry(status_of(kubectl, ns, "pay"), "Deployment", "pay")
+        return c if c.get("oomKills") == 1 else None
+
+    before = wait_for(with_oom, TIMEOUT, "the OOM in the status")
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    assert 'oomsight_operator_writes_total{kind="status"}' in metrics
+    assert "oomsight_operator_policies 1.0" in metrics
+    health = urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5)
+    assert health.status == 200 and json.loads(health.read())["unsyncedNamespaces"] == []
+    assert op.stop() == 0
+
+    # While it is down: the OOM-killed pod is replaced, and the agent's report no longer lists the
+    # incident (its ring of 20 moved on). Only the policy's status still remembers the kill.
+    kubectl.run("delete", "pod", "pay-7d9f8c6b5-a", "-n", ns, "--wait=false", "--grace-period=0", "--force")
+    p2 = create_pod(kubectl, ns, "pay-7d9f8c6b5-c", node, {"app": "pay"}, rs)
+    write_report(
+        kubectl, node, report_status([profile(p1, "app", [210 * MI]), profile(p2, "app", [190 * MI])])
+    )
+    start(operators, kubeconfig, ns, tmp_path, "op-b")
+
+    def settled() -> dict[str, Any] | None:
+        st = status_of(kubectl, ns, "pay")
+        return st if st.get("podsObserved") == 2 else None
+
+    wait_for(lambda: "reconciled MemoryPolicy" in operators[-1].log(), TIMEOUT, "op-b's first reconcile")
+    st = wait_for(settled, TIMEOUT, "the status after the restart")
+    after = container_entry(st, "Deployment", "pay")
+    assert after["oomKills"] == 1 and after["lastOOM"] == before["lastOOM"] == when
+    assert parse_quantity(after["recommendedLimit"]) >= parse_quantity(before["recommendedLimit"])
+    assert st["workloads"][0]["replicas"] == 2
+    # No repeated Event for a recommendation that did not change.
+    items = kubectl.json("get", "events.events.k8s.io", "-n", ns)["items"]
+    assert [e for e in items if e.get("reason") == "RecommendationChanged"] == []

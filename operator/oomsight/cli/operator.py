@@ -1,8 +1,8 @@
 """``oomsight operator``: the kopf operator (MemoryPolicy status, pod annotations, node risk flags).
 
 Flags have environment equivalents for the chart: ``KUBECONFIG``, ``OOMSIGHT_PEERING`` (the peering
-object to join when it exists), ``OOMSIGHT_LOG_LEVEL``, ``OOMSIGHT_METRICS_PORT`` (serves the kopf
-liveness probe at ``/healthz`` on that port), ``POD_NAME`` (this replica's name in logs, Events and
+object to join when it exists), ``OOMSIGHT_LOG_LEVEL``, ``OOMSIGHT_METRICS_PORT`` (``/metrics`` and
+``/healthz`` on that port), ``POD_NAME`` (this replica's name in logs, Events and
 ``managedFields``). Before starting, it checks what would otherwise make kopf retry silently forever:
 credentials, the API server, the CRDs, and the named peering object.
 """
@@ -58,8 +58,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--liveness",
         metavar="URL",
-        help="serve kopf's liveness probe, e.g. http://0.0.0.0:8080/healthz "
-        "(default: that URL on $OOMSIGHT_METRICS_PORT when set)",
+        help="also serve kopf's own liveness probe at this URL, e.g. http://0.0.0.0:8081/healthz",
+    )
+    parser.add_argument(
+        "--metrics-port",
+        help="serve /metrics and /healthz on this port (env OOMSIGHT_METRICS_PORT; the chart sets it)",
     )
     parser.add_argument("--debounce", type=_positive, default=1.0, help="seconds to coalesce changes (1)")
     parser.add_argument("--resync", type=_positive, default=60.0, help="seconds between full reconciles (60)")
@@ -135,12 +138,12 @@ def run(args: argparse.Namespace) -> int:
     if kubeconfig:
         os.environ["KUBECONFIG"] = kubeconfig  # kopf logs in through the kubernetes client's loader
 
-    liveness = args.liveness
-    port = os.environ.get("OOMSIGHT_METRICS_PORT")
-    if liveness is None and port:
-        if not port.isdigit():
-            raise UsageError(f"OOMSIGHT_METRICS_PORT={port!r} is not a port number", "set e.g. 8080")
-        liveness = f"http://0.0.0.0:{port}/healthz"
+    port = args.metrics_port if args.metrics_port is not None else os.environ.get("OOMSIGHT_METRICS_PORT")
+    metrics_port = None
+    if port not in (None, ""):
+        if not str(port).isdigit() or not 0 < int(port) < 65536:
+            raise UsageError(f"metrics port {port!r} is not a port number", "pass --metrics-port 8080")
+        metrics_port = int(port)
 
     import asyncio
 
@@ -159,7 +162,8 @@ def run(args: argparse.Namespace) -> int:
         default_peering=os.environ.get("OOMSIGHT_PEERING") or "oomsight",
         standalone=bool(args.standalone),
         priority=priority,
-        liveness=liveness,
+        liveness=args.liveness,
+        metrics_port=metrics_port,
         instance=instance,
         debounce=args.debounce,
         resync=args.resync,

@@ -31,7 +31,9 @@ from typing import Any
 
 import aiohttp
 import kopf
+from aiohttp import web
 
+from oomsight.controller.metrics import app, serve
 from oomsight.controller.state import ClusterState, PolicyKey
 from oomsight.core.noderisk import NodeRisk, plan
 from oomsight.core.policy import (
@@ -70,6 +72,8 @@ class OperatorConfig:
     peering_lifetime: int = 60
     writers: int = 8
     in_cluster: bool = False
+    metrics_port: int | None = None
+    """Serve /metrics and /healthz on this port (None: not at all)."""
 
     @property
     def clusterwide(self) -> bool:
@@ -99,6 +103,7 @@ class Operator:
         self.applied_risk: dict[str, NodeRisk] = {}
         self.stats = Stats()
         self.watches: dict[str, PodWatch] = {}
+        self.metrics_runner: web.AppRunner | None = None
         self.session: aiohttp.ClientSession | None = None
         self.pool = ThreadPoolExecutor(max_workers=cfg.writers, thread_name_prefix="oomsight-write")
         # Pod annotations go through their own, smaller pool: thousands of them at start-up must not
@@ -169,8 +174,16 @@ class Operator:
                 state.upsert_report(str(item["metadata"]["name"]), dict(item.get("status") or {}))
             self.session = session_for(self.rest.creds)
 
+        @kopf.on.startup(registry=reg)
+        async def start_metrics(**_: Any) -> None:
+            if cfg.metrics_port is not None:
+                self.metrics_runner = await serve(app(self.snapshot, self.healthy), cfg.metrics_port)
+                log.info("serving /metrics and /healthz on port %d", cfg.metrics_port)
+
         @kopf.on.cleanup(registry=reg)
         async def stop_watches(**_: Any) -> None:
+            if self.metrics_runner is not None:
+                await self.metrics_runner.cleanup()
             for w in list(self.watches.values()):
                 await w.stop()
             if self.session is not None:
@@ -221,6 +234,26 @@ class Operator:
             else:
                 risk = state.upsert_report(name, dict(body.get("status") or {}))
             await self.sync_node(name, risk)
+
+    # --- metrics -----------------------------------------------------------------------------------
+    def snapshot(self) -> dict[str, float]:
+        st = self.stats
+        return {
+            "reconciles": st.reconciles,
+            "writes_status": st.status_writes,
+            "writes_annotation": st.annotation_writes,
+            "writes_event": st.events,
+            "writes_node": st.node_writes,
+            "watch_errors": sum(w.errors for w in self.watches.values()),
+            "policies": len(self.state.policies),
+            "pods": len(self.state.pods),
+            "reports": len(self.state.report_keys),
+            "last_reconcile": st.last_reconcile_seconds,
+        }
+
+    def healthy(self) -> tuple[bool, dict[str, Any]]:
+        unsynced = sorted(ns for ns, w in self.watches.items() if not w.synced.is_set())
+        return not unsynced, {"instance": self.cfg.instance, "unsyncedNamespaces": unsynced}
 
     # --- pod watches -------------------------------------------------------------------------------
     def _watch(self, namespace: str) -> PodWatch:
