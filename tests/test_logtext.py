@@ -11,7 +11,8 @@ from oomsight.core.errors import ParseError
 from oomsight.core.logtext import detect_format, parse_log
 from oomsight.core.oomreport import assemble
 
-CAPTURE = Path(__file__).parent / "fixtures" / "oom" / "captured-6.18.44-child-killed.log"
+CORPUS = Path(__file__).parent / "fixtures" / "oom"
+CAPTURE = CORPUS / "captured-6.18.44-child-killed.log"
 
 
 def _messages() -> list[tuple[int, str]]:
@@ -102,3 +103,39 @@ def test_not_a_kernel_log_is_one_clear_error(text: str) -> None:
 
 def test_detection_looks_at_the_first_lines_only() -> None:
     assert detect_format(["[    1.000000] a"] * 60 + ["Nov 23 13:02:08 h kernel: b"] * 100) == "dmesg"
+
+
+def test_printk_caller_ids_are_not_part_of_the_message() -> None:
+    """CONFIG_PRINTK_CALLER adds ``[ T1234]`` (task) or ``[ C3]`` (CPU) after the timestamp."""
+    fmt, records = parse_log(
+        "[   37.052923][ T9185] a.out invoked oom-killer: gfp_mask=0xcc0(GFP_KERNEL), order=0,"
+        " oom_score_adj=0\n"
+        "[   37.132833][   T54] oom_reaper: reaped process 9188 (a.out)\n"
+        "[    0.000000][    C0] Linux version 5.0.0\n"
+    )
+    assert fmt == "dmesg"
+    assert [r.text.split()[0] for r in records] == ["a.out", "oom_reaper:", "Linux"]
+    assert records[0].usec == 37_052_923
+
+
+def test_lines_wrapped_by_a_paste_are_joined_back_indented_ones_are_not() -> None:
+    fmt, records = parse_log(
+        "[  5.1] Memory cgroup stats for /kubepods/pod1/c1: cache:507172KB rss:44\n"
+        "8KB rss_huge:0KB\n"
+        "[  5.2] Mem-Info:\n"
+        "[  5.2] active_anon:1 inactive_anon:2\n"
+        "         active_file:3 inactive_file:4\n"
+        "May  8 14:05:27 host kernel: Killed process 1 (x)\n"
+    )
+    assert fmt == "dmesg"
+    texts = [r.text for r in records]
+    assert texts[0] == "Memory cgroup stats for /kubepods/pod1/c1: cache:507172KB rss:448KB rss_huge:0KB"
+    assert texts[3].strip() == "active_file:3 inactive_file:4"  # the kernel's own continuation line
+    assert len(texts) == 5
+
+
+def test_real_wrapped_paste_reads_as_one_report() -> None:
+    _, records = parse_log((CORPUS / "kubedirector-356-4.x-wrapped-dmesg.log").read_text(), year=2026)
+    (inc,) = assemble(records)
+    assert dict(inc.stats())["rss"] == 448 * 1024
+    assert inc.victim.pid == 62769 and inc.victim.comm == "cp"  # the cut-off kill line: comm from the table

@@ -270,7 +270,7 @@ EXPECTED = [
                 "comm": "process",
                 "scope": None,
                 "dominant": None,
-                "survived": True,
+                "survived": None,
                 "by_adj": False,
                 "limit": None,
                 "kernel": None,
@@ -308,7 +308,7 @@ EXPECTED = [
                 "comm": "java",
                 "scope": "container",
                 "dominant": "anon",
-                "survived": True,
+                "survived": False,
                 "by_adj": False,
                 "limit": None,
                 "kernel": None,
@@ -386,6 +386,333 @@ EXPECTED = [
                 "pod": "dfc377c9-c533-4d51-af9e-6e0e0b3db83b",
                 "cid": "2260b35b008a",
             },
+        ],
+    ),
+    (
+        "docker-fork-bomb-5.4.0-29-pagefault-global-dmesg-T.log",
+        "dmesg-T",
+        [
+            {
+                "pid": 3088425,
+                "comm": "python3",
+                "scope": "node",
+                "dominant": "file",
+                "survived": None,
+                "by_adj": True,
+                "limit": 137438404608,
+                "kernel": "5.4.0-29-generic",
+                "header_missing": False,
+                "pod": None,
+                "cid": None,
+            }
+        ],
+    ),
+    (
+        "docker-for-linux-1001-4.x-syslog-sacrifice-child.log",
+        "syslog",
+        [
+            {
+                "pid": 4254,
+                "comm": "python3",
+                "scope": None,
+                "dominant": None,
+                "survived": None,
+                "by_adj": False,
+                "limit": None,
+                "kernel": None,
+                "header_missing": True,
+                "pod": None,
+                "cid": None,
+            },
+            {
+                "pid": 4255,
+                "comm": "python3",
+                "scope": None,
+                "dominant": None,
+                "survived": None,
+                "by_adj": False,
+                "limit": None,
+                "kernel": None,
+                "header_missing": True,
+                "pod": None,
+                "cid": None,
+            },
+        ],
+    ),
+    (
+        "doris-3525-el7-syslog-uid-comma.log",
+        "syslog",
+        [
+            {
+                "pid": 18177,
+                "comm": "palo_be",
+                "scope": None,
+                "dominant": None,
+                "survived": None,
+                "by_adj": False,
+                "limit": None,
+                "kernel": None,
+                "header_missing": True,
+                "pod": None,
+                "cid": None,
+            }
+        ],
+    ),
+    (
+        "dyrnq-14-global-oom-docker-summary.log",
+        "dmesg",
+        [
+            {
+                "pid": 7134,
+                "comm": "java",
+                "scope": "node",
+                "dominant": None,
+                "survived": None,
+                "by_adj": False,
+                "limit": None,
+                "kernel": None,
+                "header_missing": True,
+                "pod": None,
+                "cid": None,
+            }
+        ],
+    ),
+    (
+        "efs-csi-1218-6.x-v2-group-fragments.log",
+        "dmesg",
+        [
+            {
+                "pid": 138906,
+                "comm": "mount",
+                "scope": "container",
+                "dominant": "anon",
+                "survived": None,
+                "by_adj": False,
+                "limit": None,
+                "kernel": None,
+                "header_missing": True,
+                "pod": "06d44939-d15e-491f-84a3-2dbba9fc0440",
+                "cid": "f6b09caae6cf",
+            },
+            {
+                "pid": 138908,
+                "comm": "python3",
+                "scope": None,
+                "dominant": None,
+                "survived": None,
+                "by_adj": False,
+                "limit": None,
+                "kernel": None,
+                "header_missing": True,
+                "pod": None,
+                "cid": None,
+            },
+            {
+                "pid": 138910,
+                "comm": "python3",
+                "scope": None,
+                "dominant": None,
+                "survived": None,
+                "by_adj": False,
+                "limit": None,
+                "kernel": None,
+                "header_missing": True,
+                "pod": None,
+                "cid": None,
+            },
+            {
+                "pid": 138916,
+                "comm": "python3",
+                "scope": None,
+                "dominant": None,
+                "survived": None,
+                "by_adj": False,
+                "limit": None,
+                "kernel": None,
+                "header_missing": True,
+                "pod": None,
+                "cid": None,
+            },
+            {
+                "pid": 138924,
+                "comm": "python3",
+                "scope": None,
+                "dominant": None,
+                "survived": None,
+                "by_adj": False,
+                "limit": None,
+                "kernel": None,
+                "header_missing": True,
+                "pod": None,
+                "cid": None,
+            },
+        ],
+    ),
+    (
+        "eks-ami-419-5.4.17-podruntime-kubelet.log",
+        "dmesg",
+        [
+            {
+                "pid": 989,
+                "comm": "kubelet",
+                "scope": "ancestor",
+                "dominant": None,
+                "survived": None,
+                "by_adj": False,
+                "limit": None,
+                "kernel": None,
+                "header_missing": True,
+                "pod": None,
+                "cid": None,
+            }
+        ],
+    ),
+    (
+        "k8s-50632-el7-syslog-uid-comma-storm.log",
+        "syslog",
+        [
+            {
+                "pid": 799153,
+                "comm": "node",
+                "scope": None,
+                "dominant": None,
+                "survived": None,
+                "by_adj": False,
+                "limit": None,
+                "kernel": None,
+                "header_missing": True,
+                "pod": None,
+                "cid": None,
+            },
+            {
+                "pid": 799402,
+                "comm": "node",
+                "scope": None,
+                "dominant": None,
+                "survived": None,
+                "by_adj": False,
+                "limit": None,
+                "kernel": None,
+                "header_missing": True,
+                "pod": None,
+                "cid": None,
+            },
+            {
+                "pid": 799889,
+                "comm": "node",
+                "scope": None,
+                "dominant": None,
+                "survived": None,
+                "by_adj": False,
+                "limit": None,
+                "kernel": None,
+                "header_missing": True,
+                "pod": None,
+                "cid": None,
+            },
+            {
+                "pid": 799707,
+                "comm": "node",
+                "scope": None,
+                "dominant": None,
+                "survived": None,
+                "by_adj": False,
+                "limit": None,
+                "kernel": None,
+                "header_missing": True,
+                "pod": None,
+                "cid": None,
+            },
+            {
+                "pid": 799791,
+                "comm": "node",
+                "scope": None,
+                "dominant": None,
+                "survived": None,
+                "by_adj": False,
+                "limit": None,
+                "kernel": None,
+                "header_missing": True,
+                "pod": None,
+                "cid": None,
+            },
+            {
+                "pid": 800660,
+                "comm": "node",
+                "scope": None,
+                "dominant": None,
+                "survived": None,
+                "by_adj": False,
+                "limit": None,
+                "kernel": None,
+                "header_missing": True,
+                "pod": None,
+                "cid": None,
+            },
+            {
+                "pid": 800329,
+                "comm": "node",
+                "scope": None,
+                "dominant": None,
+                "survived": None,
+                "by_adj": False,
+                "limit": None,
+                "kernel": None,
+                "header_missing": True,
+                "pod": None,
+                "cid": None,
+            },
+            {
+                "pid": 801542,
+                "comm": "node",
+                "scope": None,
+                "dominant": None,
+                "survived": None,
+                "by_adj": False,
+                "limit": None,
+                "kernel": None,
+                "header_missing": True,
+                "pod": None,
+                "cid": None,
+            },
+        ],
+    ),
+    (
+        "kubedirector-356-4.x-wrapped-dmesg.log",
+        "dmesg",
+        [
+            {
+                "pid": 62769,
+                "comm": "cp",
+                "scope": "container",
+                "dominant": "file",
+                "survived": True,
+                "by_adj": False,
+                "limit": 536870912,
+                "kernel": None,
+                "header_missing": True,
+                "pod": "951f6bc5-c5a5-11ea-8707-80e455f266a2",
+                "cid": "024952d653ef",
+            }
+        ],
+    ),
+    (
+        "lkml-5.0-rc4-oom-group-caller-id.log",
+        "dmesg",
+        [
+            {
+                "pid": 9188,
+                "comm": "a.out",
+                "scope": "container",
+                "dominant": "anon",
+                "survived": False,
+                "by_adj": False,
+                "limit": 52428800,
+                "kernel": "5.0.0-rc4-next-20190131",
+                "header_missing": False,
+                "pod": None,
+                "cid": None,
+            }
         ],
     ),
 ]
@@ -498,10 +825,28 @@ def test_pod_limit_is_named_as_the_pod_level() -> None:
 
 
 def test_sacrificed_child_on_old_kernels_keeps_selected_and_killed_apart() -> None:
+    """The task table tells a sacrificed child (chosen pid listed: a process) from another thread."""
+    (inc,) = _incidents("kubedirector-356-4.x-wrapped-dmesg.log")[1]
+    assert (inc.selected_pid, inc.victim.pid) == (62685, 62769)
+    d = diagnose(inc)
+    assert "sacrifice_child" in d.rules and d.container_survived is True
+    assert [t.pid for t in d.facts.survivors] == [62685]
+    # No task table: a child or just another thread of the chosen process; the log cannot say.
     (inc,) = _incidents("docker-desktop-4.x-sacrifice-child.log")[1]
     assert (inc.selected_pid, inc.victim.pid) == (46211, 46433)
     d = diagnose(inc)
-    assert "sacrifice_child" in d.rules and d.container_survived is True
+    assert "thread_or_child" in d.rules and "sacrifice_child" not in d.rules
+    assert d.container_survived is None and "child_killed" not in d.rules
+
+
+def test_chosen_thread_is_not_a_sacrificed_child() -> None:
+    """RHEL 7: 24572 was chosen but only java 28438 is in the (process-only) task table: 24572 is a
+    thread of it; the java process itself was killed and the container died."""
+    (inc,) = _incidents("k8s-56891-rhel7-3.10-dmesg-T.log")[1]
+    assert (inc.selected_pid, inc.victim.pid) == (24572, 28438)
+    d = diagnose(inc)
+    assert d.container_survived is False and "container_died" in d.rules
+    assert not {"sacrifice_child", "thread_or_child", "child_killed"} & set(d.rules)
 
 
 def test_node_wide_oom_reads_mem_info() -> None:
@@ -541,3 +886,64 @@ def test_streaming_hands_out_the_incident_at_the_next_record_or_idle() -> None:
     assert summary_only.idle() == []  # the summary's kill line follows it
     (inc,) = summary_only.flush()  # but a summary is a kill: at the end it counts
     assert inc.victim.pid == 6114 and inc.victim.anon_rss_bytes is None
+
+
+def test_group_kill_behind_printk_caller_ids_counts_every_task_killed() -> None:
+    """linux-next 5.0: the oom_reaper's lines (T54) interleave with the group kill (T9185)."""
+    (inc,) = _incidents("lkml-5.0-rc4-oom-group-caller-id.log")[1]
+    assert inc.group_kill and inc.group_cgroup == "/test1"
+    assert [v.pid for v in inc.victims][:3] == [9188, 1, 9182] and len(inc.victims) == 12
+    d = diagnose(inc)
+    assert d.container_survived is False and "group_kill" in d.rules
+    assert "12 processes together" in d.explanation
+    assert "Kubernetes 1.28" not in d.explanation  # /test1 is no Kubernetes cgroup
+
+
+def test_page_fault_oom_with_free_memory_is_not_called_a_full_node() -> None:
+    """5.4: a kmem-limited container's slab allocations failed, the page fault ran the global OOM
+    killer while 111.7 GiB of 128 GiB were free (Mem-Info continuation lines carry ``free:``)."""
+    (inc,) = _incidents("docker-fork-bomb-5.4.0-29-pagefault-global-dmesg-T.log")[1]
+    assert inc.node_wide and dict(inc.meminfo)["free"] == 29283889
+    assert inc.trigger is not None and inc.trigger.gfp_mask == "0x0()"
+    d = diagnose(inc)
+    assert d.scope == "node" and d.facts.node_not_out_of_memory
+    assert "pagefault_oom" in d.rules
+    assert not {"node", "page_cache", "kernel"} & set(d.rules)
+    assert "not out of memory: 111.7 GiB of 128.0 GiB" in d.explanation
+    assert (
+        d.chosen_by_oom_score_adj and d.facts.bigger is not None and d.facts.bigger.name == "systemd-journal"
+    )
+
+
+def test_limit_above_a_systemd_service_is_an_ancestor_and_noise_does_not_split_it() -> None:
+    incidents = _incidents("eks-ami-419-5.4.17-podruntime-kubelet.log")[1]
+    (inc,) = incidents  # audit lines between kill and the next header; that header has no kill line
+    d = diagnose(inc)
+    assert d.scope == "ancestor" and inc.oom_memcg == "/podruntime.slice"
+    assert "a limit set above the victim's own cgroup" in d.explanation
+
+
+def test_dirty_page_cache_is_named_with_its_size() -> None:
+    (inc,) = _incidents("kubedirector-356-4.x-wrapped-dmesg.log")[1]
+    d = diagnose(inc)
+    assert d.facts.charged.dirty == 503316 * 1024
+    assert "dirty_page_cache" in d.rules and "page_cache" not in d.rules
+    assert "491.5 MiB of it was dirty" in d.explanation
+
+
+def test_old_uid_comma_kill_lines_and_exiting_victims() -> None:
+    storm = _incidents("k8s-50632-el7-syslog-uid-comma-storm.log")[1]
+    assert [i.victim.uid for i in storm] == [1000] * 8
+    assert storm[0].victim.anon_rss_bytes == 68308 * 1024
+    # "OOM victim N is already exiting. Skip killing the task" is no kill: 5 kill lines, 5 incidents.
+    frag = _incidents("efs-csi-1218-6.x-v2-group-fragments.log")[1]
+    assert [i.victim.pid for i in frag] == [138906, 138908, 138910, 138916, 138924]
+    assert frag[0].stats_format == "v2" and diagnose(frag[0]).facts.charged.kernel == 10436608
+
+
+def test_missing_header_says_what_is_unknown_and_nothing_more() -> None:
+    (inc,) = _incidents("kubedirector-356-4.x-wrapped-dmesg.log")[1]
+    d = diagnose(inc)
+    assert "rate_limited" in d.rules and "unknown" not in d.explanation.split("invoked oom-killer")[1]
+    (inc,) = _incidents("doris-3525-el7-syslog-uid-comma.log")[1]
+    assert "the limit, the memory breakdown and the task table are unknown" in diagnose(inc).explanation

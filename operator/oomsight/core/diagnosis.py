@@ -17,6 +17,14 @@ Where the facts come from:
   percpu + sock + vmalloc + slab``). ``file`` below always excludes shmem, so the four add up.
 - who is killed: ``oom_badness`` (mm/oom_kill.c) = rss + swap entries + page tables / PAGE_SIZE, plus
   ``oom_score_adj × totalpages / 1000``; -1000 exempts a task.
+- before 5.1, ``Kill process N .. or sacrifice child`` names the task chosen and ``Killed process M``
+  the one killed. The memcg walk visits threads, not only processes (3.10 ``mem_cgroup_out_of_memory``
+  iterates every task), and the kill takes ``find_lock_task_mm()`` of the victim: M != N may be a
+  child of N or just another thread of the same process. The task table lists processes only
+  (``dump_tasks``): N in it means a real child was sacrificed; N absent means a thread was picked.
+- a page-fault OOM (``gfp_mask=0x0()``, ``pagefault_out_of_memory``) runs the node-wide OOM killer
+  after an allocation failed somewhere else (a v1 kmem limit, a memcg charge), whatever memory is
+  free; 5.16 stopped that ("mm, oom: do not trigger out_of_memory from the #PF").
 """
 
 from __future__ import annotations
@@ -62,6 +70,8 @@ class Charged:
     shmem: int | None = None
     kernel: int | None = None
     swap: int | None = None
+    dirty: int | None = None
+    """Page cache written but not yet on disk (v1 ``dirty``, v2 ``file_dirty``); part of ``file``."""
 
     def get(self, kind: Kind) -> int | None:
         return getattr(self, kind)  # type: ignore[no-any-return]
@@ -91,7 +101,24 @@ class Facts:
     """With ``chosen_by_oom_score_adj``: the bigger process that was spared."""
     victim_row: TaskRow | None
     child_of_selected: bool
+    """≤5.0: the chosen process lives on and a child of it was killed (checked against the task table)."""
+    thread_or_child: bool
+    """≤5.0: chosen and killed pids differ and no task table says whether it was a child or a thread."""
+    node_free_bytes: int | None
+    """Global OOM: free memory in Mem-Info (``free:`` pages)."""
     arena_mappings: int | None
+
+    @property
+    def node_not_out_of_memory(self) -> bool:
+        """A node-wide OOM kill while at least a tenth of RAM was free (a page-fault OOM)."""
+        ram = self.limit_bytes
+        free = self.node_free_bytes
+        return self.scope == "node" and free is not None and ram is not None and free * 10 >= ram
+
+    @property
+    def pagefault(self) -> bool:
+        trig = self.incident.trigger
+        return trig is not None and trig.gfp_mask.startswith("0x0(")
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,6 +266,7 @@ def _charged(inc: Incident) -> Charged:
             shmem=shmem,
             kernel=kernel,
             swap=first.get("swap"),
+            dirty=first.get("file_dirty"),
         )
     if "total_rss" in first:
         stats = {k[6:]: v for k, v in first.items() if k.startswith("total_")}
@@ -254,7 +282,12 @@ def _charged(inc: Incident) -> Charged:
     cache = stats.get("cache")
     file_v = None if cache is None else max(cache - (shmem_v or 0), 0)
     return Charged(
-        anon=stats.get("rss"), file=file_v, shmem=shmem_v, kernel=kernel_v1, swap=stats.get("swap")
+        anon=stats.get("rss"),
+        file=file_v,
+        shmem=shmem_v,
+        kernel=kernel_v1,
+        swap=stats.get("swap"),
+        dirty=stats.get("dirty"),
     )
 
 
@@ -276,9 +309,13 @@ def _survival(
         return False, ()
     killed = {v.pid for v in inc.victims}
     if inc.selected_pid is not None and inc.selected_pid not in killed:
-        # ≤5.0: the kernel chose N and killed its child M; N lives on.
+        # ≤5.0: the kernel chose N and killed M. N in the task table (processes only): M was its
+        # child and N lives on. N not in it: N was a thread of a process; judge by the table below.
+        if not inc.tasks:
+            return None, ()
         alive = tuple(t for t in inc.tasks if t.pid == inc.selected_pid)
-        return True, alive
+        if alive:
+            return True, alive
     if not inc.tasks:
         return None, ()
     # The pause container's process is never the workload; it does not keep a container alive.
@@ -330,6 +367,8 @@ def facts(incident: Incident, *, arena_mappings: int | None = None) -> Facts:
     row = _victim_row(incident)
     survived, survivors = _survival(incident, scope, row)
     by_adj, bigger = _score_adj_choice(incident, row)
+    differs = incident.selected_pid is not None and incident.selected_pid != incident.victim.pid
+    free = dict(incident.meminfo).get("free")
     return Facts(
         incident=incident,
         victim=incident.victim,
@@ -345,7 +384,9 @@ def facts(incident: Incident, *, arena_mappings: int | None = None) -> Facts:
         chosen_by_oom_score_adj=by_adj,
         bigger=bigger,
         victim_row=row,
-        child_of_selected=incident.selected_pid is not None and incident.selected_pid != incident.victim.pid,
+        child_of_selected=differs and any(t.pid == incident.selected_pid for t in incident.tasks),
+        thread_or_child=differs and not incident.tasks,
+        node_free_bytes=free * PAGE if free is not None and scope == "node" else None,
         arena_mappings=arena_mappings,
     )
 
@@ -371,6 +412,11 @@ def _cgroup_name(ref: KubeRef | None, path: str | None) -> str:
 def _headline(f: Facts) -> str:
     inc = f.incident
     limit = human(f.limit_bytes) if f.limit_bytes is not None else "unknown size (not in this log)"
+    if f.node_not_out_of_memory:
+        return (
+            f"{_who(f)} was killed by the node-wide OOM killer although the node was not out of memory: "
+            f"{human(f.node_free_bytes)} of {human(f.limit_bytes)} of RAM was free."
+        )
     if f.scope == "node":
         ram = f" ({human(f.limit_bytes)} of RAM)" if f.limit_bytes else ""
         return (
@@ -390,13 +436,10 @@ def _headline(f: Facts) -> str:
     if f.scope == "ancestor":
         return (
             f"{_who(f)} in {victim_in} was killed because an ancestor cgroup ({inc.oom_memcg}) reached "
-            f"its limit of {limit}: a limit above the container, not the container's own, was hit."
+            f"its limit of {limit}: a limit set above the victim's own cgroup, not on it, was hit."
         )
     if inc.header_missing:
-        return (
-            f"{_who(f)} was killed by the kernel's OOM killer; the report's header was not printed "
-            "(the kernel rate-limits it during an OOM storm), so the cgroup and limit are unknown."
-        )
+        return f"{_who(f)} was killed by the kernel's OOM killer; this log does not say whose limit was hit."
     return f"{_who(f)} was killed by the kernel's OOM killer."
 
 
@@ -408,6 +451,8 @@ def _breakdown(f: Facts) -> str:
     dom = f.dominant
     share = (c.get(dom) or 0) * 100 // max(c.total, 1) if dom else 0
     where = "on the node" if f.scope == "node" else "charged to that cgroup"
+    if f.node_free_bytes is not None:
+        parts.append(f"{human(f.node_free_bytes)} free")
     text = f"Memory {where}: {', '.join(parts)}."
     if dom is not None:
         text += f" {share}% of it was {KIND_WORDS[dom]}."
@@ -436,6 +481,25 @@ class Rule:
     applies: Callable[[Facts], bool]
     say: Callable[[Facts], str]
     advise: Callable[[Facts], str] | None = None
+
+
+def _missing(f: Facts) -> str:
+    """What a report without its start leaves unknown, in words."""
+    inc = f.incident
+    gone = []
+    if f.limit_bytes is None:
+        gone.append("the limit")
+    if f.charged.total <= 0:
+        gone.append("the memory breakdown")
+    if not inc.tasks:
+        gone.append("the task table")
+    if len(gone) > 1:
+        return ", ".join(gone[:-1]) + " and " + gone[-1]
+    return gone[0] if gone else ""
+
+
+def _are(subject: str) -> str:
+    return "are" if " and " in subject else "is"
 
 
 def _pct(part: int | None, whole: int) -> int:
@@ -469,8 +533,14 @@ RULES: tuple[Rule, ...] = (
         "group_kill",
         lambda f: f.incident.group_kill,
         lambda f: (
-            f"memory.oom.group is set on {f.incident.group_cgroup}, so all {len(f.incident.victims)} of its "
-            "processes were killed together (Kubernetes 1.28+ on cgroup v2 sets this per container)."
+            f"memory.oom.group is set on {f.incident.group_cgroup}, so the kernel killed its "
+            f"{len(f.incident.victims)} processes together (all but those with oom_score_adj -1000)"
+            + (
+                ": Kubernetes 1.28+ on cgroup v2 sets this on every container, so one process over the "
+                "limit takes the whole container down."
+                if parse_cgroup_path(f.incident.group_cgroup or "") is not None
+                else "."
+            )
         ),
     ),
     Rule(
@@ -497,6 +567,17 @@ RULES: tuple[Rule, ...] = (
         ),
     ),
     Rule(
+        "thread_or_child",
+        lambda f: f.thread_or_child,
+        lambda f: (
+            f"The kernel chose {f.incident.selected_comm} (pid {f.incident.selected_pid}, score "
+            f"{f.incident.selected_score}) but killed pid {f.victim.pid} ({f.victim.comm}): either a child "
+            "process of it (kernels before 5.1 sacrifice a child first) or another thread of the same "
+            "process. The task table is not in this log, so it is unknown which, and whether the "
+            "chosen process lives on."
+        ),
+    ),
+    Rule(
         "shmem",
         lambda f: f.dominant == "shmem" or _pct(f.charged.shmem, f.charged.total) >= 30,
         lambda f: (
@@ -509,8 +590,24 @@ RULES: tuple[Rule, ...] = (
         ),
     ),
     Rule(
+        "dirty_page_cache",
+        lambda f: f.dominant == "file" and _pct(f.charged.dirty, f.charged.file or 0) >= 50,
+        lambda f: (
+            f"Page cache dominated and {human(f.charged.dirty)} of it was dirty: written by the processes "
+            "but not yet on disk. Dirty pages cannot be dropped until written back, so writes faster than "
+            "the disk (or a slow network filesystem) filled the limit."
+        ),
+        lambda f: (
+            "write less at once, or to a faster volume, or fsync as you go; a higher limit only buys time"
+        ),
+    ),
+    Rule(
         "page_cache",
-        lambda f: f.dominant == "file",
+        lambda f: (
+            f.dominant == "file"
+            and not f.node_not_out_of_memory
+            and _pct(f.charged.dirty, f.charged.file or 0) < 50
+        ),
         lambda f: (
             "Page cache dominated. Clean page cache is reclaimable, so an OOM with mostly file pages means "
             "something pinned it: dirty pages waiting for slow writeback, mlocked or mapped files in use."
@@ -519,7 +616,10 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule(
         "kernel",
-        lambda f: f.dominant == "kernel" or _pct(f.charged.kernel, f.charged.total) >= 30,
+        lambda f: (
+            not f.node_not_out_of_memory
+            and (f.dominant == "kernel" or _pct(f.charged.kernel, f.charged.total) >= 30)
+        ),
         lambda f: (
             f"{human(f.charged.kernel)} was kernel memory (slab: dentries/inodes, sockets, page tables): "
             "it counts against the limit but no process shows it in its RSS."
@@ -552,8 +652,22 @@ RULES: tuple[Rule, ...] = (
         lambda f: "cap glibc arenas with MALLOC_ARENA_MAX=2 (or use jemalloc/tcmalloc)",
     ),
     Rule(
+        "pagefault_oom",
+        lambda f: f.scope == "node" and f.pagefault,
+        lambda f: (
+            "The OOM killer was started by a page fault (gfp_mask=0x0: pagefault_out_of_memory), not by a "
+            "lack of free pages: an allocation failed elsewhere first, on cgroup v1 typically a container's "
+            "kernel-memory (kmem) limit or memory limit, and the fault fell back to the node-wide OOM "
+            "killer, which may pick any process on the node. Kernels from 5.16 no longer do this."
+        ),
+        lambda f: (
+            "remove kernel-memory (kmem) limits from containers (docker --kernel-memory) and find the "
+            "container whose allocations failed (its slab or charge failures come just before this report)"
+        ),
+    ),
+    Rule(
         "node",
-        lambda f: f.scope == "node",
+        lambda f: f.scope == "node" and not f.node_not_out_of_memory,
         lambda f: "No cgroup limit protected the node: the sum of what runs there exceeded its RAM.",
         lambda f: (
             "set memory limits on every pod (and requests that match), reserve memory for the system "
@@ -564,8 +678,9 @@ RULES: tuple[Rule, ...] = (
         "rate_limited",
         lambda f: f.incident.header_missing,
         lambda f: (
-            "The report's header (limit, memory breakdown, task table) is not in this log: the kernel "
-            "rate-limits it during an OOM storm, or the log starts mid-report; those numbers are unknown."
+            "The start of the report (the `invoked oom-killer` line) is not in this log: the log starts "
+            "mid-report, or the kernel rate-limited the report during an OOM storm"
+            + (f", so {_missing(f)} {_are(_missing(f))} unknown." if _missing(f) else ".")
         ),
     ),
 )

@@ -13,9 +13,11 @@ Formats, detected from the first non-empty lines (``detect_format``):
 - ``bare``: the kernel's message text alone (what some issue trackers quote); accepted only when it
   holds OOM-report lines.
 
-Lines a format does not explain are kept as plain text (they may be a wrapped message) unless they
-are another program's syslog line, which is dropped. Comment lines starting with ``#`` before the
-first log line are a fixture's header and skipped.
+Lines a format does not explain are kept as plain text unless they are another program's syslog
+line, which is dropped. In the timestamped formats, such a line that does not start with blank space
+is the rest of the line before it, wrapped where someone pasted it (issue trackers, terminals): it is
+joined back to that line. Indented lines stay separate: the kernel itself prints those (Mem-Info).
+Comment lines starting with ``#`` before the first log line are a fixture's header and skipped.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ from oomsight.core.kmsg import Record, parse_kmsg_record
 DETECT_LINES = 50
 
 _KMSG = re.compile(r"^\d+,\d+,\d+,[^;]*;")
-_DMESG = re.compile(r"^\[\s*(\d+)\.(\d+)\] ?")
+_DMESG = re.compile(r"^\[\s*(\d+)\.(\d+)\](?:\[ *[TC]\d+\])? ?")
+"""``[  123.456789]``, with the printk caller id ``[ T1234]`` / ``[ C3]`` after it (CONFIG_PRINTK_CALLER)."""
 _DMESG_T = re.compile(
     r"^\[(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun) (\w{3}) +(\d{1,2}) (\d{2}):(\d{2}):(\d{2})(?:[.,](\d+))? (\d{4})\] ?"
 )
@@ -122,10 +125,13 @@ class LogReader:
         """syslog lines carry no year; without one their ``wall`` stays None."""
         self.dropped = 0
         """Lines of other programs (syslog) or empty lines that were skipped."""
+        self.matched = False
+        """Whether the last line given to ``record`` had this format's prefix (a log line of its own)."""
 
     def record(self, line: str) -> Record | None:
         """One line to one record; None for lines that belong to nothing (kept count in ``dropped``)."""
         line = line.rstrip("\r\n")
+        self.matched = True
         if not line.strip():
             self.dropped += 1
             return None
@@ -150,6 +156,7 @@ class LogReader:
                 self.dropped += 1
                 return None
             return self._with_inner_dmesg(line[m.end() :], self._wall_syslog(m))
+        self.matched = False
         return Record(text=line)
 
     @staticmethod
@@ -208,6 +215,9 @@ def _iso(stamp: str) -> datetime | None:
 
 def iter_records(lines: Iterable[str], fmt: str, *, year: int | None = None) -> Iterator[Record]:
     """Records from ``lines`` read as ``fmt``. kmsg continuation lines (`` KEY=value``) join their record."""
+    if fmt in _WRAPPABLE:
+        yield from _unwrapped(lines, LogReader(fmt, year=year))
+        return
     reader = LogReader(fmt, year=year)
     pending: Record | None = None
     extra: list[tuple[str, str]] = []
@@ -228,6 +238,26 @@ def iter_records(lines: Iterable[str], fmt: str, *, year: int | None = None) -> 
             yield r
     if pending is not None:
         yield _joined(pending, extra)
+
+
+_WRAPPABLE = frozenset(("dmesg", "dmesg-T", "syslog", "iso"))
+
+
+def _unwrapped(lines: Iterable[str], reader: LogReader) -> Iterator[Record]:
+    """Records of a timestamped log, with lines wrapped by a paste joined back (see module doc)."""
+    held: Record | None = None
+    for line in _content_lines(lines):
+        r = reader.record(line)
+        if r is None:
+            continue
+        if not reader.matched and held is not None and line[:1] not in (" ", "\t"):
+            held = held._replace(text=held.text + line.rstrip("\r\n"))
+            continue
+        if held is not None:
+            yield held
+        held = r
+    if held is not None:
+        yield held
 
 
 def _joined(r: Record, extra: list[tuple[str, str]]) -> Record:

@@ -53,7 +53,8 @@ _KILLED = re.compile(
     r" file-rss:(?P<file>\d+)kB(?:, shmem-rss:(?P<shmem>\d+)kB)?(?:,? UID:(?P<uid>\d+))?"
     r"(?: pgtables:(?P<pgt>\d+)kB)?(?: oom_score_adj:(?P<adj>-?\d+))?"
 )
-_KILLED_BARE = re.compile(r"Killed process (?P<pid>\d+) \((?P<comm>.*)\)")
+_KILLED_BARE = re.compile(r"Killed process (?P<pid>\d+)(?: \((?P<comm>.*)\))?")
+"""A kill line without the memory figures, or one cut short (a log saved mid-line): the pid is enough."""
 _SELECT = re.compile(r"Kill process (?P<pid>\d+) \((?P<comm>.*)\) score (?P<score>-?\d+) or sacrifice child")
 _COUNTER = re.compile(
     r"^(?P<name>memory|memory\+swap|kmem|swap|tcp): usage (?P<usage>\d+)kB, limit (?P<limit>\d+)kB,"
@@ -469,9 +470,11 @@ class OomAssembler:
                 m = _KILLED_BARE.search(text)
                 if m is None:
                     return self._maybe_done(text, cur)
-                victim = Victim(
-                    pid=int(m.group("pid")), comm=m.group("comm"), seq=seq, usec=record.usec, wall=record.wall
-                )
+                pid = int(m.group("pid"))
+                comm = m.group("comm")
+                if comm is None:  # cut short: the task table (if printed) still names it
+                    comm = next((t.name for t in cur.tasks if t.pid == pid), "?")
+                victim = Victim(pid=pid, comm=comm, seq=seq, usec=record.usec, wall=record.wall)
             else:
                 g = m.group
                 victim = Victim(
