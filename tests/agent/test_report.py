@@ -36,9 +36,9 @@ def full_book(n=250, t0=1_700_000_000.0):
     book = ProfileBook()
     for i in range(n):
         uid = f"{i:08x}-1111-4222-8333-944445555666"
-        for k in range(12):  # a full hour of 5-minute peaks
+        for k in range(12):  # more intervals than are kept
             book.observe(
-                t0 + 300 * k,
+                t0 + 600 * k,
                 f"namespace-with-a-longish-name-{i % 7}",
                 f"deployment-name-{i}-7d9f8c6b5d-x2k4q",
                 uid,
@@ -100,7 +100,7 @@ def test_250_containers_with_everything_fit_under_256_kib():
         oom_kills_24h=250,
     )
     assert len(status["containers"]) == 250
-    assert all(len(c["peaks"]) == 12 for c in status["containers"])
+    assert all(len(c["peaks"]) == 8 for c in status["containers"])
     assert size_of(status) < MAX_BYTES
     print("report bytes with 250 containers:", size_of(status))
 
@@ -117,7 +117,7 @@ def test_worst_case_is_trimmed_below_the_budget():
         oom_kills_24h=0,
     )
     assert size_of(status) < MAX_BYTES
-    assert len(status["findings"]) == 32 and len(status["containers"]) <= 250
+    assert len(status["findings"]) == 16 and len(status["containers"]) <= 250
     assert status["containersObserved"] == 400
     assert status["risk"] == "warning"
 
@@ -145,6 +145,20 @@ def test_status_matches_the_crd_schema_field_names():
     assert set(status["incidents"][0]) <= set(props["incidents"]["items"]["properties"])
 
 
+def test_bounds_agree_with_the_crd():
+    from oomsight.core import report
+    from oomsight.kube import crd as names
+
+    doc = yaml.safe_load((ROOT / "crds" / "nodememoryreports.oomsight.io.yaml").read_text())
+    props = doc["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
+    cprops = props["containers"]["items"]["properties"]
+    assert report.MAX_CONTAINERS == names.MAX_REPORT_CONTAINERS == props["containers"]["maxItems"]
+    assert report.MAX_PEAKS == names.MAX_REPORT_PEAKS == cprops["peaks"]["maxItems"]
+    assert report.MAX_FINDINGS == names.MAX_REPORT_FINDINGS == props["findings"]["maxItems"]
+    assert report.MAX_INCIDENTS == names.MAX_REPORT_INCIDENTS == props["incidents"]["maxItems"]
+    assert report.MAX_BYTES == names.MAX_REPORT_BYTES
+
+
 def test_selection_keeps_oom_killed_and_closest_to_limit():
     book = ProfileBook()
     book.observe(0, "ns", "calm", "u1", "c", 10, limit=100)
@@ -159,6 +173,9 @@ def test_peaks_are_one_per_interval_and_keep_the_max():
     for t, ws in [(0, 5), (100, 9), (200, 7), (300, 1), (650, 4)]:
         book.observe(t, "ns", "p", "u", "c", ws)
     assert book.profiles[("u", "c")].peaks == [(0, 9), (300, 1), (600, 4)]
+    for t in range(900, 900 + 300 * 20, 300):
+        book.observe(t, "ns", "p", "u", "c", 1)
+    assert len(book.profiles[("u", "c")].peaks) == 8
 
 
 def test_fingerprint_ignores_noise_and_time_but_not_real_change():

@@ -215,3 +215,17 @@ def test_a_crash_loop_is_aggregated_into_a_series(rest, scenes, namespace, node,
     assert len(events) == 5  # one Event per kill up to the burst limit, then the last one's series
     (last,) = [e for e in events if e.get("series")]
     assert last["series"]["count"] == 3
+
+
+def test_kills_whose_report_the_kernel_rate_limited_are_still_attributed(
+    rest, scenes, namespace, node, agent
+):
+    # mm/oom_kill.c prints the report header and oom-kill: summary at most 10 times per 5 s; the
+    # kill line always. 14 kills in ~3 s leave at least 4 kill lines with no cgroup in them.
+    pods = [scenes() for _ in range(3)]
+    a = agent()
+    for i in range(14):
+        pods[i % 3].oom_kill_main()
+    wait_for(lambda: sum(series_total(p.events()) for p in pods) == 14, 30, "all 14 kills as Events")
+    assert [series_total(p.events()) for p in pods] == [5, 5, 4]
+    assert (sample(a.get("/metrics"), "oomsight_agent_headerless_kills_total") or 0) >= 4

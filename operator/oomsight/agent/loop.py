@@ -44,11 +44,12 @@ from oomsight.core.errors import OomsightError
 from oomsight.core.events import Aggregator, EventSpec
 from oomsight.core.eventspecs import high_working_set_event, node_finding_event, oom_event, stuck_event
 from oomsight.core.findings import Finding
+from oomsight.core.kubepath import parse_cgroup_path
 from oomsight.core.memory import breakdown
 from oomsight.core.node import NodeFacts, node_findings
 from oomsight.core.oomreport import Incident, OomAssembler
 from oomsight.core.podinfo import PodInfo
-from oomsight.core.report import ProfileBook, build_status
+from oomsight.core.report import MAX_INCIDENTS, ProfileBook, build_status
 from oomsight.core.stuck import find_stuck
 from oomsight.core.watermark import Watermark, step
 from oomsight.host.cgroupfs import CgroupWalker, detect_layout
@@ -118,8 +119,12 @@ class Agent:
         self.high: dict[tuple[str, str], bool] = {}
         self.stuck: set[tuple[str, str]] = set()
         self.unresolved: list[_Unresolved] = []
+        self.oom_base: dict[str, int] = {}
+        """Each container cgroup's OOM-kill counter at the last sweep."""
+        self.oom_since: dict[str, int] = {}
+        """Kills attributed to each container cgroup since the last sweep."""
         self.logged_once: set[str] = set()
-        self.incidents: deque[dict[str, Any]] = deque(maxlen=32)
+        self.incidents: deque[dict[str, Any]] = deque(maxlen=MAX_INCIDENTS)
         self.kill_times: deque[float] = deque(maxlen=100_000)
         self.findings: tuple[Finding, ...] = ()
         self.facts: NodeFacts | None = None
@@ -323,12 +328,39 @@ class Agent:
             self._error("diagnose")
             self._once(f"diag:{inc.seq}", "diagnose: incident at seq %s failed: %s", inc.seq, err)
             return
+        if diag.get("pod_uid") is None and inc.task_memcg is None and inc.oom_memcg is None:
+            diag = self._locate_headerless(diag)
         if not self._attribute(inc, diag):
             uid = diag.get("pod_uid")
             if uid and self.pods.get(uid) is None:
                 self.unresolved.append(_Unresolved(inc, diag, time.monotonic() + UNRESOLVED_GRACE))
             else:
                 self._unattributed(diag, "not_a_pod")
+
+    def _locate_headerless(self, diag: dict[str, Any]) -> dict[str, Any]:
+        """A kill line without its report (the kernel rate-limits the header and the ``oom-kill:``
+        summary to 10 per 5 s, mm/oom_kill.c ``oom_rs``; the kill line itself always prints): find the
+        container through the per-cgroup OOM-kill counter (v1 ``memory.oom_control`` ``oom_kill``,
+        v2 ``memory.events`` ``oom_kill``) that went up more than the kills already accounted to it."""
+        best: tuple[int, str] | None = None
+        for path, base in self.oom_base.items():
+            try:
+                now = self.walker.read(path).oom_kills
+            except OomsightError:
+                continue
+            surplus = (now or 0) - base - self.oom_since.get(path, 0)
+            if surplus > 0 and (best is None or surplus > best[0]):
+                best = (surplus, path)
+        if best is None:
+            self.counters.inc("oomsight_agent_errors_total", kind="headerless_unlocated")
+            return diag
+        path = best[1]
+        ref = parse_cgroup_path(path)
+        if ref is None:
+            return diag
+        self.counters.inc("oomsight_agent_headerless_kills_total")
+        return {**diag, "task_cgroup": path, "pod_uid": ref.pod_uid, "container_id": ref.container_id,
+                "located_by": "oom_kill counter"}  # fmt: skip
 
     def _unattributed(self, diag: dict[str, Any], why: str) -> None:
         self.counters.inc("oomsight_agent_unattributed_oom_kills_total", why=why)
@@ -359,6 +391,8 @@ class Agent:
         pod, cont = self.pods.lookup(diag.get("pod_uid"), diag.get("container_id"))
         if pod is None:
             return False
+        if diag.get("task_cgroup"):
+            self.oom_since[diag["task_cgroup"]] = self.oom_since.get(diag["task_cgroup"], 0) + 1
         name = cont.name if cont else None
         if name is None and diag.get("container_id"):
             self._once(
@@ -486,7 +520,11 @@ class Agent:
     # ---- cgroup sweep -------------------------------------------------------------------
     def _sweep(self) -> None:
         t0 = time.perf_counter()
+        if self.reader is not None and self.reader.wait(0):
+            self._process_kmsg()  # account every kill already logged before reading the counters
         sweep = self.walker.sweep()
+        self.oom_base = {}
+        self.oom_since = {}
         now_wall = time.time()
         when = datetime.now(UTC)
         samples: list[ContainerSample] = []
@@ -516,6 +554,8 @@ class Agent:
             limit = e.limit.limit_bytes
             level = e.limit.level or "node"
             readings.append((e.path, r))
+            if r.oom_kills is not None:
+                self.oom_base[e.path] = r.oom_kills
             key = (pod.uid, cont.name)
             live_keys.add(key)
             self.book.observe(

@@ -82,6 +82,10 @@ COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
         "OOM kills whose cgroup did not map to a pod on this node (not a pod, or pod unknown)",
         ("why",),
     ),
+    "oomsight_agent_headerless_kills_total": (
+        "kill lines without their report (kernel rate limit), located by the cgroup's oom_kill counter",
+        (),
+    ),
     "oomsight_agent_kmsg_records_total": ("kernel log records read from /dev/kmsg", ()),
     "oomsight_agent_kmsg_gaps_total": ("times the kernel overwrote kmsg records before they were read", ()),
     "oomsight_agent_kmsg_lost_records_total": ("kmsg records overwritten before they were read", ()),

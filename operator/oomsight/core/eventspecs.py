@@ -89,7 +89,7 @@ def _where(scope: str | None, limit: int | None) -> str:
         "pod": f"at the pod's limit of {lim}, shared by its containers",
         "ancestor": f"at a limit above the pod ({lim}, the QoS class or node allocatable)",
         "node": "because the whole node ran out of memory",
-    }.get(scope or "", f"at a limit of {lim}")
+    }.get(scope or "", "(the kernel rate-limited its report, so which limit was hit is not known)")
 
 
 def oom_note(diag: Mapping[str, Any], container: str | None) -> str:

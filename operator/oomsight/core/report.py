@@ -3,8 +3,8 @@
 The schema is ``crds/nodememoryreports.oomsight.io.yaml`` (field names in ``oomsight.kube.crd``).
 Three rules keep a report cheap for etcd and for every watcher of it:
 
-- **bounded**: at most 250 containers (those closest to their limit or OOM-killed first), 12 peaks
-  each, 32 findings, 32 incidents, and the JSON under 256 KiB (``fit``);
+- **bounded**: at most 250 containers (those closest to their limit or OOM-killed first), 8 peaks
+  each, 16 findings, 20 incidents, and the JSON under 256 KiB (``fit``);
 - **written on change only**: ``fingerprint`` quantises the numbers (working set and breakdown to
   5 % steps) so that noise is not a change, while a new peak interval, an OOM kill, a finding or a
   container that came or went is;
@@ -22,13 +22,14 @@ from typing import Any
 
 from oomsight.core.findings import Finding, worst
 
+# The CRD's maxItems (oomsight.kube.crd.MAX_REPORT_*; tests/agent/test_report.py checks they agree).
 MAX_CONTAINERS = 250
-MAX_PEAKS = 12
-MAX_FINDINGS = 32
-MAX_INCIDENTS = 32
+MAX_PEAKS = 8
+MAX_FINDINGS = 16
+MAX_INCIDENTS = 20
 MAX_BYTES = 256 * 1024
-PEAK_INTERVAL_SECONDS = 300
-"""One peak per 5 minutes; 12 of them cover the last hour."""
+PEAK_INTERVAL_SECONDS = 600
+"""One peak per 10 minutes; the 8 kept cover the last 80 minutes."""
 MIN_WRITE_INTERVAL = 60.0
 
 BREAKDOWN_KEYS = {
