@@ -128,6 +128,25 @@ EXPECTED = [
         ],
     ),
     (
+        "captured-6.18.44-node-allocatable.log",
+        "kmsg",
+        [
+            {
+                "pid": 4138,
+                "comm": "python",
+                "scope": "ancestor",
+                "dominant": "anon",
+                "survived": None,
+                "by_adj": False,
+                "limit": 100663296,
+                "kernel": "6.18.44-fc-v657",
+                "header_missing": False,
+                "pod": "c857fe0c-ad05-452d-9eba-da778cffaf27",
+                "cid": "f25efd60b7c5",
+            }
+        ],
+    ),
+    (
         "captured-6.18.44-page-cache-and-anon.log",
         "kmsg",
         [
@@ -762,11 +781,11 @@ def test_every_fixture_is_in_the_table_and_records_its_source() -> None:
 
 def test_corpus_has_at_least_20_reports_across_kernel_generations() -> None:
     total = sum(len(_incidents(p.name)[1]) for p in CORPUS.glob("*.log"))
-    assert total >= 20
+    assert total >= 45
     kernels = {
         i.kernel.split(".")[0] for p in CORPUS.glob("*.log") for i in _incidents(p.name)[1] if i.kernel
     }
-    assert {"3", "4", "6"} <= kernels
+    assert {"3", "4", "5", "6"} <= kernels
 
 
 def test_storm_keeps_every_kill_even_when_dump_header_is_rate_limited() -> None:
@@ -947,3 +966,13 @@ def test_missing_header_says_what_is_unknown_and_nothing_more() -> None:
     assert "rate_limited" in d.rules and "unknown" not in d.explanation.split("invoked oom-killer")[1]
     (inc,) = _incidents("doris-3525-el7-syslog-uid-comma.log")[1]
     assert "the limit, the memory breakdown and the task table are unknown" in diagnose(inc).explanation
+
+
+def test_node_allocatable_limit_is_all_pods_together() -> None:
+    """Captured here: only /kubepods had a limit (96 MiB); two unlimited pods outgrew it together."""
+    (inc,) = _incidents("captured-6.18.44-node-allocatable.log")[1]
+    d = diagnose(inc)
+    assert d.scope == "ancestor" and d.facts.oom_ref is not None and d.facts.oom_ref.level == "kubepods"
+    assert d.facts.limit_bytes == 96 << 20
+    assert "all pods on this node together" in d.explanation
+    assert "memory requests" in " ".join(d.advice) and "raise the limit on" not in d.explanation

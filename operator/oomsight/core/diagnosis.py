@@ -22,6 +22,9 @@ Where the facts come from:
   iterates every task), and the kill takes ``find_lock_task_mm()`` of the victim: M != N may be a
   child of N or just another thread of the same process. The task table lists processes only
   (``dump_tasks``): N in it means a real child was sacrificed; N absent means a thread was picked.
+- the ``kubepods`` cgroup's limit is set by the kubelet to node capacity minus kube-reserved and
+  system-reserved (pkg/kubelet/cm/node_container_manager_linux.go, enforceNodeAllocatable "pods"):
+  hitting it means all pods together outgrew the node, whatever their own limits.
 - a page-fault OOM (``gfp_mask=0x0()``, ``pagefault_out_of_memory``) runs the node-wide OOM killer
   after an allocation failed somewhere else (a v1 kmem limit, a memcg charge), whatever memory is
   free; 5.16 stopped that ("mm, oom: do not trigger out_of_memory from the #PF").
@@ -433,6 +436,12 @@ def _headline(f: Facts) -> str:
             f"({where}): the containers together used more than the pod may, even if each stayed "
             "under its own limit."
         )
+    if f.scope == "ancestor" and f.oom_ref is not None and f.oom_ref.level == "kubepods":
+        return (
+            f"{_who(f)} in {victim_in} was killed because all pods on this node together reached the "
+            f"limit of {limit} on {inc.oom_memcg}: the kubelet sets it to the node's capacity minus "
+            "kube-reserved and system-reserved, so no pod's or container's own limit was hit."
+        )
     if f.scope == "ancestor":
         return (
             f"{_who(f)} in {victim_in} was killed because an ancestor cgroup ({inc.oom_memcg}) reached "
@@ -636,6 +645,10 @@ RULES: tuple[Rule, ...] = (
         lambda f: (
             "raise the pod-level limit (or lower the other containers' usage)"
             if f.scope == "pod"
+            else "set memory requests to what the pods really use, so the scheduler stops packing more "
+            "onto this node than it holds, and give every pod a limit; the kubelet's memory eviction "
+            "threshold should act before this limit is reached"
+            if f.oom_ref is not None and f.oom_ref.level == "kubepods"
             else f"raise the limit on {f.incident.oom_memcg}"
             if f.scope == "ancestor"
             else "raise the container's memory limit above its real peak, or cut its heap "

@@ -64,7 +64,7 @@ _TASK_IN = re.compile(r"Task in (?P<task>\S+) killed as a result of limit of (?P
 _GROUP = re.compile(r"Tasks in (?P<path>\S+) are going to be killed due to memory\.oom\.group set")
 _KV_KB = re.compile(r"(\w+):(\d+)KB")
 _KV_PAGES = re.compile(r"(\w+):(\d+)(?=\s|$)")
-_RELEASE = re.compile(r"(?:tainted|Tainted: [^#]*?) ?(\d+\.\d+[.\d]*[^\s#]*) #")
+_RELEASE = re.compile(r"(?:Not tainted|Tainted: .*?)\s+(\d+\.\d+[.\d]*[^\s#]*)(?=\s|$)")
 _PAGES_RAM = re.compile(r"^(\d+) pages RAM")
 _OOMKILL_KEYS = ("constraint", "oom_memcg", "task_memcg")
 _MID_REPORT = (
