@@ -525,3 +525,96 @@ def test_a_restart_rebuilds_from_the_crs_and_loses_nothing(
     # No repeated Event for a recommendation that did not change.
     items = kubectl.json("get", "events.events.k8s.io", "-n", ns)["items"]
     assert [e for e in items if e.get("reason") == "RecommendationChanged"] == []
+
+
+def test_runs_with_the_charts_rbac_and_peering(
+    kubectl: Kubectl,
+    kubeconfig: Path,
+    namespace: str,
+    scene: dict[str, Any],
+    operators: list[OperatorProc],
+    tmp_path: Path,
+    helm_bin: Path,
+) -> None:
+    """The operator as the chart runs it: its ServiceAccount's token and ClusterRole, all namespaces, the
+    chart's ClusterKopfPeering found through OOMSIGHT_PEERING; it must do its whole job without a 403."""
+    import os
+    import subprocess
+
+    import yaml
+
+    from kube.kubehelpers import REPO_ROOT
+
+    ns, node = namespace, scene["node"]
+    release = unique_name("opr", 20)
+    rendered = subprocess.run(
+        [
+            str(helm_bin),
+            "template",
+            release,
+            str(REPO_ROOT / "charts" / "oomsight"),
+            "--namespace",
+            ns,
+            "--show-only",
+            "templates/serviceaccounts.yaml",
+            "--show-only",
+            "templates/operator-rbac.yaml",
+            "--set",
+            f"operator.peering.name={release}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    kubectl.run("apply", "-n", ns, "-f", "-", stdin=rendered)
+    kubectl.run(
+        "apply",
+        "-f",
+        "-",
+        stdin=json.dumps(
+            {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": release}}
+        ),
+    )
+    sa = next(
+        d["metadata"]["name"]
+        for d in yaml.safe_load_all(rendered)
+        if d and d["kind"] == "ServiceAccount" and d["metadata"]["name"].endswith("operator")
+    )
+    token = kubectl.run("create", "token", sa, "-n", ns, "--duration=1h").stdout.strip()
+    admin = yaml.safe_load(kubeconfig.read_text())
+    admin["users"] = [{"name": "sa", "user": {"token": token}}]
+    for ctx in admin["contexts"]:
+        ctx["context"]["user"] = "sa"
+    sa_kubeconfig = tmp_path / "sa.kubeconfig"
+    sa_kubeconfig.write_text(yaml.safe_dump(admin))
+    assert (
+        kubectl.run("--kubeconfig", str(sa_kubeconfig), "get", "secrets", "-n", ns, check=False).returncode
+        != 0
+    )
+
+    pod = create_pod(kubectl, ns, "web", node, {"app": "web"})
+    write_report(kubectl, node, report_status([profile(pod, "app", [120 * MI])], findings=[KMEM_FINDING]))
+    kubectl.run(
+        "apply", "-n", ns, "-f", "-", stdin=json.dumps(policy("web", {"matchLabels": {"app": "web"}}))
+    )
+    os.environ["OOMSIGHT_PEERING"] = release
+    try:
+        op = OperatorProc(sa_kubeconfig, ns, tmp_path / "sa.log", "op-sa", ["--all-namespaces"])
+        op.start()
+        operators.append(op)
+    finally:
+        del os.environ["OOMSIGHT_PEERING"]
+    wait_for(
+        lambda: crd.ANNOTATION_RECOMMENDATION in pod_annotations(kubectl, ns, "web"), TIMEOUT, "annotation"
+    )
+    st = status_of(kubectl, ns, "web")
+    assert container_entry(st, "Pod", "web").get("recommendedLimit") and st["mode"] == "agents"
+    wait_for(
+        lambda: crd.LABEL_KMEM_ACCOUNTING in kubectl.get("node", node)["metadata"]["labels"],
+        TIMEOUT,
+        "the node label",
+    )
+    peers = kubectl.get("clusterkopfpeerings.kopf.dev", release).get("status") or {}
+    assert len(peers) == 1, peers  # it joined the chart's peering, not a default one
+    log = op.log()
+    assert "403" not in log and "Forbidden" not in log, log[-3000:]
