@@ -976,3 +976,36 @@ def test_node_allocatable_limit_is_all_pods_together() -> None:
     assert d.facts.limit_bytes == 96 << 20
     assert "all pods on this node together" in d.explanation
     assert "memory requests" in " ".join(d.advice) and "raise the limit on" not in d.explanation
+
+
+@pytest.mark.parametrize(
+    ("line", "release"),
+    [
+        # https://github.com/opencontainers/runc/issues/5264 (7.x prints "UID:" before "PID:")
+        (
+            "CPU: 3 UID: 0 PID: 25154 Comm: runc:[2:INIT] Not tainted 7.0.0-1003-gcp-64k #3-Ubuntu"
+            " PREEMPTLAZY ",
+            "7.0.0-1003-gcp-64k",
+        ),
+        # https://github.com/opencontainers/runc/issues/4427 (COS M117, tainted by an out-of-tree module)
+        ("CPU: 0 PID: 52432 Comm: runc:[2:INIT] Tainted: G           O       6.6.44+ #1", "6.6.44+"),
+        # https://github.com/podman-container-tools/podman/issues/20765 (GitHub turned "#1" into a link)
+        (
+            "CPU: 0 PID: 5117 Comm: stress Kdump: loaded Tainted: G           OE    --------  ---  "
+            "5.14.0-285.el9.x86_64 containers/crun#1",
+            "5.14.0-285.el9.x86_64",
+        ),
+        # https://github.com/istio/istio/issues/14632
+        ("CPU: 1 PID: 10317 Comm: envoy Not tainted 4.19.34-coreos #1", "4.19.34-coreos"),
+    ],
+)
+def test_kernel_release_is_read_from_every_cpu_line_shape(line: str, release: str) -> None:
+    from oomsight.core.kmsg import Record
+    from oomsight.core.oomreport import OomAssembler
+
+    asm = OomAssembler()
+    asm.feed(Record(text="x invoked oom-killer: gfp_mask=0xcc0(GFP_KERNEL), order=0, oom_score_adj=0"))
+    asm.feed(Record(text=line))
+    asm.feed(Record(text="Memory cgroup out of memory: Killed process 7 (x)"))
+    (inc,) = asm.flush()
+    assert inc.kernel == release

@@ -399,6 +399,8 @@ def facts(incident: Incident, *, arena_mappings: int | None = None) -> Facts:
 
 def _who(f: Facts) -> str:
     v = f.victim
+    if v.comm == "?":  # a kill line cut short and no task table to name it
+        return f"pid {v.pid} (its name is not in this log)"
     return f"{v.comm} (pid {v.pid})"
 
 
@@ -464,7 +466,8 @@ def _breakdown(f: Facts) -> str:
         parts.append(f"{human(f.node_free_bytes)} free")
     text = f"Memory {where}: {', '.join(parts)}."
     if dom is not None:
-        text += f" {share}% of it was {KIND_WORDS[dom]}."
+        of = "of the memory in use" if f.node_free_bytes is not None else "of it"
+        text += f" {share}% {of} was {KIND_WORDS[dom]}."
     return text
 
 
@@ -562,8 +565,9 @@ RULES: tuple[Rule, ...] = (
             f"{f.victim_row.oom_score_adj}, so the smaller process was sacrificed."  # type: ignore[union-attr]
         ),
         lambda f: (
-            "check the QoS class and oom_score_adj of the processes sharing this limit "
-            "(Kubernetes sets 1000 for BestEffort, -997 for Guaranteed)"
+            "check the QoS class and oom_score_adj of the processes "
+            + ("on this node " if f.scope == "node" else "sharing this limit ")
+            + "(Kubernetes sets 1000 for BestEffort, -997 for Guaranteed)"
         ),
     ),
     Rule(
