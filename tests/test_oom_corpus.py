@@ -408,6 +408,51 @@ EXPECTED = [
         ],
     ),
     (
+        "docker-for-linux-1001-5.x-syslog-global-storm.log",
+        "syslog",
+        [
+            {
+                "pid": 16432,
+                "comm": "(journald)",
+                "scope": "node",
+                "dominant": None,
+                "survived": None,
+                "by_adj": False,
+                "limit": None,
+                "kernel": None,
+                "header_missing": True,
+                "pod": None,
+                "cid": None,
+            },
+            {
+                "pid": 509,
+                "comm": "systemd-timesyn",
+                "scope": "node",
+                "dominant": None,
+                "survived": None,
+                "by_adj": False,
+                "limit": None,
+                "kernel": None,
+                "header_missing": True,
+                "pod": None,
+                "cid": None,
+            },
+            {
+                "pid": 16295,
+                "comm": "python3",
+                "scope": "node",
+                "dominant": None,
+                "survived": None,
+                "by_adj": False,
+                "limit": None,
+                "kernel": None,
+                "header_missing": True,
+                "pod": None,
+                "cid": None,
+            },
+        ],
+    ),
+    (
         "docker-fork-bomb-5.4.0-29-pagefault-global-dmesg-T.log",
         "dmesg-T",
         [
@@ -1009,3 +1054,13 @@ def test_kernel_release_is_read_from_every_cpu_line_shape(line: str, release: st
     asm.feed(Record(text="Memory cgroup out of memory: Killed process 7 (x)"))
     (inc,) = asm.flush()
     assert inc.kernel == release
+
+
+def test_node_wide_kill_lines_alone_do_not_claim_the_node_was_full() -> None:
+    """Kill lines only (the storm rate-limited the headers): node-wide, but Mem-Info is not there."""
+    storm = _incidents("docker-for-linux-1001-5.x-syslog-global-storm.log")[1]
+    assert [i.victim.comm for i in storm] == ["(journald)", "systemd-timesyn", "python3"]
+    for inc in storm:
+        d = diagnose(inc)
+        assert d.scope == "node" and "ran out of memory" not in d.explanation
+        assert "Mem-Info is not in this log" in d.explanation

@@ -422,6 +422,11 @@ def _headline(f: Facts) -> str:
             f"{_who(f)} was killed by the node-wide OOM killer although the node was not out of memory: "
             f"{human(f.node_free_bytes)} of {human(f.limit_bytes)} of RAM was free."
         )
+    if f.scope == "node" and not inc.meminfo:
+        return (
+            f"{_who(f)} was killed by the node-wide OOM killer: no cgroup limit was hit, the kernel "
+            "picked the process with the highest OOM score on the machine."
+        )
     if f.scope == "node":
         ram = f" ({human(f.limit_bytes)} of RAM)" if f.limit_bytes else ""
         return (
@@ -685,7 +690,13 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "node",
         lambda f: f.scope == "node" and not f.node_not_out_of_memory,
-        lambda f: "No cgroup limit protected the node: the sum of what runs there exceeded its RAM.",
+        lambda f: (
+            "No cgroup limit protected the node: the sum of what runs there exceeded its RAM."
+            if f.incident.meminfo
+            else "Usually the processes on the node together needed more than its RAM; the report's "
+            "Mem-Info is not in this log to confirm it (a page-fault OOM after a failed kernel-memory "
+            "allocation prints the same kill line)."
+        ),
         lambda f: (
             "set memory limits on every pod (and requests that match), reserve memory for the system "
             "(kubelet --system-reserved / --kube-reserved) and check for overcommitted nodes"
