@@ -761,6 +761,25 @@ EXPECTED = [
         ],
     ),
     (
+        "lkml-6.16-bpf-psi-constraint.log",
+        "dmesg",
+        [
+            {
+                "pid": 675,
+                "comm": "test_progs",
+                "scope": "container",
+                "dominant": "anon",
+                "survived": False,
+                "by_adj": False,
+                "limit": None,
+                "kernel": "6.16.0-00015-gf09eb0d6badc",
+                "header_missing": False,
+                "pod": None,
+                "cid": None,
+            }
+        ],
+    ),
+    (
         "lkml-5.0-rc4-oom-group-caller-id.log",
         "dmesg",
         [
@@ -1064,3 +1083,13 @@ def test_node_wide_kill_lines_alone_do_not_claim_the_node_was_full() -> None:
         d = diagnose(inc)
         assert d.scope == "node" and "ran out of memory" not in d.explanation
         assert "Mem-Info is not in this log" in d.explanation
+
+
+def test_an_oom_started_by_a_bpf_policy_is_not_blamed_on_a_limit() -> None:
+    """6.16 + BPF OOM series: constraint CONSTRAINT_BPF_PSI_MEM, the cgroup has no memory limit."""
+    (inc,) = _incidents("lkml-6.16-bpf-psi-constraint.log")[1]
+    assert inc.constraint == "CONSTRAINT_BPF_PSI_MEM" and inc.kernel == "6.16.0-00015-gf09eb0d6badc"
+    d = diagnose(inc)
+    assert d.facts.policy_kill and d.facts.unlimited and d.facts.limit_bytes is None
+    assert "policy_kill" in d.rules and "anon" not in d.rules
+    assert "no memory limit was reached" in d.explanation and "Kubernetes" not in d.explanation

@@ -45,6 +45,11 @@ Kind = Literal["anon", "file", "shmem", "kernel"]
 KINDS: tuple[Kind, ...] = ("anon", "file", "shmem", "kernel")
 PAGE = 4096
 UNLIMITED = 1 << 60  # v1 prints 9007199254740988kB (PAGE_COUNTER_MAX) for "no limit"
+KNOWN_CONSTRAINTS = frozenset(
+    ("CONSTRAINT_NONE", "CONSTRAINT_CPUSET", "CONSTRAINT_MEMORY_POLICY", "CONSTRAINT_MEMCG")
+)
+"""mm/oom_kill.c ``oom_constraint_text``; anything else was named by whoever started the OOM killer
+(e.g. a BPF OOM policy's ``CONSTRAINT_BPF*``), not by a limit being reached."""
 
 KIND_WORDS: dict[Kind, str] = {
     "anon": "anonymous memory (heap, stacks: what the processes allocated)",
@@ -117,6 +122,22 @@ class Facts:
         ram = self.limit_bytes
         free = self.node_free_bytes
         return self.scope == "node" and free is not None and ram is not None and free * 10 >= ram
+
+    @property
+    def unlimited(self) -> bool:
+        """The OOM cgroup's ``memory:`` line says it has no limit."""
+        mem = self.incident.counter("memory")
+        return mem is not None and mem.limit_bytes >= UNLIMITED
+
+    @property
+    def policy_kill(self) -> bool:
+        """Started by something other than the kernel's own limits (an unknown ``constraint=``)."""
+        c = self.incident.constraint
+        return c is not None and c not in KNOWN_CONSTRAINTS
+
+    @property
+    def kube(self) -> bool:
+        return self.task_ref is not None or self.oom_ref is not None
 
     @property
     def pagefault(self) -> bool:
@@ -417,6 +438,16 @@ def _cgroup_name(ref: KubeRef | None, path: str | None) -> str:
 def _headline(f: Facts) -> str:
     inc = f.incident
     limit = human(f.limit_bytes) if f.limit_bytes is not None else "unknown size (not in this log)"
+    if f.policy_kill:
+        where = _cgroup_name(f.oom_ref, inc.oom_memcg) if inc.oom_memcg else "the node"
+        why = (
+            "a BPF program started the OOM killer"
+            if (inc.constraint or "").startswith("CONSTRAINT_BPF")
+            else "something other than a memory limit started the OOM killer"
+        )
+        return f"{_who(f)} was killed in {where} because {why} (constraint {inc.constraint})" + (
+            ": no memory limit was reached, the cgroup has none." if f.unlimited else "."
+        )
     if f.node_not_out_of_memory:
         return (
             f"{_who(f)} was killed by the node-wide OOM killer although the node was not out of memory: "
@@ -544,6 +575,8 @@ RULES: tuple[Rule, ...] = (
         lambda f: (
             "It was the only (or the first) process of its container, so the container exits and "
             "Kubernetes reports OOMKilled."
+            if f.kube
+            else "It was the only (or the first) process in its cgroup, so what ran there is gone."
         ),
     ),
     Rule(
@@ -649,7 +682,12 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule(
         "anon",
-        lambda f: f.dominant == "anon" and f.scope in ("container", "pod", "ancestor"),
+        lambda f: (
+            f.dominant == "anon"
+            and f.scope in ("container", "pod", "ancestor")
+            and not f.policy_kill
+            and not f.unlimited
+        ),
         lambda f: "Anonymous memory (what the processes allocated) filled the limit.",
         lambda f: (
             "raise the pod-level limit (or lower the other containers' usage)"
@@ -663,6 +701,16 @@ RULES: tuple[Rule, ...] = (
             else "raise the container's memory limit above its real peak, or cut its heap "
             "(for a JVM: -Xmx/MaxRAMPercentage leave room for off-heap memory)"
         ),
+    ),
+    Rule(
+        "policy_kill",
+        lambda f: f.policy_kill,
+        lambda f: (
+            f"The constraint {f.incident.constraint} is not one the kernel sets itself (NONE, CPUSET, "
+            "MEMORY_POLICY, MEMCG): a user-space or BPF OOM policy chose this cgroup, typically on "
+            "memory pressure (PSI), before any limit was hit."
+        ),
+        lambda f: "check the thresholds of the OOM policy (BPF program or daemon) that acts on this cgroup",
     ),
     Rule(
         "arenas",
@@ -721,6 +769,8 @@ def diagnose(incident: Incident, *, arena_mappings: int | None = None) -> Diagno
     sentences = [_headline(f)]
     if f.usage_bytes is not None and f.limit_bytes is not None and f.scope != "node":
         sentences.append(f"Usage was {human(f.usage_bytes)} of {human(f.limit_bytes)}.")
+    elif f.usage_bytes is not None and f.unlimited and not f.policy_kill:
+        sentences.append(f"Usage was {human(f.usage_bytes)}; this cgroup itself has no limit.")
     for s in (_breakdown(f), _victim_line(f)):
         if s:
             sentences.append(s)
