@@ -127,23 +127,23 @@ def run(args: argparse.Namespace) -> int:
 
     if args.standalone and args.peering:
         raise UsageError("--standalone and --peering exclude each other", "pick one")
-    namespaces = sorted(set(args.namespace))
-    clusterwide = not namespaces
-    kubeconfig = args.kubeconfig or os.environ.get("KUBECONFIG") or None
-    if kubeconfig and not os.path.isfile(kubeconfig):
-        raise UsageError(f"--kubeconfig {kubeconfig}: no such file", "pass the path of a kubeconfig")
-    instance = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
-    rest = OperatorRest(kubeconfig, instance)
-    _check_cluster(rest, namespaces, args.peering, clusterwide)
-    if kubeconfig:
-        os.environ["KUBECONFIG"] = kubeconfig  # kopf logs in through the kubernetes client's loader
-
     port = args.metrics_port if args.metrics_port is not None else os.environ.get("OOMSIGHT_METRICS_PORT")
     metrics_port = None
     if port not in (None, ""):
         if not str(port).isdigit() or not 0 < int(port) < 65536:
             raise UsageError(f"metrics port {port!r} is not a port number", "pass --metrics-port 8080")
         metrics_port = int(port)
+    namespaces = sorted(set(args.namespace))
+    clusterwide = not namespaces
+    kubeconfig = args.kubeconfig or os.environ.get("KUBECONFIG") or None
+    if kubeconfig and not os.path.isfile(kubeconfig):
+        raise UsageError(f"--kubeconfig {kubeconfig} is not a file", "pass the path of a kubeconfig")
+    instance = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+    rest = OperatorRest(kubeconfig, instance)
+    _check_cluster(rest, namespaces, args.peering, clusterwide)
+    if kubeconfig:
+        os.environ["KUBECONFIG"] = kubeconfig  # kopf logs in through the kubernetes client's loader
+
 
     import asyncio
 
