@@ -780,6 +780,57 @@ EXPECTED = [
         ],
     ),
     (
+        "lkml-4.18-oom-group-global.log",
+        "dmesg",
+        [
+            {
+                "pid": 1221,
+                "comm": "allocate",
+                "scope": "node",
+                "dominant": None,
+                "survived": False,
+                "by_adj": False,
+                "limit": None,
+                "kernel": None,
+                "header_missing": True,
+                "pod": None,
+                "cid": None,
+            }
+        ],
+    ),
+    (
+        "lkml-5.2-oomkill-summary-wrapped.log",
+        "dmesg",
+        [
+            {
+                "pid": 7997,
+                "comm": "bash",
+                "scope": "container",
+                "dominant": None,
+                "survived": None,
+                "by_adj": False,
+                "limit": None,
+                "kernel": None,
+                "header_missing": True,
+                "pod": None,
+                "cid": None,
+            },
+            {
+                "pid": 13681,
+                "comm": "bash",
+                "scope": "container",
+                "dominant": None,
+                "survived": None,
+                "by_adj": False,
+                "limit": None,
+                "kernel": None,
+                "header_missing": True,
+                "pod": None,
+                "cid": None,
+            },
+        ],
+    ),
+    (
         "lkml-5.0-rc4-oom-group-caller-id.log",
         "dmesg",
         [
@@ -1093,3 +1144,18 @@ def test_an_oom_started_by_a_bpf_policy_is_not_blamed_on_a_limit() -> None:
     assert d.facts.policy_kill and d.facts.unlimited and d.facts.limit_bytes is None
     assert "policy_kill" in d.rules and "anon" not in d.rules
     assert "no memory limit was reached" in d.explanation and "Kubernetes" not in d.explanation
+
+
+def test_group_kill_in_a_node_wide_oom_counts_the_repeated_victim_once() -> None:
+    (inc,) = _incidents("lkml-4.18-oom-group-global.log")[1]
+    assert inc.node_wide and inc.group_kill and inc.group_cgroup == "/A1"
+    assert [v.pid for v in inc.victims] == [1221, 1217, 1218, 1219, 1220, 1222]
+    d = diagnose(inc)
+    assert d.scope == "node" and {"group_kill", "node"} <= set(d.rules) and d.container_survived is False
+
+
+def test_summaries_wrapped_in_a_mail_are_read_whole() -> None:
+    a, b = _incidents("lkml-5.2-oomkill-summary-wrapped.log")[1]
+    assert (a.victim.pid, a.constraint, a.oom_memcg) == (7997, "CONSTRAINT_NONE", "/foo")
+    assert (b.victim.pid, b.constraint, b.task_memcg) == (13681, "CONSTRAINT_MEMCG", "/foo")
+    assert not a.node_wide and diagnose(a).scope == "container"  # CONSTRAINT_NONE here is a 5.2-rc bug
