@@ -618,3 +618,38 @@ def test_runs_with_the_charts_rbac_and_peering(
     assert len(peers) == 1, peers  # it joined the chart's peering, not a default one
     log = op.log()
     assert "403" not in log and "Forbidden" not in log, log[-3000:]
+
+
+def test_a_killed_leader_is_replaced_when_its_peering_record_expires(
+    kubectl: Kubectl,
+    kubeconfig: Path,
+    namespace: str,
+    scene: dict[str, Any],
+    operators: list[OperatorProc],
+    tmp_path: Path,
+) -> None:
+    """SIGKILL: no clean-up of the peering record; the standby resumes once the record's lifetime ends."""
+    import time
+
+    ns, node = namespace, scene["node"]
+    p = create_pod(kubectl, ns, "solo", node, {"app": "solo"})
+    write_report(kubectl, node, report_status([profile(p, "app", [100 * MI])]))
+    kubectl.run(
+        "apply", "-n", ns, "-f", "-", stdin=json.dumps(policy("ha", {"matchLabels": {"app": "solo"}}))
+    )
+    a = start(operators, kubeconfig, ns, tmp_path, "op-a", "--priority", "200", "--peering-lifetime", "6")
+    wait_for(lambda: status_of(kubectl, ns, "ha").get("podsObserved") == 1, TIMEOUT, "op-a's status")
+    b = start(operators, kubeconfig, ns, tmp_path, "op-b", "--priority", "100", "--peering-lifetime", "6")
+    wait_for(
+        lambda: len(kubectl.get("kopfpeerings.kopf.dev", "oomsight", ns).get("status") or {}) == 2,
+        TIMEOUT,
+        "both peers",
+    )
+    a.stop(signal.SIGKILL)
+    killed = time.monotonic()
+    create_pod(kubectl, ns, "solo-2", node, {"app": "solo"})
+    wait_for(lambda: status_of(kubectl, ns, "ha").get("podsObserved") == 2, TIMEOUT, "op-b to take over")
+    took = time.monotonic() - killed
+    assert "oomsight-operator-op-b" in _status_managers(kubectl, ns, "ha")
+    assert took >= 3, f"op-b acted {took:.1f}s after the kill, before op-a's record could expire"
+    assert b.alive()
