@@ -229,3 +229,25 @@ def test_kills_whose_report_the_kernel_rate_limited_are_still_attributed(
     wait_for(lambda: sum(series_total(p.events()) for p in pods) == 14, 30, "all 14 kills as Events")
     assert [series_total(p.events()) for p in pods] == [5, 5, 4]
     assert (sample(a.get("/metrics"), "oomsight_agent_headerless_kills_total") or 0) >= 4
+
+
+def test_spool_survives_sigterm_during_an_outage(
+    rest, scenes, namespace, node, agent, control_plane, tmp_path
+):
+    scene = scenes()
+    a = agent()
+    control_plane.stop_apiserver()
+    try:
+        scene.oom_kill_main()
+        wait_for(
+            lambda: (sample(a.get("/metrics"), "oomsight_agent_events_pending") or 0) >= 1, 20, "1 spooled"
+        )
+        assert a.stop() == 0  # SIGTERM with the API away: the Event stays on disk
+        spooled = list((tmp_path / "state" / "spool").glob("*.json"))
+        assert any(".oom-" in p.name for p in spooled)
+    finally:
+        control_plane.start_apiserver()
+    agent()  # the next run sends it
+    wait_for(lambda: len(scene.events()) == 1, 20, "the spooled Event after the restart")
+    time.sleep(2)
+    assert series_total(scene.events()) == 1
