@@ -18,6 +18,7 @@ from oomsight.core.policy import (
     OomLog,
     PodView,
     Workload,
+    annotation_owner,
     kubelet_ooms,
     memory_for,
     owner_lookups,
@@ -373,3 +374,54 @@ def test_status_changed_ignores_the_update_time() -> None:
     other["podsObserved"] = 99
     assert status_changed(other, st)
     assert status_changed(None, st)
+
+
+def test_overlapping_policies_annotate_through_one_owner_and_take_theirs_back() -> None:
+    s = scene()
+    a = s["policy"]
+    other = load("memorypolicy.json")
+    other["metadata"]["name"] = "zz-other"
+    b = parse_policy(other)
+    assert annotation_owner([b, a]) == ("capture", "shop")
+    uids = {p.uid for p in s["pods"]}
+    assert run_with(s, b, annotate=set()).annotations == {}  # not the owner: never writes
+    res = run_with(s, a, annotate=uids)
+    assert set(res.annotations) == {"checkout-7d9f8c6b5-x2x9q", "db-0"}
+    # the pods now carry shop's annotations; shop stops annotating (annotatePods: false): it removes them
+    annotated = [
+        PodView(
+            p.namespace,
+            p.name,
+            p.uid,
+            p.node,
+            p.labels,
+            p.owner,
+            p.containers,
+            tuple(sorted((k, v) for k, v in res.annotations[p.name].items() if v is not None)),
+        )
+        for p in s["pods"]
+    ]
+    off = load("memorypolicy.json")
+    off["spec"]["actions"]["annotatePods"] = False
+    s["pods"] = annotated
+    removed = run_with(s, parse_policy(off), annotate=uids).annotations
+    assert removed == {
+        p.name: {ANNOTATION_RECOMMENDATION: None, ANNOTATION_LAST_OOM: None} for p in annotated
+    }
+    # ... but never another policy's
+    assert run_with(s, b, annotate=set()).annotations == {}
+
+
+def run_with(s: dict[str, Any], policy: Any, annotate: set[str]) -> Any:
+    return reconcile(
+        policy,
+        s["pods"],
+        s["workloads"],
+        s["profiles"],
+        s["ooms"],
+        s["nodes"],
+        memory_for(policy, None),
+        None,
+        NOW,
+        annotate=annotate,
+    )

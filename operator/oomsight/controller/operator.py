@@ -37,6 +37,7 @@ from oomsight.controller.metrics import app, serve
 from oomsight.controller.state import ClusterState, PolicyKey
 from oomsight.core.noderisk import NodeRisk, plan
 from oomsight.core.policy import (
+    annotation_owner,
     memory_for,
     owner_lookups,
     pod_view,
@@ -102,6 +103,8 @@ class Operator:
         self.flags: dict[PolicyKey, asyncio.Event] = {}
         self.applied_risk: dict[str, NodeRisk] = {}
         self.stats = Stats()
+        self._pruned = 0.0
+        self._missing_nodes: set[str] = set()
         self.watches: dict[str, PodWatch] = {}
         self.metrics_runner: web.AppRunner | None = None
         self.session: aiohttp.ClientSession | None = None
@@ -235,6 +238,21 @@ class Operator:
                 risk = state.upsert_report(name, dict(body.get("status") or {}))
             await self.sync_node(name, risk)
 
+    def _prune(self, now: float) -> None:
+        """Forget what is older than every policy's history window (at most every 10 minutes)."""
+        if now - self._pruned < 600:
+            return
+        self._pruned = now
+        windows = [e.spec.settings.history_window for e in self.state.policies.values()]
+        keep = max(windows, default=8 * 86400.0)
+        self.state.ooms.prune(now, keep)
+        for e in self.state.policies.values():
+            if e.memory is not None:
+                e.memory.recommender.prune(now)
+                w = e.spec.settings.history_window
+                for k, ts in list(e.memory.oom_times.items()):
+                    e.memory.oom_times[k] = [t for t in ts if now - t <= w]
+
     # --- metrics -----------------------------------------------------------------------------------
     def snapshot(self) -> dict[str, float]:
         st = self.stats
@@ -294,7 +312,9 @@ class Operator:
             return
         resp = await self._io(get_node, self.rest, node)
         if resp.status == 404:
-            log.warning("node %s has a NodeMemoryReport but no Node object; flags not written", node)
+            if node not in self._missing_nodes:
+                self._missing_nodes.add(node)
+                log.warning("node %s has a NodeMemoryReport but no Node object; flags not written", node)
             return
         if not resp.ok:
             log.warning("cannot read node %s (HTTP %s): %s", node, resp.status, resp.message[:200])
@@ -331,6 +351,15 @@ class Operator:
             entry.memory = memory_for(entry.spec, entry.previous_status)
         workloads = {p.uid: workload_of(p, owners) for p in pods}
         now = time.time()
+        self._prune(now)
+        annotate = {
+            p.uid
+            for p in pods
+            if annotation_owner(
+                state.policies[k].spec for k in state.pod_policies.get(p.uid, ()) if k in state.policies
+            )
+            == key
+        }
         result = reconcile(
             entry.spec,
             pods,
@@ -341,6 +370,7 @@ class Operator:
             entry.memory,
             entry.last_status,
             now,
+            annotate=annotate,
         )
         self.stats.reconciles += 1
         ns, name = key

@@ -599,8 +599,13 @@ def reconcile(
     mem: PolicyMemory,
     previous_status: Mapping[str, Any] | None,
     now: float,
+    annotate: set[str] | frozenset[str] | None = None,
 ) -> PolicyResult:
     """One policy's status, annotations and Event-worthy changes.
+
+    ``annotate``: UIDs of the pods this policy may annotate (None: all it selects). When policies
+    overlap, exactly one of them must own a pod's annotations, or they would overwrite each other
+    forever; the controller picks the owner (``annotation_owner``).
 
     ``pods`` are the pods the selector matched; ``workloads`` maps their UIDs to workloads;
     ``profiles`` holds (pod UID, container) → Profile from every report; ``nodes_reporting`` the nodes
@@ -765,25 +770,46 @@ def reconcile(
     }
 
     annotations: dict[str, dict[str, str | None]] = {}
-    if policy.annotate_pods:
-        for p in pods:
-            want: dict[str, str | None] = {}
-            recs = pod_recs.get(p.name)
-            if recs:
-                want[ANNOTATION_RECOMMENDATION] = json.dumps(
-                    {"policy": policy.name, "containers": recs}, sort_keys=True, separators=(",", ":")
-                )
-            last = pod_last_oom.get(p.name)
-            if last is not None:
-                want[ANNOTATION_LAST_OOM] = json.dumps(
-                    {"time": rfc3339(last.time), "container": last.container, "scope": last.scope,
-                     "victim": last.victim, "source": last.source},
-                    sort_keys=True, separators=(",", ":"),
-                )  # fmt: skip
-            diff = {k: v for k, v in want.items() if p.annotation(k) != v}
-            if diff:
-                annotations[p.name] = diff
+    for p in pods:
+        mine = _annotation_policy(p.annotation(ANNOTATION_RECOMMENDATION)) == policy.name
+        if not policy.annotate_pods or (annotate is not None and p.uid not in annotate):
+            if mine:  # annotatePods turned off (or another policy owns the pod now): take ours back
+                annotations[p.name] = {ANNOTATION_RECOMMENDATION: None, ANNOTATION_LAST_OOM: None}
+            continue
+        want: dict[str, str | None] = {}
+        recs = pod_recs.get(p.name)
+        if recs:
+            want[ANNOTATION_RECOMMENDATION] = json.dumps(
+                {"policy": policy.name, "containers": recs}, sort_keys=True, separators=(",", ":")
+            )
+        last = pod_last_oom.get(p.name)
+        if last is not None:
+            want[ANNOTATION_LAST_OOM] = json.dumps(
+                {"time": rfc3339(last.time), "container": last.container, "scope": last.scope,
+                 "victim": last.victim, "source": last.source},
+                sort_keys=True, separators=(",", ":"),
+            )  # fmt: skip
+        diff = {k: v for k, v in want.items() if p.annotation(k) != v}
+        if diff:
+            annotations[p.name] = diff
     return PolicyResult(status, annotations, tuple(changes))
+
+
+def _annotation_policy(value: str | None) -> str | None:
+    if not value:
+        return None
+    try:
+        data = json.loads(value)
+    except ValueError:
+        return None
+    return str(data.get("policy")) if isinstance(data, dict) else None
+
+
+def annotation_owner(candidates: Iterable[PolicySpec]) -> tuple[str, str] | None:
+    """Of the policies selecting one pod, the one that writes its annotations: the first by name among
+    those with ``annotatePods`` (deterministic, so every reconcile agrees)."""
+    keys = sorted(p.key for p in candidates if p.annotate_pods)
+    return keys[0] if keys else None
 
 
 def status_changed(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:
