@@ -831,6 +831,25 @@ EXPECTED = [
         ],
     ),
     (
+        "lkml-5.3-rc3-v1-memory-stat-caller-id.log",
+        "dmesg",
+        [
+            {
+                "pid": 6736,
+                "comm": "leaker",
+                "scope": "container",
+                "dominant": "anon",
+                "survived": None,
+                "by_adj": False,
+                "limit": 536870912,
+                "kernel": "5.3.0-rc3+",
+                "header_missing": False,
+                "pod": None,
+                "cid": None,
+            }
+        ],
+    ),
+    (
         "lkml-5.0-rc4-oom-group-caller-id.log",
         "dmesg",
         [
@@ -1159,3 +1178,11 @@ def test_summaries_wrapped_in_a_mail_are_read_whole() -> None:
     assert (a.victim.pid, a.constraint, a.oom_memcg) == (7997, "CONSTRAINT_NONE", "/foo")
     assert (b.victim.pid, b.constraint, b.task_memcg) == (13681, "CONSTRAINT_MEMCG", "/foo")
     assert not a.node_wide and diagnose(a).scope == "container"  # CONSTRAINT_NONE here is a 5.2-rc bug
+
+
+def test_v1_report_with_memory_stat_keys_uses_the_kmem_line_for_kernel_memory() -> None:
+    """5.3-rc3 on cgroup v1: memory.stat-style keys (no ``kernel`` key) plus a ``kmem:`` line."""
+    (inc,) = _incidents("lkml-5.3-rc3-v1-memory-stat-caller-id.log")[1]
+    assert inc.stats_format == "v2" and inc.counter("kmem") is not None
+    c = diagnose(inc).facts.charged
+    assert (c.anon, c.file, c.kernel) == (534147072, 212992, 2196 * 1024)

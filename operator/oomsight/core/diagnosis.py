@@ -279,7 +279,7 @@ def _charged(inc: Incident) -> Charged:
     first = dict(inc.memcg_stats[0][1])
     if inc.stats_format == "v2" or ("anon" in first and "rss" not in first):
         shmem = first.get("shmem", 0)
-        kernel = first.get("kernel")
+        kernel = first.get("kernel", kernel_v1)  # 5.3..6.4 v1 prints these keys and a kmem: line
         if kernel is None:
             kernel = sum(
                 first.get(k, 0) for k in ("kernel_stack", "pagetables", "percpu", "sock", "vmalloc", "slab")

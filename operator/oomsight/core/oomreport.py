@@ -67,6 +67,8 @@ _KV_PAGES = re.compile(r"(\w+):(\d+)(?=\s|$)")
 _RELEASE = re.compile(r"(?:Not tainted|Tainted: .*?)\s+(\d+\.\d+[.\d]*[^\s#]*)(?=\s|$)")
 _PAGES_RAM = re.compile(r"^(\d+) pages RAM")
 _OOMKILL_KEYS = ("constraint", "oom_memcg", "task_memcg")
+_AFTER_KILL = ("Tasks in ", "Memory cgroup ", "memory: usage ", "Mem-Info", "Task in ")
+"""Lines that still belong to a report once its kill line was seen (or start the next one's body)."""
 _MID_REPORT = (
     "Memory cgroup stats for ",
     "Task in ",
@@ -384,10 +386,11 @@ def _parse_oomkill(text: str) -> dict[str, str]:
 class OomAssembler:
     """Feed kernel log records in order; get back each ``Incident`` once its report is complete.
 
-    An incident is held until the record after its kill line (a memory.oom.group kill prints more
-    kill lines right after the first), then returned. A live reader calls ``idle()`` whenever its
-    source has nothing more to read, so an incident never waits for the next unrelated message;
-    ``flush()`` ends the stream (a header with no kill line is dropped then: no incident invented).
+    An incident is held after its kill line (a memory.oom.group kill prints more kill lines after
+    the first, maybe with other CPUs' lines between them) until the next report begins. A live
+    reader calls ``idle()`` whenever its source has nothing more to read, so an incident never
+    waits for the next OOM; ``flush()`` ends the stream (a header with no kill line is dropped
+    then: no incident invented).
     """
 
     __slots__ = ("_cur", "dropped_headers")
@@ -410,6 +413,14 @@ class OomAssembler:
                     return self._report_line(record, text, self._cur)
                 return []
             return self._start_or_ignore(record, text)
+        if (
+            cur.victims
+            and not cur.mode
+            and "oom" not in text
+            and "Kill" not in text
+            and not text.startswith(_AFTER_KILL)
+        ):
+            return []  # after the kill only group kills or the next report matter: noise stays cheap
         if text.startswith("[") and cur.mode == "tasks":
             row = _task_row(text, cur.columns)
             if row is not None:
@@ -422,6 +433,7 @@ class OomAssembler:
                 cur.stats[-1][1].append((key, int(value)))
                 cur.evidence.append((record.seq, text))
                 return []
+            self._end_stats(cur)  # any other line ends the block (and names its format)
         return self._report_line(record, text, cur)
 
     def _start_or_ignore(self, record: Record, text: str) -> list[Incident]:
@@ -635,14 +647,14 @@ class OomAssembler:
         cur.mode = ""
 
     def _maybe_done(self, text: str, cur: _Partial) -> list[Incident]:
-        """An unrelated line after the kill: the report is over, unless more group kills may follow."""
+        """An unrelated line (another CPU, another subsystem) inside or after a report.
+
+        It closes nothing: a memory.oom.group ``Tasks in ..`` line and its kill lines may still follow
+        the first kill line with other CPUs' lines in between. The incident is handed out by the next
+        report's first line, by ``idle()`` (a live reader drained its source) or by ``flush()``."""
         if cur.mode == "stats":
             self._end_stats(cur)
-        if not cur.victims or text.startswith("oom_reaper:"):
-            return []  # an oom-kill: summary alone waits for its kill line, printed right after it
-        if cur.group is not None and cur.victims:
-            return []  # group kills come in one burst; idle()/the next report closes it
-        return self._close()
+        return []
 
     def idle(self) -> list[Incident]:
         """The source has nothing more for now: hand out an incident whose kill line was seen.
