@@ -425,3 +425,12 @@ def run_with(s: dict[str, Any], policy: Any, annotate: set[str]) -> Any:
         NOW,
         annotate=annotate,
     )
+
+
+def test_history_older_than_the_window_is_no_data() -> None:
+    s = scene()
+    st = run(s, now=NOW + 30 * 86400).status  # a month later: the peaks and the OOM are out of the window
+    db = entry(st, "StatefulSet", "db")
+    assert "recommendedLimit" not in db and "workingSet" not in db, db
+    co = entry(st, "Deployment", "checkout")
+    assert co["oomKills"] == 0 and "recommendedLimit" not in co

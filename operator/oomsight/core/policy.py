@@ -678,7 +678,9 @@ def reconcile(
                 r = rec.recommend(key, now)
             except UsageError:  # no sample and no OOM for it yet
                 r = None
-            if r is not None and (r.samples > 0 or r.oom_kills > 0):
+            # Samples that all fell out of the history window are no data (the engine would answer
+            # with the minimum), unless an OOM kill in the window says something.
+            if r is not None and ("no-samples" not in r.notes or r.oom_kills > 0):
                 if r.samples > 0 and r.max > 0:
                     entry["workingSet"] = {"p50": _mi(r.p50), "p95": _mi(r.p95), "max": _mi(r.max)}
                 entry["oomKills"] = r.oom_kills
@@ -714,7 +716,7 @@ def reconcile(
                 entry["reason"] = (
                     "no working-set data yet: no NodeMemoryReport covers these pods"
                     if not agents
-                    else "no working-set samples for this container in the NodeMemoryReports yet"
+                    else "no working-set samples for this container in the history window"
                 )
             if risky:
                 wl_risk += 1
