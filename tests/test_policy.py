@@ -434,3 +434,22 @@ def test_history_older_than_the_window_is_no_data() -> None:
     assert "recommendedLimit" not in db and "workingSet" not in db, db
     co = entry(st, "Deployment", "checkout")
     assert co["oomKills"] == 0 and "recommendedLimit" not in co
+
+
+def test_a_node_wide_oom_is_counted_but_does_not_bump_the_limit() -> None:
+    s = scene()
+    base = entry(run(s).status, "StatefulSet", "db")
+    db_uid = next(p.uid for p in s["pods"] if p.name == "db-0")
+    s2 = scene()
+    s2["ooms"].add(
+        OomEvent(
+            db_uid, "app", NOW - 60, "boot/500", "agent", scope="node", victim="postgres", limit=16 << 30
+        )
+    )
+    st = run(s2).status
+    db = entry(st, "StatefulSet", "db")
+    assert db["oomKills"] == 1 and db["lastOOM"] == "2026-11-23T14:29:00Z"
+    assert db["recommendedLimit"] == base["recommendedLimit"]  # the node ran out, not the container
+    s3 = scene()
+    s3["ooms"].add(OomEvent(db_uid, "app", NOW - 60, "boot/501", "agent", scope="container", limit=2 << 30))
+    assert entry(run(s3).status, "StatefulSet", "db")["recommendedLimit"] != base["recommendedLimit"]

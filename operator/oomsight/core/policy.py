@@ -44,6 +44,10 @@ DAY = 86400.0
 KUBELET_DEDUP_SECONDS = 120.0
 """A kubelet ``OOMKilled`` within this many seconds of an agent incident for the same container is the
 same kill (the kubelet sees the exit only after the runtime's next status poll)."""
+CENSORING_SCOPES = ("container", "pod")
+"""An OOM kill says "needed more than its limit" only when the container's or the pod's own limit was
+hit; a node-wide (global) OOM or an ancestor's limit (QoS/kubepods: node allocatable) kills by badness
+among everyone (``mm/oom_kill.c`` ``select_bad_process``), so it is counted but does not bump the limit."""
 MATERIAL_CHANGE = 0.10
 """A recommendation change worth an Event: request or limit moves by more than 10%."""
 OUR_ANNOTATIONS = (ANNOTATION_RECOMMENDATION, ANNOTATION_LAST_OOM)
@@ -662,7 +666,8 @@ def reconcile(
                     if ev.key in mem.fed_ooms or (cut is not None and ev.time <= cut):
                         continue
                     mem.fed_ooms.add(ev.key)
-                    rec.add_oom(key, ev.time, ev.limit or cv.limit)
+                    if ev.scope in CENSORING_SCOPES:
+                        rec.add_oom(key, ev.time, ev.limit or cv.limit)
                     mem.oom_times.setdefault(key, []).append(ev.time)
                 for ev in ooms.of(p.uid, cname):
                     last = pod_last_oom.get(p.name)
@@ -680,11 +685,11 @@ def reconcile(
                 r = None
             # Samples that all fell out of the history window are no data (the engine would answer
             # with the minimum), unless an OOM kill in the window says something.
+            ooms_in_window = [t for t in mem.oom_times.get(key, ()) if 0 <= now - t <= window]
             if r is not None and ("no-samples" not in r.notes or r.oom_kills > 0):
                 if r.samples > 0 and r.max > 0:
                     entry["workingSet"] = {"p50": _mi(r.p50), "p95": _mi(r.p95), "max": _mi(r.max)}
-                entry["oomKills"] = r.oom_kills
-                ooms_in_window = [t for t in mem.oom_times.get(key, ()) if 0 <= now - t <= window]
+                entry["oomKills"] = len(ooms_in_window)
                 if ooms_in_window:
                     entry["lastOOM"] = rfc3339(max(ooms_in_window))
                     risky = True
@@ -712,7 +717,11 @@ def reconcile(
                             "confidence": round(r.confidence, 2),
                         }
             else:
-                entry["oomKills"] = 0
+                entry["oomKills"] = len(ooms_in_window)
+                if ooms_in_window:
+                    entry["lastOOM"] = rfc3339(max(ooms_in_window))
+                    risky = True
+                ooms_24h += sum(1 for t in ooms_in_window if now - t <= DAY)
                 entry["reason"] = (
                     "no working-set data yet: no NodeMemoryReport covers these pods"
                     if not agents
