@@ -74,6 +74,8 @@ NODE_CHECK_SECONDS = 600.0
 UNRESOLVED_GRACE = 15.0
 """How long an incident for a pod not (yet) in the cache waits for the pod watch."""
 FLUSH_SECONDS = 5.0
+OOM_QUIET_SECONDS = 5.0
+"""Without a kill for this long, per-cgroup OOM-kill counters are taken as fully accounted."""
 AGENT_V1_FILES = (
     "memory.usage_in_bytes",
     "memory.limit_in_bytes",
@@ -119,10 +121,11 @@ class Agent:
         self.high: dict[tuple[str, str], bool] = {}
         self.stuck: set[tuple[str, str]] = set()
         self.unresolved: list[_Unresolved] = []
-        self.oom_base: dict[str, int] = {}
-        """Each container cgroup's OOM-kill counter at the last sweep."""
-        self.oom_since: dict[str, int] = {}
-        """Kills attributed to each container cgroup since the last sweep."""
+        self.oom_accounted: dict[str, int] = {}
+        """Per container cgroup: its OOM-kill counter when first seen plus every kill attributed to it
+        since. The counter running ahead of it means kills the agent has not placed yet."""
+        self.last_kill = 0.0
+        """Monotonic time of the last kill attributed; counters are re-synchronised only when quiet."""
         self.logged_once: set[str] = set()
         self.incidents: deque[dict[str, Any]] = deque(maxlen=MAX_INCIDENTS)
         self.kill_times: deque[float] = deque(maxlen=100_000)
@@ -330,6 +333,10 @@ class Agent:
             return
         if diag.get("pod_uid") is None and inc.task_memcg is None and inc.oom_memcg is None:
             diag = self._locate_headerless(diag)
+        cg = diag.get("task_cgroup")
+        if cg and cg in self.oom_accounted:  # this kill is placed: the counter may run ahead by one less
+            self.oom_accounted[cg] += max(1, len(inc.victims))  # a group kill counts each task
+        self.last_kill = time.monotonic()
         if not self._attribute(inc, diag):
             uid = diag.get("pod_uid")
             if uid and self.pods.get(uid) is None:
@@ -343,12 +350,12 @@ class Agent:
         container through the per-cgroup OOM-kill counter (v1 ``memory.oom_control`` ``oom_kill``,
         v2 ``memory.events`` ``oom_kill``) that went up more than the kills already accounted to it."""
         best: tuple[int, str] | None = None
-        for path, base in self.oom_base.items():
+        for path, accounted in self.oom_accounted.items():
             try:
                 now = self.walker.read(path).oom_kills
             except OomsightError:
                 continue
-            surplus = (now or 0) - base - self.oom_since.get(path, 0)
+            surplus = (now or 0) - accounted
             if surplus > 0 and (best is None or surplus > best[0]):
                 best = (surplus, path)
         if best is None:
@@ -363,15 +370,19 @@ class Agent:
                 "located_by": "oom_kill counter"}  # fmt: skip
 
     def _unattributed(self, diag: dict[str, Any], why: str) -> None:
+        """Counted always; logged once per cgroup at info: on a first start the ring buffer holds
+        kills of pods long gone, and on a shared node kills outside Kubernetes are normal."""
         self.counters.inc("oomsight_agent_unattributed_oom_kills_total", why=why)
-        cg = diag.get("task_cgroup") or diag.get("oom_cgroup") or "?"
-        self._once(
-            f"unattr:{cg}",
-            "oom: kill in %s (seq %s) not attributed to a pod on this node: %s",
-            cg,
-            diag.get("seq"),
-            why,
-        )
+        cg = diag.get("task_cgroup") or diag.get("oom_cgroup") or "an unknown cgroup (report rate-limited)"
+        key = f"unattr:{cg}"
+        if key not in self.logged_once:
+            self.logged_once.add(key)
+            log.info(
+                "oom: kill in %s (seq %s) is not attributed to a pod on this node: %s",
+                cg,
+                diag.get("seq"),
+                why,
+            )
 
     def _retry_unresolved(self) -> None:
         if not self.unresolved:
@@ -391,8 +402,7 @@ class Agent:
         pod, cont = self.pods.lookup(diag.get("pod_uid"), diag.get("container_id"))
         if pod is None:
             return False
-        if diag.get("task_cgroup"):
-            self.oom_since[diag["task_cgroup"]] = self.oom_since.get(diag["task_cgroup"], 0) + 1
+
         name = cont.name if cont else None
         if name is None and diag.get("container_id"):
             self._once(
@@ -523,8 +533,8 @@ class Agent:
         if self.reader is not None and self.reader.wait(0):
             self._process_kmsg()  # account every kill already logged before reading the counters
         sweep = self.walker.sweep()
-        self.oom_base = {}
-        self.oom_since = {}
+        quiet = time.monotonic() - self.last_kill > OOM_QUIET_SECONDS
+        accounted, self.oom_accounted = self.oom_accounted, {}
         now_wall = time.time()
         when = datetime.now(UTC)
         samples: list[ContainerSample] = []
@@ -555,7 +565,9 @@ class Agent:
             level = e.limit.level or "node"
             readings.append((e.path, r))
             if r.oom_kills is not None:
-                self.oom_base[e.path] = r.oom_kills
+                # First sight, or no kill for a while (nothing in flight): take the counter as is.
+                before = accounted.get(e.path)
+                self.oom_accounted[e.path] = r.oom_kills if before is None or quiet else before
             key = (pod.uid, cont.name)
             live_keys.add(key)
             self.book.observe(

@@ -46,6 +46,7 @@ class PodCache:
         self._removed: set[str] = set()
         self._thread: threading.Thread | None = None
         self.lists = 0
+        self._last_code: int | None = None
 
     # ---- reads --------------------------------------------------------------------------
     def get(self, uid: str | None) -> PodInfo | None:
@@ -99,7 +100,7 @@ class PodCache:
         resp = self.rest.request("GET", "/api/v1/pods", query=self._selector())
         if not resp.ok:
             self.on_error("pod_list", resp.status)
-            log.warning("pods: list failed (HTTP %s): %s", resp.status, resp.message[:200])
+            self._say(f"list failed (HTTP {resp.status}): {resp.message[:200]}", resp.status)
             return None
         fresh: dict[str, PodInfo] = {}
         for obj in resp.body.get("items") or []:
@@ -113,6 +114,9 @@ class PodCache:
             self._removed |= set(self._pods) - set(fresh)
             self._pods = fresh
         self.lists += 1
+        if self._last_code is not None:
+            log.info("pods: listed %d pods of node %s again", len(fresh), self.node)
+            self._last_code = None
         self.synced.set()
         return str((resp.body.get("metadata") or {}).get("resourceVersion") or "")
 
@@ -157,16 +161,28 @@ class PodCache:
                         return
             except WatchError as err:
                 self.on_error("pod_watch", err.status)
-                log.info("pods: watch failed: %s", err)
+                self._say(f"watch failed: {err}", err.status)
                 if err.status == 410:
                     rv = None
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, self.backoff_max)
             except Exception as err:  # noqa: BLE001 - a dropped connection mid-stream
                 self.on_error("pod_watch", 0)
-                log.info("pods: watch interrupted: %s: %s", type(err).__name__, err)
+                self._say(f"watch interrupted: {type(err).__name__}: {err}", -1)
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, self.backoff_max)
+
+    def _say(self, message: str, code: int) -> None:
+        """Log a failure when it differs from the last one (an outage is one line, not one per retry);
+        403 is a warning with the fix, since no retry will cure it."""
+        if code == self._last_code:
+            log.debug("pods: %s", message)
+            return
+        self._last_code = code
+        if code == 403:
+            log.warning("pods: %s; the agent needs get/list/watch on pods (cluster-wide)", message)
+        else:
+            log.info("pods: %s", message)
 
     def wait_synced(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
