@@ -653,3 +653,30 @@ def test_a_killed_leader_is_replaced_when_its_peering_record_expires(
     assert "oomsight-operator-op-b" in _status_managers(kubectl, ns, "ha")
     assert took >= 3, f"op-b acted {took:.1f}s after the kill, before op-a's record could expire"
     assert b.alive()
+
+
+def test_a_missing_peering_object_is_one_line(kubeconfig: Path, namespace: str, kubectl: Kubectl) -> None:
+    import subprocess
+    import sys
+
+    apply_crds(kubectl)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "oomsight",
+            "operator",
+            "--kubeconfig",
+            str(kubeconfig),
+            "--namespace",
+            namespace,
+            "--peering",
+            "nope",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 2
+    (line,) = r.stderr.strip().splitlines()
+    assert f"KopfPeering nope in namespace(s) {namespace} does not exist" in line and "--standalone" in line

@@ -47,7 +47,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--peering",
         metavar="NAME",
         help="kopf peering object to coordinate replicas through; it must exist (default: "
-        "$OOMSIGHT_PEERING or 'oomsight', used when it exists)",
+        "$OOMSIGHT_PEERING, which must exist too; else 'oomsight' when it exists, standalone when not)",
     )
     parser.add_argument("--standalone", action="store_true", help="no peering: this process always acts")
     parser.add_argument(
@@ -117,7 +117,7 @@ def _check_cluster(rest: object, namespaces: list[str], peering: str | None, clu
         for path in paths:
             if rest.request("GET", path).status == 404:
                 raise UsageError(
-                    f"--peering {peering}: the {what} does not exist",
+                    f"peering {peering} (--peering or OOMSIGHT_PEERING): the {what} does not exist",
                     "create it (apiVersion kopf.dev/v1; the chart does) or run with --standalone",
                 )
 
@@ -140,7 +140,10 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--kubeconfig {kubeconfig} is not a file", "pass the path of a kubeconfig")
     instance = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
     rest = OperatorRest(kubeconfig, instance)
-    _check_cluster(rest, namespaces, args.peering, clusterwide)
+    # An explicit peering (flag, or OOMSIGHT_PEERING as the chart sets it) must exist: without it kopf
+    # would fall back to standalone and every replica would act.
+    peering = None if args.standalone else (args.peering or os.environ.get("OOMSIGHT_PEERING") or None)
+    _check_cluster(rest, namespaces, peering, clusterwide)
     if kubeconfig:
         os.environ["KUBECONFIG"] = kubeconfig  # kopf logs in through the kubernetes client's loader
 
@@ -158,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
     priority = args.priority if args.priority is not None else random.randint(1, 1_000_000)  # noqa: S311
     cfg = OperatorConfig(
         namespaces=tuple(namespaces),
-        peering=args.peering,
+        peering=peering,
         default_peering=os.environ.get("OOMSIGHT_PEERING") or "oomsight",
         standalone=bool(args.standalone),
         priority=priority,

@@ -14,7 +14,7 @@ when it changed, pod annotations when their value changed, Events on material ch
 
 HA: with kopf peering only the highest-priority replica processes events; kopf stops the daemons of a
 paused replica and disconnects its watches, so a standby neither reconciles nor writes. When it takes
-over it re-lists everything (the indexers rebuild this state) and each policy's memory is seeded from
+over it re-lists everything (the handlers and pod watches rebuild this state) and each policy's memory is seeded from
 its last status (``core.policy.memory_for``), so nothing the status said is lost.
 """
 
