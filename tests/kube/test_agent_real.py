@@ -251,3 +251,24 @@ def test_spool_survives_sigterm_during_an_outage(
     wait_for(lambda: len(scene.events()) == 1, 20, "the spooled Event after the restart")
     time.sleep(2)
     assert series_total(scene.events()) == 1
+
+
+def test_state_of_a_deleted_pod_is_dropped(rest, scenes, namespace, node, agent):
+    scene = scenes()
+    a = agent()
+    lbl = {"namespace": namespace, "pod": scene.name, "container": "app"}
+    wait_for(
+        lambda: sample(a.get("/metrics"), "oomsight_container_working_set_bytes", **lbl) is not None,
+        10,
+        "a sample",
+    )
+    resp = rest.request(
+        "DELETE", f"/api/v1/namespaces/{namespace}/pods/{scene.name}", query={"gracePeriodSeconds": 0}
+    )
+    assert resp.ok, resp
+    wait_for(
+        lambda: sample(a.get("/metrics"), "oomsight_container_working_set_bytes", **lbl) is None,
+        10,
+        "the deleted pod's series to disappear (its cgroup is still there)",
+    )
+    assert scene.cgroup.path.exists()
