@@ -16,6 +16,7 @@ import os
 import re
 import subprocess
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,7 +81,7 @@ def scrape(url: str) -> str:
 def served(kubeconfig: Path, kubectl: Kubectl, cgroups, namespace: str, tmp_path: Path) -> Iterator[Catalog]:
     """The metrics of a real agent that saw a main-process kill and a child kill, and of a real operator."""
     cat = Catalog()
-    node = f"node-dash-{os.getpid()}"
+    node = f"node-dash-{uuid.uuid4().hex[:8]}"
     scene = make_scene(rest_for(kubeconfig), cgroups, namespace, node)
     agent = AgentProc(str(kubeconfig), node, tmp_path / "state", log_path=tmp_path / "agent.log")
     apply_crds(kubectl)
