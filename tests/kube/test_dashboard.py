@@ -525,3 +525,104 @@ def test_alerts_fire_on_the_series_the_agent_writes(
         [str(promtool_bin), "test", "rules", str(spec)], capture_output=True, text=True, check=False
     )
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def query(title: str, ref: str = "A", **variables: str) -> str:
+    """A dashboard query as Grafana sends it: every variable at All (``.*``) unless given."""
+    (panel,) = [p for p in panels(dashboard()) if p["title"] == title]
+    (target,) = [t for t in panel["targets"] if t["refId"] == ref]
+    expr = re.sub(r"\$__rate_interval\b", "5m", target["expr"])
+    expr = re.sub(r"\$__range\b", "1h", expr)
+    return re.sub(r"\$\{?(\w+)\}?", lambda m: variables.get(m[1], ".*"), expr)
+
+
+def test_dashboard_queries_answer_on_the_agents_series(promtool_bin: Path, tmp_path: Path) -> None:
+    """Dashboard queries evaluated by promtool's PromQL engine on series shaped like the agent's:
+    a first kill shows at once, only the container over 90% is at risk, the breakdown has its kinds."""
+    web = 'namespace="shop", pod="web-0", container="app", node="n1"'
+    db = 'namespace="shop", pod="db-0", container="app", node="n1"'
+    series = [
+        (KILL.format(s="true", r="OOMKilledChild"), "_x3 1x10"),
+        (KILL.format(s="false", r="OOMKilled"), "_x8 1 1 2x10"),
+        (f"oomsight_container_working_set_ratio{{{web}}}", "0.95x12"),
+        (f"oomsight_container_working_set_ratio{{{db}}}", "0.5x12"),
+        (f'oomsight_container_memory_limit_bytes{{{web}, level="pod"}}', "100000000x12"),
+        (f'oomsight_container_memory_limit_bytes{{{db}, level="container"}}', "200000000x12"),
+        (f"oomsight_container_memory_stuck{{{web}}}", "0x12"),
+        (f"oomsight_container_memory_stuck{{{db}}}", "0x12"),
+    ]
+    for kind, amount in (
+        ("anon", 80),
+        ("active_file", 10),
+        ("inactive_file", 30),
+        ("shmem", 4),
+        ("kernel", 1),
+    ):
+        series.append((f'oomsight_container_memory_bytes{{{web}, kind="{kind}"}}', f"{amount}x12"))
+    web_labels = {"namespace": "shop", "pod": "web-0", "container": "app"}
+    cases: list[tuple[str, str, list[tuple[dict[str, str], float]]]] = [
+        # the child's series is born at 3m: at 4m only "unless offset" sees it
+        ("4m", query("Invisible kills: the container survived", "A"), [({"container_survived": "true"}, 1)]),
+        ("4m", query("OOM kills by scope"), [({"scope": "container"}, 1)]),
+        # at 10m: the child's kill is older than the window, the container's two kills are new
+        ("10m", query("OOM kills by scope"), [({"scope": "container"}, 2)]),
+        (
+            "10m",
+            query("Invisible kills: the container survived", "B"),
+            [({"container_survived": "false"}, 2)],
+        ),
+        (
+            "10m",
+            query("Containers at risk (≥ 90% of the limit)", "A"),
+            [({**web_labels, "node": "n1"}, 0.95)],
+        ),
+        (
+            "10m",
+            query("Containers at risk (≥ 90% of the limit)", "B"),
+            [({**web_labels, "level": "pod"}, 1e8)],
+        ),
+        (
+            "10m",
+            query("Top containers: working set ÷ effective limit"),
+            [(web_labels, 0.95), ({**web_labels, "pod": "db-0"}, 0.5)],
+        ),
+        (
+            "10m",
+            query("Working set breakdown: $pod", "A", pod="web-0"),
+            [
+                ({"container": "app", "kind": k}, v)
+                for k, v in (("anon", 80), ("active_file", 10), ("shmem", 4), ("kernel", 1))
+            ],
+        ),
+        ("10m", query("Stuck memory cgroups"), [({}, 0)]),
+    ]
+    test = {
+        "rule_files": [],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [{"series": s, "values": v} for s, v in series],
+                "promql_expr_test": [
+                    {
+                        "expr": expr,
+                        "eval_time": at,
+                        "exp_samples": [
+                            {
+                                "labels": "{" + ", ".join(f'{k}="{v}"' for k, v in lbl.items()) + "}",
+                                "value": val,
+                            }
+                            for lbl, val in want
+                        ],
+                    }
+                    for at, expr, want in cases
+                ],
+            }
+        ],
+    }
+    spec = tmp_path / "dashboard-test.yaml"
+    spec.write_text(yaml.safe_dump(test, sort_keys=False))
+    out = subprocess.run(
+        [str(promtool_bin), "test", "rules", str(spec)], capture_output=True, text=True, check=False
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
