@@ -23,6 +23,7 @@ from oomsight.core.policy import (
     memory_for,
     owner_lookups,
     parse_policy,
+    parse_quantity,
     parse_selector,
     parse_time,
     pod_view,
@@ -341,7 +342,23 @@ def test_restart_rebuilds_from_the_previous_status_and_loses_nothing() -> None:
     a, b = entry(first, "Deployment", "checkout"), entry(again, "Deployment", "checkout")
     assert b["oomKills"] == a["oomKills"] == 1
     assert b["lastOOM"] == a["lastOOM"]
-    assert b["recommendedLimit"] == a["recommendedLimit"]
+    # The persisted peaks count once more as one pseudo-replica: the percentiles may move by a bucket.
+    assert abs(
+        parse_quantity(b["recommendedLimit"]) - parse_quantity(a["recommendedLimit"])
+    ) <= 0.03 * parse_quantity(a["recommendedLimit"])
+    assert b["workingSet"] == a["workingSet"]
+    # A restart after the reports lost every peak (agents restarted; 80 minutes of peaks): the status's
+    # history still holds them, so the recommendation survives instead of falling to "no data".
+    s3 = scene()
+    s3["ooms"], s3["profiles"] = OomLog(), {}
+    again = run(s3, previous=first, now=NOW + 600).status
+    for kind, name in (("Deployment", "checkout"), ("StatefulSet", "db")):
+        a, b = entry(first, kind, name), entry(again, kind, name)
+        assert b["workingSet"]["max"] == a["workingSet"]["max"], (a, b)
+        assert b["recommendedLimit"] == a["recommendedLimit"], (a, b)
+        assert b["history"] == a["history"]
+    (row,) = entry(first, "StatefulSet", "db")["history"]["peaks"]
+    assert row[0] == 1795392000 and row[1] == 950 * MI and row[2] < row[1]  # 24h interval; demand < ws
     # and the evidence coming back (the agent's incident is still in the report) is not counted twice
     again = run(scene(), previous=first, now=NOW + 600).status
     assert entry(again, "Deployment", "checkout")["oomKills"] == 1

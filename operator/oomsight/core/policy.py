@@ -34,7 +34,7 @@ from oomsight.core.errors import OomsightError, UsageError
 from oomsight.core.memory import Breakdown
 from oomsight.core.podinfo import parse_quantity
 from oomsight.core.quantity import format_bytes
-from oomsight.core.recommend import JvmHeap, Recommendation, Recommender, RecommendSettings
+from oomsight.core.recommend import JvmHeap, Recommendation, Recommender, RecommendSettings, demand_of
 
 ANNOTATION_RECOMMENDATION = "oomsight.io/memory-recommendation"
 ANNOTATION_LAST_OOM = "oomsight.io/last-oom"
@@ -48,6 +48,8 @@ CENSORING_SCOPES = ("container", "pod")
 """An OOM kill says "needed more than its limit" only when the container's or the pod's own limit was
 hit; a node-wide (global) OOM or an ancestor's limit (QoS/kubepods: node allocatable) kills by badness
 among everyone (``mm/oom_kill.c`` ``select_bad_process``), so it is counted but does not bump the limit."""
+MAX_HISTORY = 32
+"""Peak intervals kept per container in ``status...history.peaks`` (the CRD's maxItems)."""
 MATERIAL_CHANGE = 0.10
 """A recommendation change worth an Event: request or limit moves by more than 10%."""
 OUR_ANNOTATIONS = (ANNOTATION_RECOMMENDATION, ANNOTATION_LAST_OOM)
@@ -498,7 +500,27 @@ class PolicyMemory:
     """Evidence up to this time was already counted in the previous status (seeded on start)."""
     last_recs: dict[str, tuple[int, int]] = field(default_factory=dict)
     """"Kind/name/container" → (request, limit) last reported, to emit Events only on real changes."""
-    seeded: bool = False
+    history: dict[str, dict[int, list[int]]] = field(default_factory=dict)
+    """"Kind/name/container" → peak interval index → [interval start, working set, demand], the highest
+    of all replicas: persisted in the status (``history.peaks``) and replayed after a restart."""
+
+    def remember(self, key: str, t: float, ws: int, breakdown: Breakdown | None) -> None:
+        cfg = self.recommender.settings
+        idx = math.floor(t / cfg.peak_interval)
+        demand, _ = demand_of(ws, breakdown, cfg.cache_allowance_percent / 100)
+        row = self.history.setdefault(key, {}).get(idx)
+        if row is None:
+            self.history[key][idx] = [int(idx * cfg.peak_interval), ws, demand]
+        else:
+            row[1], row[2] = max(row[1], ws), max(row[2], demand)
+
+    def peaks(self, key: str, now: float) -> list[list[int]]:
+        cfg = self.recommender.settings
+        lo = math.floor((now - cfg.history_window) / cfg.peak_interval)
+        rows = self.history.get(key, {})
+        for idx in [i for i in rows if i < lo]:
+            del rows[idx]
+        return [rows[i] for i in sorted(rows)][-MAX_HISTORY:]
 
 
 @dataclass(frozen=True, slots=True)
@@ -547,7 +569,31 @@ def memory_for(policy: PolicySpec, previous_status: Mapping[str, Any] | None) ->
                     mem.recommender.add_oom(key, t, limit)
                     mem.oom_times.setdefault(key, []).append(t)
                 mem.cutoffs[key] = t
+            _replay_history(mem, key, (c.get("history") or {}).get("peaks") or [], limit)
     return mem
+
+
+def _replay_history(mem: PolicyMemory, key: str, rows: Sequence[Any], limit: int | None) -> None:
+    """Feed persisted interval peaks back as samples of one pseudo-replica (``status``), with a
+    breakdown that reproduces the persisted demand (``demand_of`` counts anon plus a cache allowance)."""
+    allowance = mem.recommender.settings.cache_allowance_percent / 100
+    for row in rows:
+        if (
+            not isinstance(row, Sequence)
+            or len(row) != 3
+            or not all(isinstance(v, int) and v >= 0 for v in row)
+        ):
+            continue
+        t, ws, demand = row
+        bd = None
+        if demand < ws:
+            guess = math.floor(demand / (1 + allowance))
+            for hard in (guess, guess + 1, guess - 1, guess + 2, guess - 2):  # ceil() in demand_of
+                bd = Breakdown(max(0, hard), ws - max(0, hard), 0, 0, 0, 0, None, None)
+                if demand_of(ws, bd, allowance)[0] == demand:
+                    break
+        mem.recommender.add_sample(key, float(t), ws, bd, limit, replica="status")
+        mem.remember(key, float(t), ws, bd)
 
 
 def _scaled_breakdown(bd: Breakdown | None, ws: int | None, peak: int) -> Breakdown | None:
@@ -657,6 +703,7 @@ def reconcile(
                     for t, b in prof.peaks:
                         bd = _scaled_breakdown(prof.breakdown, prof.working_set, b)
                         rec.add_sample(key, float(t), b, bd, prof.limit, replica=p.uid)
+                        mem.remember(key, float(t), b, bd)
                     if prof.xmx:
                         rec.set_jvm(key, JvmHeap(max_heap_bytes=prof.xmx))
                     limit = prof.limit or cv.limit
@@ -698,6 +745,9 @@ def reconcile(
                 entry["recommendedLimit"] = _q(r.limit_bytes)
                 entry["reason"] = r.reason[:512]
                 entry["confidence"] = round(r.confidence, 2)
+                hist = mem.peaks(key, now)
+                if hist:
+                    entry["history"] = {"peaks": hist}
                 if cfg.maximum is not None and r.samples > 0 and r.max > cfg.maximum:
                     peak_violations.append(
                         f"{wl} container {cname} peaked at {format_bytes(r.max)} "

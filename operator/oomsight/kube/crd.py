@@ -13,8 +13,9 @@ these constants against it); this module only holds the strings, so that nobody 
     ``mode`` (``agents`` | ``kubelet-only``), ``lastUpdateTime``, ``workloadsOmitted``,
     ``workloads[]`` (≤200) {``kind``, ``name``, ``replicas``, ``containers[]`` (≤16) {``name``,
     ``currentRequest``, ``currentLimit``, ``workingSet`` {``p50``, ``p95``, ``max``}, ``oomKills``,
-    ``lastOOM``, ``recommendedRequest``, ``recommendedLimit``, ``reason``, ``confidence``}} (quantities
-    as strings such as ``"512Mi"``), ``conditions[]`` (metav1.Condition).
+    ``lastOOM``, ``recommendedRequest``, ``recommendedLimit``, ``reason``, ``confidence``, ``history``
+    {``peaks`` (≤32) [[interval start, working set, demand]] (bytes: the operator's memory across restarts)}}}
+    (quantities as strings such as ``"512Mi"``), ``conditions[]`` (metav1.Condition).
 
 ``NodeMemoryReport`` (cluster-scoped, ``nmr``, named after the node)
     ``spec``: ``nodeName`` (= ``metadata.name``, immutable). ``status`` (agent): ``reportTime``,
