@@ -626,3 +626,22 @@ def test_dashboard_queries_answer_on_the_agents_series(promtool_bin: Path, tmp_p
         [str(promtool_bin), "test", "rules", str(spec)], capture_output=True, text=True, check=False
     )
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_dashboard_configmap_is_accepted_by_the_api_server(
+    helm_bin: Path, kubectl: Kubectl, namespace: str, tmp_path: Path
+) -> None:
+    """The rendered ConfigMap is created for real (size and names validated) and reads back whole."""
+    docs = helm_template(
+        helm_bin,
+        tmp_path,
+        "--set",
+        "grafana.dashboards.enabled=true",
+        "--set",
+        f"grafana.dashboards.namespace={namespace}",
+    )
+    cm = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-dashboard"))
+    kubectl.run("create", "-f", "-", stdin=json.dumps(cm))
+    got = kubectl.get("configmap", cm["metadata"]["name"], namespace)
+    assert got["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(got["data"]["oomsight.json"]) == dashboard()
