@@ -26,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from oomsight.cli.common import add_host_root, add_json, wrap
 from oomsight.cli.node import node_json
 from oomsight.cli.top import container_json, human, ratio, sort_key
 from oomsight.core.diagnosis import Diagnosis, diagnose
@@ -74,13 +75,8 @@ def parse_threshold(text: str) -> float:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--host-root",
-        type=Path,
-        default=Path("/"),
-        help="where the host's / is mounted: / on a node (default), /host in a pod",
-    )
-    parser.add_argument("--json", action="store_true", help="print the JSON document (see README)")
+    add_host_root(parser)
+    add_json(parser)
     parser.add_argument(
         "--since",
         metavar="WHEN",
@@ -187,20 +183,6 @@ def document(
 # --------------------------------------------------------------------------------------------- text
 
 
-def _wrap(text: str, width: int, indent: str) -> list[str]:
-    out: list[str] = []
-    line = ""
-    for word in text.split():
-        if line and len(line) + 1 + len(word) > width:
-            out.append(indent + line)
-            line = word
-        else:
-            line = f"{line} {word}" if line else word
-    if line:
-        out.append(indent + line)
-    return out
-
-
 def _incident_text(j: dict[str, Any], n: int) -> list[str]:
     v = j["victim"]
     when = j["time"] or "time unknown"
@@ -208,7 +190,7 @@ def _incident_text(j: dict[str, Any], n: int) -> list[str]:
     if j["pod_uid"]:
         cid = f"  container {j['container_id'][:12]}" if j["container_id"] else ""
         lines.append(f"     pod {j['pod_uid']}{cid}")
-    lines += _wrap(j["explanation"], 92, "     ")
+    lines += wrap(j["explanation"], 92, "     ")
     return lines
 
 
@@ -224,7 +206,7 @@ def text(doc: dict[str, Any]) -> str:
     for f in findings:
         out.append(f"  [{f['severity']}] {f['message']}")
         if f["fix"]:
-            out += _wrap(f"fix: {f['fix']}", 92, "      ")
+            out += wrap(f"fix: {f['fix']}", 92, "      ")
     k = doc["kmsg"]
     span = "since " + doc["since"] if doc["since"] else "since boot"
     out.append("")
@@ -251,7 +233,7 @@ def text(doc: dict[str, Any]) -> str:
     out.append("")
     out.append(f"stuck cgroups (OOM killer disabled, frozen at the limit): {len(doc['stuck'])}")
     for s in doc["stuck"]:
-        out += _wrap(s["explanation"], 92, "  ")
+        out += wrap(s["explanation"], 92, "  ")
     return "\n".join(out)
 
 

@@ -11,6 +11,7 @@ import json
 import sys
 from datetime import UTC, datetime
 
+from oomsight.cli.common import wrap
 from oomsight.core.diagnosis import Diagnosis, diagnose, human
 from oomsight.core.errors import UsageError
 from oomsight.core.logtext import parse_log
@@ -73,22 +74,8 @@ def _text(d: Diagnosis, n: int) -> str:
             + (f"  (dominant: {j['dominant']})" if j["dominant"] else "")
         )
     lines.append("")
-    lines += _wrap(d.explanation, 96, "    ")
+    lines += wrap(d.explanation, 96, "    ")
     return "\n".join(lines)
-
-
-def _wrap(text: str, width: int, indent: str) -> list[str]:
-    out: list[str] = []
-    line = ""
-    for word in text.split():
-        if line and len(line) + 1 + len(word) > width:
-            out.append(indent + line)
-            line = word
-        else:
-            line = f"{line} {word}" if line else word
-    if line:
-        out.append(indent + line)
-    return out
 
 
 def run(args: argparse.Namespace) -> int:

@@ -10,9 +10,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
+from oomsight.cli.common import add_host_root, add_json
 from oomsight.core.node import NodeFacts, node_findings
 from oomsight.host.nodeinfo import read_node_facts
 
@@ -22,13 +22,8 @@ _MARK = {"critical": "CRIT", "warning": "WARN", "info": "info"}
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--host-root",
-        type=Path,
-        default=Path("/"),
-        help="where the host's / is mounted: / on a node (default), /host in a pod",
-    )
-    parser.add_argument("--json", action="store_true", help="print the JSON document (see README)")
+    add_host_root(parser)
+    add_json(parser)
 
 
 def node_json(facts: NodeFacts) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from oomsight.cli.common import add_host_root, add_json
 from oomsight.core.memory import breakdown
 from oomsight.core.processes import ProcessSummary
 from oomsight.host.cgroupfs import CgroupEntry, CgroupWalker, Sweep, detect_layout
@@ -24,13 +25,8 @@ _UNITS = ("B", "Ki", "Mi", "Gi", "Ti")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--host-root",
-        type=Path,
-        default=Path("/"),
-        help="where the host's / is mounted: / on a node (default), /host in a pod",
-    )
-    parser.add_argument("--json", action="store_true", help="print the JSON document (see README)")
+    add_host_root(parser)
+    add_json(parser)
     parser.add_argument(
         "--all", action="store_true", help="also list cgroups outside Kubernetes (system services, ...)"
     )
