@@ -28,6 +28,8 @@ from typing import Literal
 
 from oomsight.core.errors import ParseError
 from oomsight.core.findings import Finding, evidence, sort_findings
+from oomsight.core.memory import Pressure
+from oomsight.core.memory import parse_pressure as parse_memory_pressure
 
 MEMCG_ID_MAX = 65535
 """Memory cgroup IDs are 16 bits: ``MEM_CGROUP_ID_MAX`` is ``USHRT_MAX`` (include/linux/memcontrol.h;
@@ -191,47 +193,9 @@ def parse_overcommit(text: str) -> int:
     return int(s)
 
 
-@dataclass(frozen=True, slots=True)
-class PressureLine:
-    avg10: float
-    avg60: float
-    avg300: float
-    total_us: int
-
-
-@dataclass(frozen=True, slots=True)
-class Pressure:
-    """``/proc/pressure/memory`` or a v2 ``memory.pressure``: % of wall time stalled on memory."""
-
-    some: PressureLine
-    """At least one task stalled on memory."""
-    full: PressureLine | None
-    """All non-idle tasks stalled at once (absent on kernels that print only ``some`` for a resource)."""
-
-
-_PSI_LINE = re.compile(
-    r"^(?P<kind>some|full) avg10=(?P<a10>[\d.]+) avg60=(?P<a60>[\d.]+) avg300=(?P<a300>[\d.]+)"
-    r" total=(?P<t>\d+)$"
-)
-
-
 def parse_pressure(text: str) -> Pressure:
-    lines: dict[str, PressureLine] = {}
-    for line in text.splitlines():
-        if not line.strip():
-            continue
-        m = _PSI_LINE.match(line.strip())
-        if not m:
-            raise ParseError(
-                f"pressure line {line.strip()!r} is not 'some|full avg10= avg60= avg300= total='",
-                "pass the text of /proc/pressure/memory or a cgroup's memory.pressure",
-            )
-        lines[m.group("kind")] = PressureLine(
-            float(m.group("a10")), float(m.group("a60")), float(m.group("a300")), int(m.group("t"))
-        )
-    if "some" not in lines:
-        raise ParseError("pressure text has no 'some' line", "pass the text of /proc/pressure/memory")
-    return Pressure(some=lines["some"], full=lines.get("full"))
+    """``/proc/pressure/memory`` (the same format as a v2 ``memory.pressure``; one parser for both)."""
+    return parse_memory_pressure("/proc/pressure/memory", text)
 
 
 def parse_cgroup_stat(text: str) -> dict[str, int]:
