@@ -14,14 +14,16 @@ when it changed, pod annotations when their value changed, Events on material ch
 
 HA: with kopf peering only the highest-priority replica processes events; kopf stops the daemons of a
 paused replica and disconnects its watches, so a standby neither reconciles nor writes. When it takes
-over it re-lists everything (the handlers and pod watches rebuild this state) and each policy's memory is seeded from
-its last status (``core.policy.memory_for``), so nothing the status said is lost.
+over it re-lists everything (the handlers and pod watches rebuild this state) and each policy's memory
+is seeded from its last status (``core.policy.memory_for``: OOM kills, recommendations, per-interval
+peaks), so nothing the status said is lost. Pod watches are read-only and may run on a standby.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Mapping
@@ -165,16 +167,24 @@ class Operator:
         @kopf.on.cleanup(registry=reg)
         def cleanup(**_: Any) -> None:
             self.pool.shutdown(wait=False, cancel_futures=True)
+            self.annotation_pool.shutdown(wait=False, cancel_futures=True)
 
         @kopf.on.startup(registry=reg)
         async def load_reports(**_: Any) -> None:
             # The reports as they are now, before any policy reconciles (kopf's own listing of them
             # arrives concurrently with the policies' and would leave a first reconcile short of data).
-            resp = await self._io(self.rest.request, "GET", f"/apis/{GROUP}/{VERSION}/{NODE_REPORT_PLURAL}")
-            if not resp.ok:
-                raise kopf.TemporaryError(f"cannot list NodeMemoryReports (HTTP {resp.status})", delay=2)
-            for item in resp.body.get("items") or []:
-                state.upsert_report(str(item["metadata"]["name"]), dict(item.get("status") or {}))
+            cont = ""
+            while True:  # paginated: a report can be ~100 KiB, a cluster can have thousands
+                query: dict[str, Any] = {"limit": 100, **({"continue": cont} if cont else {})}
+                path = f"/apis/{GROUP}/{VERSION}/{NODE_REPORT_PLURAL}"
+                resp = await self._io(functools.partial(self.rest.request, "GET", path, query=query))
+                if not resp.ok:
+                    raise kopf.TemporaryError(f"cannot list NodeMemoryReports (HTTP {resp.status})", delay=2)
+                for item in resp.body.get("items") or []:
+                    state.upsert_report(str(item["metadata"]["name"]), dict(item.get("status") or {}))
+                cont = str((resp.body.get("metadata") or {}).get("continue") or "")
+                if not cont:
+                    break
             self.session = session_for(self.rest.creds)
 
         @kopf.on.startup(registry=reg)
