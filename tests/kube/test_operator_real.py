@@ -362,6 +362,14 @@ def test_unsatisfiable_policies_get_a_condition(
     )
     assert condition(status_of(kubectl, ns, "capped"), "Ready")["status"] == "True"
 
+    # Deleting a policy is not blocked by the operator's finalizer (kopf's, for the policy's daemon).
+    assert (
+        "oomsight.io/operator"
+        in kubectl.get(crd.MEMORY_POLICY_PLURAL, "nobody", ns)["metadata"]["finalizers"]
+    )
+    kubectl.run("delete", crd.MEMORY_POLICY_PLURAL, "nobody", "-n", ns, "--timeout=30s")
+    assert kubectl.run("get", crd.MEMORY_POLICY_PLURAL, "nobody", "-n", ns, check=False).returncode != 0
+
 
 def _status_managers(kubectl: Kubectl, ns: str, name: str) -> set[str]:
     obj = kubectl.json("get", crd.MEMORY_POLICY_PLURAL, name, "-n", ns, "--show-managed-fields")
