@@ -272,3 +272,20 @@ def test_state_of_a_deleted_pod_is_dropped(rest, scenes, namespace, node, agent)
         "the deleted pod's series to disappear (its cgroup is still there)",
     )
     assert scene.cgroup.path.exists()
+
+
+def test_report_is_written_only_when_something_changed(rest, scenes, namespace, node, agent):
+    ensure_crds(rest)
+    scene = scenes()
+    scene.procs.append(scene.cgroup.spawn("--anon", "8"))
+    a = agent()  # --report-interval 1 in tests: only "nothing changed" can hold it back
+    path = f"/apis/oomsight.io/v1alpha1/nodememoryreports/{node}"
+    wait_for(lambda: rest.request("GET", path).ok, 20, "the first NodeMemoryReport")
+    time.sleep(2)
+    written = sample(a.get("/metrics"), "oomsight_agent_reports_written_total")
+    rv = rest.request("GET", path).body["metadata"]["resourceVersion"]
+    time.sleep(5)  # five sweeps of an idle container
+    assert sample(a.get("/metrics"), "oomsight_agent_reports_written_total") == written
+    assert rest.request("GET", path).body["metadata"]["resourceVersion"] == rv
+    scene.oom_kill_main()  # a change: the report follows
+    wait_for(lambda: rest.request("GET", path).body["metadata"]["resourceVersion"] != rv, 10, "a new write")
