@@ -480,6 +480,7 @@ def test_a_restart_rebuilds_from_the_crs_and_loses_nothing(
     scene: dict[str, Any],
     operators: list[OperatorProc],
     tmp_path: Path,
+    promtool_bin: Path,
 ) -> None:
     import time
     import urllib.request
@@ -507,6 +508,12 @@ def test_a_restart_rebuilds_from_the_crs_and_loses_nothing(
     metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     assert 'oomsight_operator_writes_total{kind="status"}' in metrics
     assert "oomsight_operator_policies 1.0" in metrics
+    import subprocess
+
+    lint = subprocess.run(
+        [str(promtool_bin), "check", "metrics"], input=metrics, capture_output=True, text=True
+    )
+    assert lint.returncode == 0, lint.stdout + lint.stderr
     health = urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5)
     assert health.status == 200 and json.loads(health.read())["unsyncedNamespaces"] == []
     assert op.stop() == 0
