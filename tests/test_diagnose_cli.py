@@ -161,3 +161,23 @@ def test_text_output_has_every_section(capsys: pytest.CaptureFixture[str]) -> No
     assert "OOM kills since boot:" in out
     assert "containers at or above 90% of their limit:" in out
     assert "stuck cgroups" in out
+
+
+def test_repeated_kills_of_one_cause_are_grouped_in_text() -> None:
+    """A storm captured here (20 kills in 14 containers): each container's kills form one group."""
+    from oomsight.cli.diagnose import group_incidents
+    from oomsight.core.diagnosis import diagnose
+    from oomsight.core.logtext import parse_log
+    from oomsight.core.oomreport import assemble
+
+    log = Path(__file__).parent / "fixtures/oom/captured-6.18.44-storm.log"
+    _, records = parse_log(log.read_text())
+    incidents = [diagnose(i).as_json() for i in assemble(records)]
+    groups = group_incidents(incidents)
+    assert sum(len(g) for g in groups) == len(incidents)
+    assert len(groups) < len(incidents)  # the storm repeats causes
+    for g in groups:
+        assert len({(j["task_cgroup"], j["victim"]["comm"], j["scope"]) for j in g}) == 1
+    # Ordered by each group's latest kill, as they happened.
+    latest = [incidents.index(g[-1]) for g in groups]
+    assert latest == sorted(latest)

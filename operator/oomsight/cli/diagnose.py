@@ -183,10 +183,39 @@ def document(
 # --------------------------------------------------------------------------------------------- text
 
 
-def _incident_text(j: dict[str, Any], n: int) -> list[str]:
+def _same_cause(j: dict[str, Any]) -> tuple[Any, ...]:
+    """Kills that a person would read as one story: same cgroups, same victim name, same cause."""
+    return (
+        j["pod_uid"],
+        j["container_id"],
+        j["oom_cgroup"],
+        j["task_cgroup"],
+        j["scope"],
+        j["dominant"],
+        j["victim"]["comm"],
+        j["container_survived"],
+        j["limit_bytes"],
+    )
+
+
+def group_incidents(incidents: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Incidents grouped by ``_same_cause``, groups in order of their latest kill (a crash-looping
+    container's 40 identical kills read as one entry, not a screenful)."""
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for j in incidents:
+        groups.setdefault(_same_cause(j), []).append(j)
+    return sorted(groups.values(), key=lambda g: incidents.index(g[-1]))
+
+
+def _incident_text(group: list[dict[str, Any]], n: int) -> list[str]:
+    j = group[-1]  # the latest kill speaks for the group
     v = j["victim"]
     when = j["time"] or "time unknown"
-    lines = [f"  #{n} {when}  {v['comm']} (pid {v['pid']}) killed, scope {j['scope'] or 'unknown'}"]
+    head = f"  #{n} {when}  {v['comm']} (pid {v['pid']}) killed, scope {j['scope'] or 'unknown'}"
+    if len(group) > 1:
+        first = group[0]["time"] or "time unknown"
+        head += f"  [{len(group)} kills like this one since {first}]"
+    lines = [head]
     if j["pod_uid"]:
         cid = f"  container {j['container_id'][:12]}" if j["container_id"] else ""
         lines.append(f"     pod {j['pod_uid']}{cid}")
@@ -213,14 +242,22 @@ def text(doc: dict[str, Any]) -> str:
     if k["error"]:
         out.append(f"OOM kills {span}: unknown ({k['error']})")
     else:
-        out.append(f"OOM kills {span}: {len(doc['incidents'])} (kernel log: {k['records']} records read)")
+        groups = group_incidents(doc["incidents"])
+        shown = (
+            f", in {len(groups)} groups of the same cause (--json lists each)"
+            if len(groups) < len(doc["incidents"])
+            else ""
+        )
+        out.append(
+            f"OOM kills {span}: {len(doc['incidents'])}{shown} (kernel log: {k['records']} records read)"
+        )
         if k["lost_records"]:
             out.append(
                 f"  warning: {k['lost_records']} kernel log records were overwritten before they could "
                 "be read; kills among them are not listed"
             )
-        for n, j in enumerate(doc["incidents"], start=1):
-            out += _incident_text(j, n)
+        for n, group in enumerate(groups, start=1):
+            out += _incident_text(group, n)
     out.append("")
     risk = doc["at_risk"]
     out.append(f"containers at or above {doc['threshold'] * 100:.0f}% of their limit: {len(risk)}")
