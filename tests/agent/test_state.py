@@ -80,3 +80,11 @@ def test_leftover_temp_files_from_a_crash_are_removed(tmp_path):
     (tmp_path / "spool" / ".x.json.1.2.tmp").write_text("half")
     StateDir(tmp_path)
     assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_cursor_keeps_the_accounted_oom_counts_of_its_boot(tmp_path):
+    st = StateDir(tmp_path)
+    st.save_cursor(Cursor(BOOT, 9), {"/kubepods/burstable/podx/abc": 4})
+    assert StateDir(tmp_path).load_oom_accounted(BOOT) == {"/kubepods/burstable/podx/abc": 4}
+    assert st.load_oom_accounted("another-boot") == {}
+    assert st.load_cursor() == Cursor(BOOT, 9)

@@ -289,3 +289,17 @@ def test_report_is_written_only_when_something_changed(rest, scenes, namespace, 
     assert rest.request("GET", path).body["metadata"]["resourceVersion"] == rv
     scene.oom_kill_main()  # a change: the report follows
     wait_for(lambda: rest.request("GET", path).body["metadata"]["resourceVersion"] != rv, 10, "a new write")
+
+
+def test_rate_limited_kills_while_the_agent_is_down_are_placed_after_restart(
+    rest, scenes, namespace, node, agent
+):
+    pods = [scenes() for _ in range(3)]
+    a = agent()
+    time.sleep(1.5)  # a sweep has seen the three containers and their OOM-kill counters
+    assert a.stop() == 0
+    for i in range(12):  # > 10 in 5 s: the kernel drops the last reports but keeps every kill line
+        pods[i % 3].oom_kill_main()
+    a = agent()
+    wait_for(lambda: sum(series_total(p.events()) for p in pods) == 12, 30, "all 12 kills as Events")
+    assert [series_total(p.events()) for p in pods] == [4, 4, 4]

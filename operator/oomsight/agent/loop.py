@@ -186,6 +186,9 @@ class Agent:
         else:
             log.info("kmsg: no cursor for boot %s; reading the whole ring buffer", self.boot_id)
         self.reader = KmsgReader.from_host_root(str(self.s.host_root), cursor=cursor, start="boot")
+        if saved is not None:
+            self.oom_accounted = self.state.load_oom_accounted(self.boot_id)
+            self.last_kill = time.monotonic()  # not "quiet": the replay may place kills against these
 
     def _install_signals(self) -> None:
         def on_term(signum: int, _frame: object) -> None:
@@ -318,25 +321,43 @@ class Agent:
                 "skipped and counted in oomsight_agent_kmsg_malformed_total",
                 malformed,
             )
-        for inc in incidents:
-            self._incident(inc)
+        self._incidents(incidents)
 
-    def _incident(self, inc: Incident) -> None:
-        if inc.seq is not None and inc.seq <= self.floor:
-            return  # handled (spooled) by an earlier run
-        self.counters.inc("oomsight_agent_oom_incidents_total")
-        try:
-            diag = diagnose(inc).as_json()
-        except Exception as err:  # noqa: BLE001 - one odd report must not stop the agent
-            self._error("diagnose")
-            self._once(f"diag:{inc.seq}", "diagnose: incident at seq %s failed: %s", inc.seq, err)
+    def _incidents(self, incidents: list[Incident]) -> None:
+        """Diagnose a batch; account the kills whose report names their cgroup first, so that the
+        per-cgroup counters (read now, possibly after later kills of the batch) are matched only
+        against kills that no report explains; then attribute all in kernel order."""
+        todo: list[tuple[Incident, dict[str, Any]]] = []
+        for inc in incidents:
+            if inc.seq is not None and inc.seq <= self.floor:
+                continue  # handled (spooled) by an earlier run
+            self.counters.inc("oomsight_agent_oom_incidents_total")
+            try:
+                todo.append((inc, diagnose(inc).as_json()))
+            except Exception as err:  # noqa: BLE001 - one odd report must not stop the agent
+                self._error("diagnose")
+                self._once(f"diag:{inc.seq}", "diagnose: incident at seq %s failed: %s", inc.seq, err)
+        if not todo:
             return
-        if diag.get("pod_uid") is None and inc.task_memcg is None and inc.oom_memcg is None:
-            diag = self._locate_headerless(diag)
-        cg = diag.get("task_cgroup")
-        if cg and cg in self.oom_accounted:  # this kill is placed: the counter may run ahead by one less
-            self.oom_accounted[cg] += max(1, len(inc.victims))  # a group kill counts each task
         self.last_kill = time.monotonic()
+        headerless = []
+        for i, (inc, diag) in enumerate(todo):
+            cg = diag.get("task_cgroup")
+            if cg:
+                if cg in self.oom_accounted:  # placed: the counter may run ahead by this much less
+                    self.oom_accounted[cg] += max(1, len(inc.victims))  # a group kill counts each task
+            elif diag.get("pod_uid") is None and inc.oom_memcg is None:
+                headerless.append(i)
+        for i in headerless:
+            inc, diag = todo[i]
+            diag = self._locate_headerless(diag)
+            if diag.get("task_cgroup") in self.oom_accounted:
+                self.oom_accounted[diag["task_cgroup"]] += 1
+            todo[i] = (inc, diag)
+        for inc, diag in todo:
+            self._incident(inc, diag)
+
+    def _incident(self, inc: Incident, diag: dict[str, Any]) -> None:
         if not self._attribute(inc, diag):
             uid = diag.get("pod_uid")
             if uid and self.pods.get(uid) is None:
@@ -478,7 +499,7 @@ class Agent:
             if seq <= self._saved_seq:
                 return
         try:
-            self.state.save_cursor(SavedCursor(self.boot_id, seq))
+            self.state.save_cursor(SavedCursor(self.boot_id, seq), self.oom_accounted)
         except OSError as err:
             self._error("cursor_write")
             self._once("cursor", "state: cannot save the kmsg cursor: %s", err)

@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,10 +92,24 @@ class StateDir:
             self.corrupt += 1
             return None
 
-    def save_cursor(self, cursor: Cursor) -> None:
-        atomic_write(
-            self.root / "cursor.json", json.dumps({"boot_id": cursor.boot_id, "seq": cursor.seq}).encode()
-        )
+    def save_cursor(self, cursor: Cursor, oom_accounted: Mapping[str, int] | None = None) -> None:
+        """Save where reading resumes, with each container cgroup's accounted OOM-kill count at that
+        point (so that kills the kernel logged without their report while the agent was down can
+        still be placed by their cgroup's counter)."""
+        data: dict[str, Any] = {"boot_id": cursor.boot_id, "seq": cursor.seq}
+        if oom_accounted:
+            data["oom_accounted"] = dict(oom_accounted)
+        atomic_write(self.root / "cursor.json", json.dumps(data).encode())
+
+    def load_oom_accounted(self, boot_id: str) -> dict[str, int]:
+        """The accounted OOM-kill counts saved with the cursor of this boot (empty otherwise)."""
+        try:
+            data = json.loads((self.root / "cursor.json").read_text())
+            if data.get("boot_id") != boot_id:
+                return {}
+            return {str(k): int(v) for k, v in (data.get("oom_accounted") or {}).items()}
+        except (OSError, ValueError, TypeError, AttributeError):
+            return {}
 
     def resume_cursor(self, boot_id: str) -> Cursor | None:
         """Where to resume on this boot: saved cursor or the highest spooled sequence, whichever is later."""
