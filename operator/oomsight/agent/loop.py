@@ -47,6 +47,7 @@ from oomsight.core.findings import Finding
 from oomsight.core.kubepath import parse_cgroup_path
 from oomsight.core.memory import breakdown
 from oomsight.core.node import NodeFacts, node_findings
+from oomsight.core.oomcount import place_unreported
 from oomsight.core.oomreport import Incident, OomAssembler
 from oomsight.core.podinfo import PodInfo
 from oomsight.core.report import MAX_INCIDENTS, ProfileBook, build_status
@@ -348,12 +349,11 @@ class Agent:
                     self.oom_accounted[cg] += max(1, len(inc.victims))  # a group kill counts each task
             elif diag.get("pod_uid") is None and inc.oom_memcg is None:
                 headerless.append(i)
-        for i in headerless:
-            inc, diag = todo[i]
-            diag = self._locate_headerless(diag)
-            if diag.get("task_cgroup") in self.oom_accounted:
-                self.oom_accounted[diag["task_cgroup"]] += 1
-            todo[i] = (inc, diag)
+        if headerless:
+            places = place_unreported(self.oom_accounted, self._oom_counters(), len(headerless))
+            for i, path in zip(headerless, places, strict=True):
+                inc, diag = todo[i]
+                todo[i] = (inc, self._placed(diag, path))
         for inc, diag in todo:
             self._incident(inc, diag)
 
@@ -365,30 +365,25 @@ class Agent:
             else:
                 self._unattributed(diag, "not_a_pod")
 
-    def _locate_headerless(self, diag: dict[str, Any]) -> dict[str, Any]:
-        """A kill line without its report (the kernel rate-limits the header and the ``oom-kill:``
-        summary to 10 per 5 s, mm/oom_kill.c ``oom_rs``; the kill line itself always prints): find the
-        container through the per-cgroup OOM-kill counter (v1 ``memory.oom_control`` ``oom_kill``,
-        v2 ``memory.events`` ``oom_kill``) that went up more than the kills already accounted to it."""
-        best: tuple[int, str] | None = None
-        for path, accounted in self.oom_accounted.items():
+    def _oom_counters(self) -> dict[str, int | None]:
+        """Each known container cgroup's OOM-kill counter, read now (a vanished one is left out)."""
+        out: dict[str, int | None] = {}
+        for path in self.oom_accounted:
             try:
-                now = self.walker.read(path).oom_kills
+                out[path] = self.walker.read(path).oom_kills
             except OomsightError:
                 continue
-            surplus = (now or 0) - accounted
-            if surplus > 0 and (best is None or surplus > best[0]):
-                best = (surplus, path)
-        if best is None:
+        return out
+
+    def _placed(self, diag: dict[str, Any], path: str | None) -> dict[str, Any]:
+        """A kill line without its report (oomsight.core.oomcount), placed in ``path`` if found."""
+        ref = parse_cgroup_path(path) if path else None
+        if path is None or ref is None:
             self.counters.inc("oomsight_agent_errors_total", kind="headerless_unlocated")
             return diag
-        path = best[1]
-        ref = parse_cgroup_path(path)
-        if ref is None:
-            return diag
+        self.oom_accounted[path] += 1
         self.counters.inc("oomsight_agent_headerless_kills_total")
-        return {**diag, "task_cgroup": path, "pod_uid": ref.pod_uid, "container_id": ref.container_id,
-                "located_by": "oom_kill counter"}  # fmt: skip
+        return {**diag, "task_cgroup": path, "pod_uid": ref.pod_uid, "container_id": ref.container_id}
 
     def _unattributed(self, diag: dict[str, Any], why: str) -> None:
         """Counted always; logged once per cgroup at info: on a first start the ring buffer holds

@@ -1,0 +1,31 @@
+"""Place OOM kills the kernel logged without their report, using per-cgroup OOM-kill counters.
+
+``oom_kill_process`` (mm/oom_kill.c) prints the report header and the ``oom-kill:`` summary line
+under a rate limit (``oom_rs``: 10 per 5 s) but the ``Killed process`` line always; that line names
+the process, not its cgroup. Each memory cgroup also counts its kills: v1 ``memory.oom_control``
+``oom_kill`` (4.13+), v2 ``memory.events`` ``oom_kill`` (incremented right after the kill line,
+``memcg_memory_event_mm(mm, MEMCG_OOM_KILL)``). A cgroup whose counter runs ahead of the kills
+already placed in it holds the unreported ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+
+def place_unreported(
+    accounted: Mapping[str, int], counters: Mapping[str, int | None], n: int
+) -> list[str | None]:
+    """Assign ``n`` unreported kills, in order, to the cgroups whose counter exceeds ``accounted``.
+
+    The cgroup with the largest surplus goes first (ties: the path, for a stable answer); a kill
+    for which no cgroup has a surplus left gets None (it happened outside the cgroups we know).
+    """
+    surplus = {p: (counters.get(p) or 0) - a for p, a in accounted.items() if counters.get(p) is not None}
+    out: list[str | None] = []
+    for _ in range(n):
+        best = min((p for p, k in surplus.items() if k > 0), key=lambda p: (-surplus[p], p), default=None)
+        out.append(best)
+        if best is not None:
+            surplus[best] -= 1
+    return out

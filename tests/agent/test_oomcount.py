@@ -1,0 +1,30 @@
+"""Placing kill lines that came without their report, from per-cgroup OOM-kill counters."""
+
+from __future__ import annotations
+
+import pytest
+
+from oomsight.core.oomcount import place_unreported
+
+A, B, C = "/kubepods/pod-a/c1", "/kubepods/pod-b/c1", "/kubepods/pod-c/c1"
+
+
+@pytest.mark.parametrize(
+    ("accounted", "counters", "n", "expected"),
+    [
+        ({A: 3, B: 1}, {A: 4, B: 1}, 1, [A]),  # A ran ahead by one
+        ({A: 3, B: 1}, {A: 4, B: 3}, 3, [B, A, B]),  # biggest surplus first, then ties by path
+        ({A: 3}, {A: 3}, 1, [None]),  # nothing ahead: a kill outside the known cgroups
+        ({A: 3, B: 0}, {A: 5}, 3, [A, A, None]),  # B vanished (no counter); only two unplaced in A
+        ({A: 0, B: 0, C: 0}, {A: 1, B: 1, C: 1}, 3, [A, B, C]),
+        ({}, {A: 9}, 1, [None]),  # a cgroup never accounted is not guessed at
+    ],
+)
+def test_place_unreported(accounted, counters, n, expected):
+    assert place_unreported(accounted, counters, n) == expected
+
+
+def test_does_not_change_its_inputs():
+    accounted = {A: 1}
+    place_unreported(accounted, {A: 3}, 2)
+    assert accounted == {A: 1}
