@@ -168,36 +168,20 @@ class LogReader:
 
     @staticmethod
     def _wall_t(m: re.Match[str]) -> datetime | None:
-        try:
-            micro = int((m.group(6) or "0").ljust(6, "0")[:6])
-            return datetime(
-                int(m.group(7)),
-                _MONTHS[m.group(1)],
-                int(m.group(2)),
-                int(m.group(3)),
-                int(m.group(4)),
-                int(m.group(5)),
-                micro,
-            )
-        except (KeyError, ValueError):
-            return None
+        return _wall(m, int(m.group(7)))
 
     def _wall_syslog(self, m: re.Match[str]) -> datetime | None:
-        if self.year is None:
-            return None
-        try:
-            micro = int((m.group(6) or "0").ljust(6, "0")[:6])
-            return datetime(
-                self.year,
-                _MONTHS[m.group(1)],
-                int(m.group(2)),
-                int(m.group(3)),
-                int(m.group(4)),
-                int(m.group(5)),
-                micro,
-            )
-        except (KeyError, ValueError):
-            return None
+        return None if self.year is None else _wall(m, self.year)
+
+
+def _wall(m: re.Match[str], year: int) -> datetime | None:
+    """Groups 1-6 of a ``Mon DD HH:MM:SS[.frac]`` match as a datetime in ``year`` (None if impossible)."""
+    try:
+        micro = int((m.group(6) or "0").ljust(6, "0")[:6])
+        month, day = _MONTHS[m.group(1)], int(m.group(2))
+        return datetime(year, month, day, int(m.group(3)), int(m.group(4)), int(m.group(5)), micro)
+    except (KeyError, ValueError):
+        return None
 
 
 def _iso(stamp: str) -> datetime | None:
@@ -261,17 +245,7 @@ def _unwrapped(lines: Iterable[str], reader: LogReader) -> Iterator[Record]:
 
 
 def _joined(r: Record, extra: list[tuple[str, str]]) -> Record:
-    if not extra:
-        return r
-    return Record(
-        text=r.text,
-        seq=r.seq,
-        usec=r.usec,
-        wall=r.wall,
-        level=r.level,
-        facility=r.facility,
-        fields=r.fields + tuple(extra),
-    )
+    return r._replace(fields=r.fields + tuple(extra)) if extra else r
 
 
 def parse_log(text: str, *, name: str = "input", year: int | None = None) -> tuple[str, list[Record]]:

@@ -34,7 +34,7 @@ the shape of each line, never on its position, and creates an incident only from
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from oomsight.core.kmsg import Record
@@ -244,7 +244,7 @@ class _Partial:
         if self.summary is not None:
             first = next((v for v in victims if v.pid == self.summary[0]), first)
             if first.uid is None:
-                first = _with_uid(first, self.summary[2])
+                first = replace(first, uid=self.summary[2])
             victims = [first] + [v for v in victims if v.pid != first.pid]
         oom_memcg, constraint = self.oom_memcg, self.constraint
         if oom_memcg is None and self.stats and not self.global_oom:
@@ -284,22 +284,6 @@ class _Partial:
             evidence=tuple(self.evidence),
         )
 
-
-def _with_uid(v: Victim, uid: int) -> Victim:
-    return Victim(
-        pid=v.pid,
-        comm=v.comm,
-        total_vm_bytes=v.total_vm_bytes,
-        anon_rss_bytes=v.anon_rss_bytes,
-        file_rss_bytes=v.file_rss_bytes,
-        shmem_rss_bytes=v.shmem_rss_bytes,
-        uid=uid,
-        pgtables_bytes=v.pgtables_bytes,
-        oom_score_adj=v.oom_score_adj,
-        seq=v.seq,
-        usec=v.usec,
-        wall=v.wall,
-    )
 
 
 def _kb(value: str | None) -> int | None:
