@@ -14,6 +14,7 @@ from oomsight.core.errors import UsageError
 from oomsight.core.policy import (
     ANNOTATION_LAST_OOM,
     ANNOTATION_RECOMMENDATION,
+    ANNOTATION_WARNING_THRESHOLD,
     OomEvent,
     OomLog,
     PodView,
@@ -30,6 +31,7 @@ from oomsight.core.policy import (
     profiles_from_report,
     reconcile,
     status_changed,
+    threshold_owner,
     workload_of,
 )
 
@@ -441,6 +443,7 @@ def run_with(s: dict[str, Any], policy: Any, annotate: set[str]) -> Any:
         None,
         NOW,
         annotate=annotate,
+        threshold_pods=annotate,
     )
 
 
@@ -470,3 +473,38 @@ def test_a_node_wide_oom_is_counted_but_does_not_bump_the_limit() -> None:
     s3 = scene()
     s3["ooms"].add(OomEvent(db_uid, "app", NOW - 60, "boot/501", "agent", scope="container", limit=2 << 30))
     assert entry(run(s3).status, "StatefulSet", "db")["recommendedLimit"] != base["recommendedLimit"]
+
+
+def test_warning_threshold_goes_on_selected_pods_even_without_annotate_pods() -> None:
+    s = scene()
+    body = load("memorypolicy.json")
+    body["spec"]["warningThresholdPercent"] = 75
+    body["spec"]["actions"]["annotatePods"] = False
+    policy = parse_policy(body)
+    uids = {p.uid for p in s["pods"]}
+    res = run_with(s, policy, annotate=uids)
+    assert res.annotations == {p.name: {ANNOTATION_WARNING_THRESHOLD: "75"} for p in s["pods"]}
+    s["pods"] = [
+        PodView(p.namespace, p.name, p.uid, p.node, p.labels, p.owner, p.containers,
+                ((ANNOTATION_WARNING_THRESHOLD, "75"),))
+        for p in s["pods"]
+    ]  # fmt: skip
+    assert run_with(s, policy, annotate=uids).annotations == {}  # unchanged: no patch
+    body["spec"]["warningThresholdPercent"] = 50.5
+    res = run_with(s, parse_policy(body), annotate=uids)
+    assert {n: a[ANNOTATION_WARNING_THRESHOLD] for n, a in res.annotations.items()} == {
+        p.name: "50.5" for p in s["pods"]
+    }
+    assert run_with(s, parse_policy(body), annotate=set()).annotations == {}  # not the owner
+
+
+def test_threshold_owner_is_the_most_cautious_policy() -> None:
+    low, high, broken = load("memorypolicy.json"), load("memorypolicy.json"), load("memorypolicy.json")
+    low["metadata"]["name"], low["spec"]["warningThresholdPercent"] = "zz-low", 60
+    high["metadata"]["name"], high["spec"]["warningThresholdPercent"] = "aa-high", 95
+    broken["metadata"]["name"], broken["spec"]["warningThresholdPercent"] = "broken", 10
+    broken["spec"]["selector"] = {"matchExpressions": [{"key": "app", "operator": "Gt", "values": ["1"]}]}
+    specs = [parse_policy(b) for b in (high, low, broken)]
+    assert specs[2].error is not None
+    assert threshold_owner(specs) == ("capture", "zz-low")
+    assert threshold_owner([specs[2]]) is None

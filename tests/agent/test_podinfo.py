@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from oomsight.core.errors import ParseError
-from oomsight.core.podinfo import format_bytes, parse_quantity, pod_from_json
+from oomsight.core.podinfo import (
+    ANNOTATION_WARNING_THRESHOLD,
+    format_bytes,
+    parse_quantity,
+    parse_threshold,
+    pod_from_json,
+)
 
 
 @pytest.mark.parametrize(
@@ -63,3 +69,19 @@ def test_format_bytes():
     assert format_bytes(64 << 20) == "64.0 MiB"
     assert format_bytes(512) == "512 B"
     assert format_bytes(None) == "unknown"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("75", 0.75), ("50.5", 0.505), ("100", 1.0), (" 90 ", 0.9), ("80%", 0.8),
+     ("0", None), ("-5", None), ("101", None), ("nan", None), ("high", None), ("", None), (None, None)],
+)  # fmt: skip
+def test_parse_threshold(value, expected):
+    assert parse_threshold(value) == expected
+
+
+def test_pod_from_json_reads_the_policy_threshold_annotation():
+    meta = {"name": "web", "namespace": "shop", "uid": "u1"}
+    assert pod_from_json({"metadata": meta}).policy_threshold is None
+    meta["annotations"] = {ANNOTATION_WARNING_THRESHOLD: "60", "other": "x"}
+    assert pod_from_json({"metadata": meta}).policy_threshold == 0.6

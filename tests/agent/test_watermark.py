@@ -30,3 +30,14 @@ def test_policy_threshold():
     mark = Watermark.at(0.8)
     assert (mark.warn, round(mark.clear, 2)) == (0.8, 0.75)
     assert run([0.79, 0.81], mark) == ["none", "fired"]
+
+
+def test_threshold_from_a_pod_annotation_fires_and_rearms_five_points_lower():
+    from oomsight.core.podinfo import pod_from_json
+
+    pod = pod_from_json(
+        {"metadata": {"uid": "u1", "annotations": {"oomsight.io/warning-threshold": "50"}}, "spec": {}}
+    )
+    mark = Watermark.at(pod.policy_threshold)
+    assert run([0.49, 0.65, 0.46, 0.44, 0.52], mark) == ["none", "fired", "none", "cleared", "fired"]
+    assert run([0.65, 0.7]) == ["none", "none"]  # the 90% default stays quiet at the same ratios

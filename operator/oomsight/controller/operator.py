@@ -46,6 +46,7 @@ from oomsight.core.policy import (
     reconcile,
     rfc3339,
     status_changed,
+    threshold_owner,
     workload_of,
 )
 from oomsight.kube.crd import GROUP, MEMORY_POLICY_PLURAL, NODE_REPORT_PLURAL, VERSION
@@ -370,6 +371,14 @@ class Operator:
             )
             == key
         }
+        threshold_pods = {
+            p.uid
+            for p in pods
+            if threshold_owner(
+                state.policies[k].spec for k in state.pod_policies.get(p.uid, ()) if k in state.policies
+            )
+            == key
+        }
         result = reconcile(
             entry.spec,
             pods,
@@ -381,6 +390,7 @@ class Operator:
             entry.last_status,
             now,
             annotate=annotate,
+            threshold_pods=threshold_pods,
         )
         self.stats.reconciles += 1
         ns, name = key

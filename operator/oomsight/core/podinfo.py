@@ -31,6 +31,10 @@ _DECIMAL = {
     "P": Decimal(10**15),
     "E": Decimal(10**18),
 }
+ANNOTATION_WARNING_THRESHOLD = "oomsight.io/warning-threshold"
+"""Pod annotation the operator writes from the selecting MemoryPolicy's ``warningThresholdPercent``
+(a number in (0, 100], e.g. ``"75"``); the agent warns (HighWorkingSet) at that share of the limit."""
+
 _QUANTITY = re.compile(r"^([+-]?[0-9.]+(?:[eE][+-]?[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E)?$")
 
 
@@ -90,6 +94,20 @@ class PodInfo:
         return next((c for c in self.containers if c.name == name), None)
 
 
+def parse_threshold(text: object) -> float | None:
+    """``"75"`` (percent, from ``ANNOTATION_WARNING_THRESHOLD``) → 0.75; None when absent or not a
+    number in (0, 100] (a hand-edited annotation must not silence or flood the warnings)."""
+    if text is None:
+        return None
+    try:
+        percent = float(str(text).strip().removesuffix("%"))
+    except ValueError:
+        return None
+    if not 0 < percent <= 100:  # also rejects NaN
+        return None
+    return percent / 100.0
+
+
 def _resources(spec: Mapping[str, Any]) -> tuple[int | None, int | None]:
     res = spec.get("resources") or {}
 
@@ -131,4 +149,5 @@ def pod_from_json(pod: Mapping[str, Any]) -> PodInfo:
         name=str(meta.get("name", "")),
         node_name=str(spec.get("nodeName") or ""),
         containers=tuple(containers),
+        policy_threshold=parse_threshold((meta.get("annotations") or {}).get(ANNOTATION_WARNING_THRESHOLD)),
     )

@@ -32,7 +32,7 @@ from typing import Any
 
 from oomsight.core.errors import OomsightError, UsageError
 from oomsight.core.memory import Breakdown
-from oomsight.core.podinfo import parse_quantity
+from oomsight.core.podinfo import ANNOTATION_WARNING_THRESHOLD, parse_quantity
 from oomsight.core.quantity import format_bytes
 from oomsight.core.recommend import JvmHeap, Recommendation, Recommender, RecommendSettings, demand_of
 
@@ -52,7 +52,7 @@ MAX_HISTORY = 32
 """Peak intervals kept per container in ``status...history.peaks`` (the CRD's maxItems)."""
 MATERIAL_CHANGE = 0.10
 """A recommendation change worth an Event: request or limit moves by more than 10%."""
-OUR_ANNOTATIONS = (ANNOTATION_RECOMMENDATION, ANNOTATION_LAST_OOM)
+OUR_ANNOTATIONS = (ANNOTATION_RECOMMENDATION, ANNOTATION_LAST_OOM, ANNOTATION_WARNING_THRESHOLD)
 SUPPORTED_OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
 
 # Condition types and reasons on MemoryPolicy.status.conditions.
@@ -650,12 +650,18 @@ def reconcile(
     previous_status: Mapping[str, Any] | None,
     now: float,
     annotate: set[str] | frozenset[str] | None = None,
+    threshold_pods: set[str] | frozenset[str] | None = None,
 ) -> PolicyResult:
     """One policy's status, annotations and Event-worthy changes.
 
     ``annotate``: UIDs of the pods this policy may annotate (None: all it selects). When policies
     overlap, exactly one of them must own a pod's annotations, or they would overwrite each other
     forever; the controller picks the owner (``annotation_owner``).
+
+    ``threshold_pods``: UIDs of the pods whose ``ANNOTATION_WARNING_THRESHOLD`` this policy writes
+    (None: all it selects; the controller picks one policy per pod with ``threshold_owner``). The
+    threshold is written whether or not ``annotatePods`` is on: it is the policy's own setting for the
+    agent's HighWorkingSet warning, which issue #5 applies to every pod a policy selects, not advice.
 
     ``pods`` are the pods the selector matched; ``workloads`` maps their UIDs to workloads;
     ``profiles`` holds (pod UID, container) → Profile from every report; ``nodes_reporting`` the nodes
@@ -831,11 +837,18 @@ def reconcile(
     }
 
     annotations: dict[str, dict[str, str | None]] = {}
+    threshold = f"{policy.threshold_percent:g}"
     for p in pods:
+        if (threshold_pods is None or p.uid in threshold_pods) and p.annotation(
+            ANNOTATION_WARNING_THRESHOLD
+        ) != threshold:
+            annotations[p.name] = {ANNOTATION_WARNING_THRESHOLD: threshold}
         mine = _annotation_policy(p.annotation(ANNOTATION_RECOMMENDATION)) == policy.name
         if not policy.annotate_pods or (annotate is not None and p.uid not in annotate):
             if mine:  # annotatePods turned off (or another policy owns the pod now): take ours back
-                annotations[p.name] = {ANNOTATION_RECOMMENDATION: None, ANNOTATION_LAST_OOM: None}
+                annotations.setdefault(p.name, {}).update(
+                    {ANNOTATION_RECOMMENDATION: None, ANNOTATION_LAST_OOM: None}
+                )
             continue
         want: dict[str, str | None] = {}
         recs = pod_recs.get(p.name)
@@ -852,7 +865,7 @@ def reconcile(
             )  # fmt: skip
         diff = {k: v for k, v in want.items() if p.annotation(k) != v}
         if diff:
-            annotations[p.name] = diff
+            annotations.setdefault(p.name, {}).update(diff)
     return PolicyResult(status, annotations, tuple(changes))
 
 
@@ -871,6 +884,14 @@ def annotation_owner(candidates: Iterable[PolicySpec]) -> tuple[str, str] | None
     those with ``annotatePods`` (deterministic, so every reconcile agrees)."""
     keys = sorted(p.key for p in candidates if p.annotate_pods)
     return keys[0] if keys else None
+
+
+def threshold_owner(candidates: Iterable[PolicySpec]) -> tuple[str, str] | None:
+    """Of the valid policies selecting one pod, the one whose ``warningThresholdPercent`` goes on it:
+    the lowest threshold (the most cautious warning wins), then the first by name, so that every
+    reconcile agrees and two policies never overwrite each other."""
+    ranked = sorted((p.threshold_percent, p.key) for p in candidates if p.error is None)
+    return ranked[0][1] if ranked else None
 
 
 def status_changed(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:

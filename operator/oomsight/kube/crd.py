@@ -63,6 +63,9 @@ MAX_REPORT_BYTES = 256 * 1024
 # Pod annotations the operator writes when a policy's actions.annotatePods is true.
 ANNOTATION_RECOMMENDATION = "oomsight.io/memory-recommendation"
 ANNOTATION_LAST_OOM = "oomsight.io/last-oom"
+ANNOTATION_WARNING_THRESHOLD = "oomsight.io/warning-threshold"
+"""The selecting policy's ``warningThresholdPercent`` (``"75"``), written on every selected pod whatever
+``annotatePods`` says; the agent reads it from its pod watch for the HighWorkingSet warning."""
 
 # Node labels the operator (never the agent) sets from NodeMemoryReports.
 LABEL_KMEM_ACCOUNTING = "oomsight.io/kmem-accounting"
