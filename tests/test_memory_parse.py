@@ -1,5 +1,5 @@
-"""The memory model on captured file trees: v1 (this machine, 6.18.44), v2 (kernel 5.18-6.1 format),
-an old 3.x v1 memory.stat, and broken files. Every fixture records its source (SOURCE files)."""
+"""The memory model on captured file trees: v1 (this machine, 6.18.44), v2 (two public OOM-time captures,
+Ubuntu 5.15 and Debian 6.1, arranged as kubelet pods), an old 3.x v1 memory.stat, and broken files. Every fixture records its source (SOURCE files)."""
 
 from __future__ import annotations
 
@@ -31,14 +31,14 @@ from oomsight.host.cgroupfs import CgroupWalker, detect_layout
 
 FIXTURES = Path(__file__).parent / "fixtures" / "cgroup"
 V1_ROOT = next(FIXTURES.glob("v1-6.18.44*"))
-V2_ROOT = FIXTURES / "v2-6.1"
+V2_ROOT = FIXTURES / "v2-5.15-6.1"
 FILES = FIXTURES / "files"
 MIB = 1 << 20
 
 V1_POD = "0b6c5f3e-9a51-4d47-8f0e-3c2d1b7a6e90"
 V1_CID = "5f0c3a8e1b2d4c6f8a9e7d5b3c1a0f2e4d6b8a9c7e5f3d1b2a4c6e8f0a1b3c5d"
 V2_POD1 = "6f1b8c1e-2d3a-4b5c-9e8f-7a6b5c4d3e2f"
-V2_CID1 = "4c0b7bc1225d148f13492e3cd4061b28d803701404abddc3d80431ec92d91d93"
+V2_CID1 = "3193584578ea07bf5ee503289e7fe7b69f20e60ad236b2b5ce2274419856f8f3"
 V2_POD2 = "a0c4e2f6-8b1d-4e3f-a5c7-9d1b3f5e7a9c"
 
 
@@ -86,59 +86,82 @@ def test_v1_captured_tree_through_the_walker():
     assert reading.memsw_limit_bytes is None  # 9223372036854771712 = unlimited
 
 
-# ------------------------------------------------------------------------------------ v2, kernel format
+# ------------------------------------------------------------------------------------ v2, captured (5.15 and 6.1)
 
 
 def test_v2_tree_through_the_walker():
+    """Two real v2 OOM-time captures (tests/fixtures/cgroup/v2-5.15-6.1/SOURCE) arranged as kubelet pods."""
     layout = detect_layout(V2_ROOT)
     assert (layout.version, layout.memory_version, layout.driver) == ("v2", "v2", "systemd")
     assert layout.kubepods == "/kubepods.slice"
     sweep = CgroupWalker(layout).sweep(with_pids=True)
+    assert (sweep.vanished, sweep.errors) == (0, 0)
     by_pod = {e.kube.pod_uid: e for e in sweep.entries if e.kube}
     assert set(by_pod) == {V2_POD1, V2_POD2}
 
-    limited = by_pod[V2_POD1]
-    assert limited.kube is not None and limited.kube.container_id == V2_CID1
-    assert (limited.kube.qos, limited.kube.runtime) == ("burstable", "containerd")
-    # Pod and container both say 256 MiB: the closer one (the container) is the one to change.
-    assert (limited.limit.limit_bytes, limited.limit.level) == (268435456, "container")
-    r = limited.reading
+    # A: Ubuntu 5.15.0-107, a docker scope limited to 8 MiB, read at its OOM kill.
+    a = by_pod[V2_POD1]
+    assert a.kube is not None and a.kube.container_id == V2_CID1
+    assert (a.kube.qos, a.kube.runtime) == ("burstable", "docker")
+    # No memory.max above the scope in the capture: the container's own 8 MiB is the limit.
+    assert (a.limit.limit_bytes, a.limit.level) == (8388608, "container")
+    r = a.reading
     assert r is not None and r.version == "v2"
-    assert r.working_set_bytes == 134135808  # inactive_file 0
-    assert r.peak_bytes == 268435456
-    assert r.events is not None and (r.events.max, r.events.oom_kill, r.events.oom_group_kill) == (214, 3, 1)
-    assert r.oom_kills == 3
-    assert r.oom_group is True
-    assert r.pressure is not None and r.pressure.some.avg10 == 1.52
-    assert r.pressure.full is not None and r.pressure.full.total_us == 1539022
-    assert (r.high_bytes, r.low_bytes, r.min_bytes, r.swap_limit_bytes) == (None, 0, 0, 0)
-    assert limited.pids == (48211, 48260)
+    assert r.usage_bytes == 8192 * 1024  # "memory: usage 8192kB"
+    assert r.working_set_bytes == 8388608 - 8192  # inactive_file 8192
+    # 5.15 has no memory.peak (5.19+); memory.events/pressure were not captured.
+    assert (r.peak_bytes, r.events, r.events_local, r.pressure, r.oom_kills) == (None, None, None, None, None)
+    assert r.oom_group is False  # memory.oom.group 0
+    assert (r.high_bytes, r.low_bytes, r.min_bytes) == (None, None, None)  # high "max"; low/min not captured
+    assert (r.swap_usage_bytes, r.swap_limit_bytes) == (8388608, 8388608)  # "swap: usage 8192kB, limit 8192kB"
+    assert a.pids == (3920, 3974)
     b = breakdown(r)
+    # 5.15 prints no ``kernel`` key: kernel_stack + pagetables + percpu + sock + slab (no vmalloc key either).
     assert b.as_dict() == {
-        "anon": 130629632, "active_file": 0, "inactive_file": 0, "shmem": 2207744,
-        "kernel": 1298432, "swap": 0, "dirty": 0, "writeback": 0,
+        "anon": 7688192, "active_file": 4096, "inactive_file": 8192, "shmem": 0,
+        "kernel": 32768 + 110592 + 144 + 0 + 189840, "swap": 8388608, "dirty": 0, "writeback": 0,
     }
 
-    unlimited = by_pod[V2_POD2]
-    assert unlimited.kube is not None and unlimited.kube.qos == "besteffort"
-    # No limit on the container, pod or QoS class: the node allocatable on kubepods.slice applies.
-    assert (unlimited.limit.limit_bytes, unlimited.limit.level) == (7340032000, "kubepods")
-    assert unlimited.reading is not None
-    assert unlimited.reading.working_set_bytes == 52232192 - 30445568
+    # B: Debian 6.1.90, a 20 MiB cgroup read at its OOM kill, arranged as a guaranteed pod's container.
+    g = by_pod[V2_POD2]
+    assert g.kube is not None and (g.kube.qos, g.kube.runtime) == ("guaranteed", "containerd")
+    assert (g.limit.limit_bytes, g.limit.level) == (20971520, "container")
+    assert g.reading is not None
+    assert g.reading.working_set_bytes == 20480 * 1024  # inactive_file 0: all of "memory: usage 20480kB"
+    assert g.reading.oom_group is None  # not captured
+    assert (g.reading.swap_usage_bytes, g.reading.swap_limit_bytes) == (0, 0)
+    assert g.pids == (3713, 4045)
+    assert breakdown(g.reading).as_dict() == {
+        "anon": 20705280, "active_file": 0, "inactive_file": 0, "shmem": 0,
+        "kernel": 188416, "swap": 0, "dirty": 0, "writeback": 0,
+    }
+    # The 6.1 keys the parser has no use for are kept as printed.
+    assert {k: g.reading.stat[k] for k in ("sec_pagetables", "zswap", "zswapped", "zswpin")} == dict.fromkeys(
+        ("sec_pagetables", "zswap", "zswapped", "zswpin"), 0
+    )
+    assert g.reading.stat["anon_thp"] == 18874368
 
 
 def test_v2_kernel_parts_before_5_18():
-    """Without the ``kernel`` key (kernels before 5.18) the breakdown sums its parts."""
-    directory = next(V2_ROOT.rglob(f"cri-containerd-{V2_CID1}.scope"))
+    """Without the ``kernel`` key (the real 5.15 capture) the breakdown sums its parts; before 5.9 there is
+    no ``slab`` key either, only its two halves (simulated here by dropping the line from the capture)."""
+    directory = next(V2_ROOT.rglob(f"docker-{V2_CID1}.scope"))
     files = _files(directory, V2_FILES)
-    files["memory.stat"] = "".join(
-        line + "\n" for line in files["memory.stat"].splitlines() if not line.startswith("kernel ")
-    )
-    b = breakdown(reading_v2(files))
-    # kernel_stack + pagetables + percpu + sock + vmalloc + slab
-    assert b.kernel == 81920 + 507904 + 62600 + 0 + 8192 + 422488
-    files["memory.stat"] = files["memory.stat"].replace("slab 422488\n", "")
-    assert breakdown(reading_v2(files)).kernel == 81920 + 507904 + 62600 + 0 + 8192 + 94856 + 327632
+    assert "\nkernel " not in files["memory.stat"]
+    # kernel_stack + pagetables + percpu + sock + slab
+    assert breakdown(reading_v2(files)).kernel == 32768 + 110592 + 144 + 0 + 189840
+    files["memory.stat"] = files["memory.stat"].replace("slab 189840\n", "")
+    # slab_reclaimable + slab_unreclaimable = 84384 + 105456 = the 189840 the kernel printed as slab
+    assert breakdown(reading_v2(files)).kernel == 32768 + 110592 + 144 + 0 + 84384 + 105456
+
+
+def test_v2_6_1_kernel_key_wins_over_parts():
+    """With ``kernel`` (5.18+) the breakdown takes it as printed: 188416 in the 6.1 capture, more than
+    its listed parts (16384 + 81920 + 0 + 0 + 0 + 18752): kmem charges whole pages for objects the
+    per-kind counters count in bytes."""
+    directory = next(V2_ROOT.rglob("cri-containerd-*.scope"))
+    files = _files(directory, V2_FILES)
+    assert breakdown(reading_v2(files)).kernel == 188416
 
 
 # ------------------------------------------------------------------------------------ old v1 kernels
@@ -215,6 +238,10 @@ def test_working_set_clamps_at_zero():
           ("/kubepods/burstable/pod6f1b8c1e-2d3a-4b5c-9e8f-7a6b5c4d3e2f", None),
           (f"/kubepods/burstable/pod6f1b8c1e-2d3a-4b5c-9e8f-7a6b5c4d3e2f/{V1_CID}", None)],
          64 * MIB, "qos"),
+        ([("/", None), ("/kubepods.slice", 7 << 30), ("/kubepods.slice/kubepods-besteffort.slice", None),
+          ("/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-poda0c4e2f6_8b1d_4e3f_a5c7_9d1b3f5e7a9c.slice",
+           None)],
+         7 << 30, "kubepods"),
         ([("/", None), ("/docker/abc", 1 * MIB), ("/docker/abc/kubepods", 8 << 30)], 1 * MIB, "other"),
         ([("/", None), ("/system.slice", None)], None, None),
     ],
@@ -270,8 +297,8 @@ def test_missing_required_file():
 def test_sweep_lists_a_broken_cgroup_and_goes_on(tmp_path, file, content, message):
     root = tmp_path / "host"
     shutil.copytree(V2_ROOT, root)
-    broken = next(root.rglob("kubepods-besteffort-pod*.slice")).glob("cri-containerd-*.scope")
-    (next(broken) / file).write_text(content)
+    broken = next(root.rglob("kubepods-pod*.slice")).glob("cri-containerd-*.scope")
+    (next(broken) / file).write_text(content)  # B, the 6.1 capture; memory.events is new there
     walker = CgroupWalker(detect_layout(root))
     sweep = walker.sweep()
     assert sweep.errors == 1
@@ -283,7 +310,8 @@ def test_sweep_lists_a_broken_cgroup_and_goes_on(tmp_path, file, content, messag
     assert entry.error is not None and entry.error.startswith(file)
     if message:
         assert message in entry.error
-    assert entry.limit.level == "kubepods"  # the limit is still known from the ancestors
+    # The limit is still known: memory.max is read apart from the broken file.
+    assert (entry.limit.limit_bytes, entry.limit.level) == (20971520, "container")
     walker.sweep()
     assert walker.errors_total == 2 and walker.sweeps_total == 2
 
@@ -296,16 +324,23 @@ def test_top_json_on_v2_tree(capsys):
     doc = json.loads(capsys.readouterr().out)
     assert doc["cgroup_version"] == "v2" and doc["cgroup_driver"] == "systemd"
     first, second = doc["containers"]
-    assert first["pod_uid"] == V2_POD1  # 50% of its limit, before 0.3% of the node's
-    assert first["container_id"] == V2_CID1
-    assert first["qos"] == "burstable"
-    assert first["working_set_bytes"] == 134135808
-    assert (first["limit_bytes"], first["limit_level"]) == (268435456, "container")
-    assert first["breakdown"]["kernel"] == 1298432
+    # B uses 100% of its limit (inactive_file 0), A 99.9% (8380416 of 8388608): B first.
+    assert first["pod_uid"] == V2_POD2 and first["qos"] == "guaranteed"
+    assert (first["working_set_bytes"], first["limit_bytes"], first["limit_level"]) == (
+        20971520, 20971520, "container")
+    assert first["working_set_ratio"] == 1.0
+    assert first["breakdown"]["kernel"] == 188416
+    assert second["pod_uid"] == V2_POD1
+    assert second["container_id"] == V2_CID1
+    assert (second["qos"], second["runtime"]) == ("burstable", "docker")
+    assert (second["working_set_bytes"], second["usage_bytes"]) == (8380416, 8388608)
+    assert second["working_set_ratio"] == 0.999
+    assert (second["limit_bytes"], second["limit_level"]) == (8388608, "container")
+    assert second["breakdown"]["kernel"] == 333344
+    assert second["breakdown"]["swap"] == 8388608
     # cgroup.procs lists two pids; the fixture has no /proc, so both count as gone, none as read.
-    assert (first["processes"]["count"], first["processes"]["vanished"]) == (0, 2)
-    assert first["oom_kills"] == 3
-    assert (second["pod_uid"], second["limit_level"]) == (V2_POD2, "kubepods")
+    assert (second["processes"]["count"], second["processes"]["vanished"]) == (0, 2)
+    assert first["oom_kills"] is None and second["oom_kills"] is None  # no memory.events captured
     assert doc["errors"] == 0
 
 
@@ -313,8 +348,9 @@ def test_top_table_on_v2_tree(capsys):
     assert main(["top", "--host-root", str(V2_ROOT)]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].split()[:3] == ["POD", "UID", "or"]
-    assert out[1].startswith(V2_POD1) and "128Mi" in out[1] and "256Mi" in out[1] and "50%" in out[1]
-    assert out[2].startswith(V2_POD2) and "kubepods" in out[2]
+    row1, row2 = out[1].split(), out[2].split()
+    assert row1[:8] == [V2_POD2, "9e2a6d4c8b0f", "guaranteed", "20Mi", "20Mi", "container", "100%", "20Mi"]
+    assert row2[:8] == [V2_POD1, V2_CID1[:12], "burstable", "8.0Mi", "8.0Mi", "container", "100%", "7.3Mi"]
 
 
 def test_wrong_host_root_is_one_line(tmp_path):
