@@ -1,5 +1,6 @@
 """The memory model on captured file trees: v1 (this machine, 6.18.44), v2 (two public OOM-time captures,
-Ubuntu 5.15 and Debian 6.1, arranged as kubelet pods), an old 3.x v1 memory.stat, and broken files. Every fixture records its source (SOURCE files)."""
+Ubuntu 5.15 and Debian 6.1, arranged as kubelet pods), an old 3.x v1 memory.stat, and broken files.
+Every fixture records its source (SOURCE files)."""
 
 from __future__ import annotations
 
@@ -86,7 +87,7 @@ def test_v1_captured_tree_through_the_walker():
     assert reading.memsw_limit_bytes is None  # 9223372036854771712 = unlimited
 
 
-# ------------------------------------------------------------------------------------ v2, captured (5.15 and 6.1)
+# ------------------------------------------------------------------------------- v2, captured (5.15 and 6.1)
 
 
 def test_v2_tree_through_the_walker():
@@ -113,7 +114,8 @@ def test_v2_tree_through_the_walker():
     assert (r.peak_bytes, r.events, r.events_local, r.pressure, r.oom_kills) == (None, None, None, None, None)
     assert r.oom_group is False  # memory.oom.group 0
     assert (r.high_bytes, r.low_bytes, r.min_bytes) == (None, None, None)  # high "max"; low/min not captured
-    assert (r.swap_usage_bytes, r.swap_limit_bytes) == (8388608, 8388608)  # "swap: usage 8192kB, limit 8192kB"
+    # "swap: usage 8192kB, limit 8192kB"
+    assert (r.swap_usage_bytes, r.swap_limit_bytes) == (8388608, 8388608)
     assert a.pids == (3920, 3974)
     b = breakdown(r)
     # 5.15 prints no ``kernel`` key: kernel_stack + pagetables + percpu + sock + slab (no vmalloc key either).
