@@ -7,6 +7,8 @@ reads /metrics and the NodeMemoryReport.
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import time
 import uuid
@@ -303,3 +305,63 @@ def test_rate_limited_kills_while_the_agent_is_down_are_placed_after_restart(
     a = agent()
     wait_for(lambda: sum(series_total(p.events()) for p in pods) == 12, 30, "all 12 kills as Events")
     assert [series_total(p.events()) for p in pods] == [4, 4, 4]
+
+
+def test_policy_threshold_annotation_sets_the_warning_level(rest, scenes, namespace, node, agent):
+    # The operator writes the selecting MemoryPolicy's warningThresholdPercent on the pod; here we
+    # write it as the operator does. ~40 MiB of 64 (~62%): above 50%, well below the 90% default.
+    annotated, plain = scenes(), scenes()
+    resp = rest.request(
+        "PATCH",
+        f"/api/v1/namespaces/{namespace}/pods/{annotated.name}",
+        {"metadata": {"annotations": {"oomsight.io/warning-threshold": "50"}}},
+        content_type="application/merge-patch+json",
+    )
+    assert resp.ok, resp
+    for s in (annotated, plain):
+        s.procs.append(s.cgroup.spawn("--anon", "35"))
+    a = agent()
+    high = frozenset({"HighWorkingSet"})
+    events = wait_for(lambda: annotated.events(high), 15, "HighWorkingSet on the annotated pod")
+    assert "warning at 50%" in events[0]["note"] and "64.0 MiB container limit" in events[0]["note"]
+    lbl = {"namespace": namespace, "pod": plain.name, "container": "app"}
+    ws = wait_for(
+        lambda: sample(a.get("/metrics"), "oomsight_container_working_set_bytes", **lbl), 10, "a sample"
+    )
+    assert 0.5 * (64 << 20) < ws < 0.85 * (64 << 20)
+    time.sleep(2)  # two more sweeps
+    assert plain.events(high) == []
+
+
+def test_report_carries_the_jvm_xmx_of_a_real_java_process(rest, scenes, namespace, node, agent):
+    java = shutil.which("java")
+    if java is None:
+        if os.environ.get("CI"):
+            pytest.fail("java (OpenJDK 11+) is not installed; CI=true requires it")
+        pytest.skip("java is not installed")
+    ensure_crds(rest)
+    scene = scenes(limit=256 << 20)
+    hold = Path(__file__).resolve().parent.parent / "progs" / "Hold.java"
+    env = {k: v for k, v in os.environ.items() if not k.endswith("JAVA_OPTIONS")}
+    p = subprocess.Popen(
+        ["sh", "-c", f'echo $$ > "{scene.cgroup.path}/cgroup.procs" && exec "$@"', "sh", java, "-Xmx96m",
+         str(hold)],
+        stdout=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    scene.procs.append(p)
+    assert p.stdout is not None
+    line = p.stdout.readline()  # source-file mode compiles first: ~1-2 s
+    assert line.startswith("READY"), line
+    assert 64 << 20 < int(line.split()[2]) <= 96 << 20  # Runtime.maxMemory(): -Xmx less a survivor space
+    agent()
+
+    def profile():
+        resp = rest.request("GET", f"/apis/oomsight.io/v1alpha1/nodememoryreports/{node}")
+        if not resp.ok:
+            return None
+        mine = [c for c in (resp.body.get("status") or {}).get("containers", []) if c["podUID"] == scene.uid]
+        return mine[0] if mine and mine[0].get("xmx") else None
+
+    c = wait_for(profile, 30, "a NodeMemoryReport with the container's -Xmx")
+    assert c["xmx"] == 96 << 20 and "maxRAMPercentage" not in c
+    assert c["limit"] == 256 << 20

@@ -54,6 +54,7 @@ from oomsight.core.report import MAX_INCIDENTS, ProfileBook, build_status
 from oomsight.core.stuck import find_stuck
 from oomsight.core.watermark import Watermark, step
 from oomsight.host.cgroupfs import CgroupWalker, detect_layout
+from oomsight.host.jvm import JvmScanner
 from oomsight.host.kmsg import Cursor as KmsgCursor
 from oomsight.host.kmsg import Gap, KmsgReader
 from oomsight.host.nodeinfo import read_node_facts
@@ -111,6 +112,9 @@ class Agent:
         self.walker = CgroupWalker(
             layout, AGENT_V1_FILES if layout.memory_version == "v1" else AGENT_V2_FILES
         )
+        self.memory_root = str(layout.memory_root)
+        self.jvms = JvmScanner(str(settings.host_root / "proc"))
+        """-Xmx / MaxRAMPercentage of each container's JVM, for the report (oomsight.host.jvm)."""
         self.aggregator = Aggregator()
         self.book = ProfileBook()
         self.snapshot = Snapshot()
@@ -556,6 +560,7 @@ class Agent:
         samples: list[ContainerSample] = []
         readings = []
         live_keys: set[tuple[str, str]] = set()
+        live_paths: set[str] = set()
         seen_ids: set[str] = set()
         for e in sweep.entries:
             ref = e.kube
@@ -586,7 +591,8 @@ class Agent:
                 self.oom_accounted[e.path] = r.oom_kills if before is None or quiet else before
             key = (pod.uid, cont.name)
             live_keys.add(key)
-            self.book.observe(
+            live_paths.add(e.path)
+            profile = self.book.observe(
                 now_wall,
                 pod.namespace,
                 pod.name,
@@ -599,6 +605,9 @@ class Agent:
                 limit_level=level,
                 breakdown=bd,
             )
+            jvm = self.jvms.flags(e.path, self.memory_root + e.path, time.monotonic())
+            profile.xmx = jvm.max_heap_bytes if jvm else None
+            profile.max_ram_percentage = jvm.max_ram_percentage if jvm else None
             samples.append(
                 ContainerSample(
                     namespace=pod.namespace,
@@ -620,6 +629,7 @@ class Agent:
         if sweep.errors:
             self.counters.inc("oomsight_agent_errors_total", sweep.errors, kind="cgroup_read")
         self._forget_vanished(live_keys)
+        self.jvms.forget(live_paths)
         elapsed = time.perf_counter() - t0
         self.counters.inc("oomsight_agent_sweeps_total")
         self.counters.inc("oomsight_agent_sweep_seconds_total", elapsed)

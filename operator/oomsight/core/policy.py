@@ -338,6 +338,16 @@ class Profile:
     breakdown: Breakdown | None = None
     oom_kills: int = 0
     xmx: int | None = None
+    max_ram_percentage: float | None = None
+
+    @property
+    def jvm(self) -> JvmHeap | None:
+        """What the agent saw of the container's JVM flags (-Xmx wins, as in HotSpot)."""
+        if self.xmx:
+            return JvmHeap(max_heap_bytes=self.xmx)
+        if self.max_ram_percentage is not None and 0 < self.max_ram_percentage < 100:
+            return JvmHeap(max_ram_percentage=self.max_ram_percentage)
+        return None  # none, or MaxRAMPercentage=100: the heap may take the whole limit, nothing to add
 
 
 @dataclass(frozen=True, slots=True)
@@ -357,6 +367,10 @@ class OomEvent:
 
 def _int(v: Any) -> int | None:
     return int(v) if isinstance(v, int | float) and not isinstance(v, bool) and v >= 0 else None
+
+
+def _percent(v: Any) -> float | None:
+    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v <= 100 else None
 
 
 def profiles_from_report(node: str, status: Mapping[str, Any]) -> tuple[list[Profile], list[OomEvent]]:
@@ -396,6 +410,7 @@ def profiles_from_report(node: str, status: Mapping[str, Any]) -> tuple[list[Pro
                 breakdown=breakdown,
                 oom_kills=_int(c.get("oomKills")) or 0,
                 xmx=_int(c.get("xmx")) or None,
+                max_ram_percentage=_percent(c.get("maxRAMPercentage")),
             )
         )
     incidents = []
@@ -710,8 +725,8 @@ def reconcile(
                         bd = _scaled_breakdown(prof.breakdown, prof.working_set, b)
                         rec.add_sample(key, float(t), b, bd, prof.limit, replica=p.uid)
                         mem.remember(key, float(t), b, bd)
-                    if prof.xmx:
-                        rec.set_jvm(key, JvmHeap(max_heap_bytes=prof.xmx))
+                    if prof.jvm is not None:
+                        rec.set_jvm(key, prof.jvm)
                     limit = prof.limit or cv.limit
                     if prof.working_set is not None and limit:
                         risky |= prof.working_set * 100 >= policy.threshold_percent * limit

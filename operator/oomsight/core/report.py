@@ -60,6 +60,9 @@ class Profile:
     """(interval start, Unix seconds; peak working set bytes), oldest first."""
     oom_kills: int = 0
     xmx: int | None = None
+    """JVM ``-Xmx`` in bytes (``oomsight.core.jvm``), when the container runs a JVM that sets it."""
+    max_ram_percentage: float | None = None
+    """JVM ``-XX:MaxRAMPercentage``, when set and no ``-Xmx`` is (HotSpot lets -Xmx win)."""
     seen: float = 0.0
 
     @property
@@ -89,6 +92,8 @@ class Profile:
         body["oomKills"] = self.oom_kills
         if self.xmx is not None:
             body["xmx"] = self.xmx
+        elif self.max_ram_percentage is not None:
+            body["maxRAMPercentage"] = self.max_ram_percentage
         return body
 
 
