@@ -193,6 +193,26 @@ def test_v1_3x_memory_stat_from_docker_docs():
     assert r.oom_control.oom_kill_disable is False and r.oom_control.under_oom is False
 
 
+def test_v2_pre_5_17_files_from_a_raspberry_pi():
+    """Real v2 files of a kernel older than 5.17 (files/SOURCE): memory.events without ``oom_group_kill``,
+    memory.stat without ``kernel`` and ``pagetables``."""
+    files = {
+        "memory.current": (FILES / "v2-rpi-pre-5.17.memory.current").read_text(),
+        "memory.stat": (FILES / "v2-rpi-pre-5.17.memory.stat").read_text(),
+        "memory.events": (FILES / "v2-rpi-pre-5.17.memory.events").read_text(),
+    }
+    r = reading_v2(files)
+    assert r.events is not None
+    assert (r.events.low, r.events.high, r.events.max, r.events.oom, r.events.oom_kill) == (0, 0, 4878, 4, 2)
+    assert r.events.oom_group_kill is None  # the line did not exist yet
+    assert r.oom_kills == 2
+    assert r.working_set_bytes == 954368  # inactive_file 0
+    b = breakdown(r)
+    # kernel_stack + percpu + sock + slab; no pagetables key on that kernel
+    assert (b.anon, b.kernel, b.shmem, b.inactive_file) == (405504, 40960 + 0 + 0 + 0, 0, 0)
+    assert b.swap is None  # no memory.swap.current read
+
+
 @pytest.mark.parametrize(
     ("use_hierarchy", "drop_total", "expected_inactive"),
     [
