@@ -508,3 +508,19 @@ def test_threshold_owner_is_the_most_cautious_policy() -> None:
     assert specs[2].error is not None
     assert threshold_owner(specs) == ("capture", "zz-low")
     assert threshold_owner([specs[2]]) is None
+
+
+def test_report_jvm_flags_become_the_recommenders_jvm_heap() -> None:
+    from oomsight.core.recommend import JvmHeap
+
+    def prof(**extra: Any) -> Any:
+        c = {"podUID": "u1", "container": "app", "workingSet": 300 << 20, **extra}
+        (p,), _ = profiles_from_report("node-a", {"containers": [c]})
+        return p
+
+    assert prof().jvm is None
+    assert prof(xmx=512 << 20).jvm == JvmHeap(max_heap_bytes=512 << 20)
+    assert prof(maxRAMPercentage=75.0).jvm == JvmHeap(max_ram_percentage=75.0)
+    assert prof(xmx=512 << 20, maxRAMPercentage=75.0).jvm == JvmHeap(max_heap_bytes=512 << 20)  # HotSpot
+    assert prof(maxRAMPercentage=100).jvm is None  # the whole limit is heap: no floor to add
+    assert prof(maxRAMPercentage="75").jvm is None  # not a number: ignored, never raised

@@ -695,3 +695,66 @@ def test_a_missing_peering_object_is_one_line(kubeconfig: Path, namespace: str, 
     assert r.returncode == 2
     (line,) = r.stderr.strip().splitlines()
     assert f"KopfPeering nope in namespace(s) {namespace} does not exist" in line and "--standalone" in line
+
+
+def test_warning_threshold_is_written_on_selected_pods(
+    kubectl: Kubectl,
+    kubeconfig: Path,
+    namespace: str,
+    scene: dict[str, Any],
+    operators: list[OperatorProc],
+    tmp_path: Path,
+) -> None:
+    # annotatePods is off: the threshold (the policy's own setting for the agent) is written anyway.
+    ns, node = namespace, scene["node"]
+    create_pod(kubectl, ns, "web-a", node, {"app": "web"})
+    create_pod(kubectl, ns, "other", node, {"app": "other"})
+    body = policy("warn", {"matchLabels": {"app": "web"}}, annotate=False)
+    body["spec"]["warningThresholdPercent"] = 70
+    kubectl.run("apply", "-n", ns, "-f", "-", stdin=json.dumps(body))
+    op = start(operators, kubeconfig, ns, tmp_path)
+    wait_for(
+        lambda: pod_annotations(kubectl, ns, "web-a").get(crd.ANNOTATION_WARNING_THRESHOLD) == "70",
+        TIMEOUT,
+        "the threshold annotation",
+    )
+    assert crd.ANNOTATION_RECOMMENDATION not in pod_annotations(kubectl, ns, "web-a")
+    assert crd.ANNOTATION_WARNING_THRESHOLD not in pod_annotations(kubectl, ns, "other")
+    body["spec"]["warningThresholdPercent"] = 55.5
+    kubectl.run("apply", "-n", ns, "-f", "-", stdin=json.dumps(body))
+    wait_for(
+        lambda: pod_annotations(kubectl, ns, "web-a").get(crd.ANNOTATION_WARNING_THRESHOLD) == "55.5",
+        TIMEOUT,
+        "the changed threshold",
+    )
+    assert op.alive(), op.log()[-2000:]
+
+
+def test_jvm_xmx_in_the_report_sets_the_limit_floor(
+    kubectl: Kubectl,
+    kubeconfig: Path,
+    namespace: str,
+    scene: dict[str, Any],
+    operators: list[OperatorProc],
+    tmp_path: Path,
+) -> None:
+    ns, node = namespace, scene["node"]
+    pod = create_pod(kubectl, ns, "jvm-a", node, {"app": "jvm"}, request="512Mi", limit="1Gi")
+    prof = profile(pod, "app", [250 * MI, 300 * MI], limit=1 << 30, request=512 * MI)
+    prof["xmx"] = 512 * MI  # as the agent reports `java -Xmx512m` (tests/kube/test_agent_real.py)
+    write_report(kubectl, node, report_status([prof]))
+    body = policy("jvm", {"matchLabels": {"app": "jvm"}})
+    kubectl.run("apply", "-n", ns, "-f", "-", stdin=json.dumps(body))
+    start(operators, kubeconfig, ns, tmp_path)
+    c = wait_for(
+        lambda: (
+            container_entry(status_of(kubectl, ns, "jvm"), "Pod", "jvm-a").get("recommendedLimit")
+            and container_entry(status_of(kubectl, ns, "jvm"), "Pod", "jvm-a")
+        ),
+        TIMEOUT,
+        "a recommendation",
+    )
+    # The heap grows to -Xmx whenever the collector lets it: the limit covers it plus off-heap
+    # (at least 25% of the heap, at least 64Mi), though the working set never passed 300Mi.
+    assert parse_quantity(c["recommendedLimit"]) >= 512 * MI + 128 * MI, c
+    assert "JVM -Xmx" in c["reason"], c
