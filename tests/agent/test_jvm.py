@@ -14,6 +14,7 @@ from oomsight.core.jvm import (
     JvmFlags,
     jvm_flags,
     jvm_options,
+    memory_cgroup_leaf,
     parse_cmdline,
     parse_environ,
     parse_size,
@@ -106,3 +107,36 @@ def test_stat_identity():
     assert parse_stat_identity(odd) == ("a) b (c)", 555)
     assert parse_stat_identity("garbage") is None
     assert parse_stat_identity("1 (x) S 1 2") is None
+
+
+# /proc/<pid>/cgroup of a process on this machine (Linux 6.18.44, hybrid layout), captured.
+HYBRID = """9:name=systemd:/
+8:pids:/
+7:blkio:/
+6:freezer:/
+5:devices:/
+4:memory:/process_api/3f80b3149ec101898c521a5339a2a1e9
+3:cpuset:/
+2:cpuacct:/
+1:cpu:/
+0::/
+"""
+
+
+@pytest.mark.parametrize(
+    ("text", "leaf"),
+    [
+        (HYBRID, "3f80b3149ec101898c521a5339a2a1e9"),
+        # constructed from the kubelet's naming: v1 with merged controllers; v2 systemd driver, read from
+        # inside another cgroup namespace (cgroup_path_ns prints it relative: /../..)
+        ("5:memory,hugetlb:/kubepods/burstable/pod1/abc123\n", "abc123"),
+        (
+            "0::/../../kubepods.slice/kubepods-pod1.slice/cri-containerd-abc.scope\n",
+            "cri-containerd-abc.scope",
+        ),
+        ("4:memory:/\n0::/\n", None),
+        ("garbage\n", None),
+    ],
+)
+def test_memory_cgroup_leaf(text, leaf):
+    assert memory_cgroup_leaf(text) == leaf

@@ -150,3 +150,23 @@ def parse_stat_identity(text: str) -> tuple[str, int] | None:
     if len(rest) < 20 or not rest[19].isdigit():
         return None
     return text[open_at + 1 : close_at], int(rest[19])
+
+
+def memory_cgroup_leaf(text: str) -> str | None:
+    """The last component of a process's memory cgroup, from ``/proc/<pid>/cgroup``: the v1 line whose
+    controllers include ``memory`` (``9:memory:/kubepods/...``), else the v2 line (``0::/...``).
+
+    Only the leaf is used: when the reader sits in another cgroup namespace the kernel prints the path
+    relative to it (``/../../kubepods/...``, ``cgroup_path_ns``), but a container's leaf carries its
+    runtime ID and names it alone."""
+    v2: str | None = None
+    for line in text.splitlines():
+        _, sep, rest = line.partition(":")
+        controllers, sep2, path = rest.partition(":")
+        if not sep or not sep2:
+            continue
+        if "memory" in controllers.split(","):
+            return path.rstrip("/").rsplit("/", 1)[-1] or None
+        if controllers == "":
+            v2 = path.rstrip("/").rsplit("/", 1)[-1] or None
+    return v2

@@ -27,7 +27,8 @@ these constants against it); this module only holds the strings, so that nobody 
     ``container``, ``containerID``, ``request``, ``limit``, ``limitLevel``
     (container|pod|ancestor|node), ``workingSet``, ``peaks[]`` (≤8) {``t`` (Unix s), ``bytes``},
     ``breakdown`` {``anon``, ``activeFile``, ``inactiveFile``, ``shmem``, ``kernel``, ``swap``},
-    ``oomKills``, ``xmx``}, ``incidents[]`` (≤20) {``time``, ``namespace``, ``pod``, ``podUID``,
+    ``oomKills``, ``xmx``,
+    ``maxRAMPercentage``}, ``incidents[]`` (≤20) {``time``, ``namespace``, ``pod``, ``podUID``,
     ``container``, ``scope`` (container|pod|ancestor|node), ``victim`` {``pid``, ``comm``, ``rss``,
     ``containerSurvived``}, ``limit``, ``explanation``, ``bootID``, ``seq``}. All sizes are bytes.
     Create the object with ``spec`` only, then write ``status`` through the status subresource.
