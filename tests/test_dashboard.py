@@ -4,34 +4,14 @@ rendered objects and the rules under promtool: tests/kube/test_dashboard.py."""
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import promql_parser as pp
 import pytest
 
-DASHBOARD = Path(__file__).resolve().parents[1] / "charts" / "oomsight" / "dashboards" / "oomsight.json"
+from dashboardkit import dashboard, grafana_to_promql, panels
+
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
-
-
-def dashboard() -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(DASHBOARD.read_text())
-    return data
-
-
-def panels(dash: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    for p in dash["panels"]:
-        yield p
-        yield from p.get("panels", [])
-
-
-def grafana_to_promql(expr: str) -> str:
-    """Grafana's variables as Prometheus would receive them after interpolation."""
-    expr = re.sub(r"\$__(rate_interval|interval|range)\b", "5m", expr)
-    return re.sub(r"\$\{?\w+\}?", "x", expr)
 
 
 def test_dashboard_is_a_grafana_dashboard_with_the_promised_panels() -> None:

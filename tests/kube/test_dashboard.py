@@ -27,13 +27,13 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from dashboardkit import dashboard, grafana_to_promql, panels
 from kube.agentkit import AgentProc, free_port, make_scene, rest_for, wait_for
 from kube.crdkit import CHART, apply_crds
 from kube.kubehelpers import Kubectl
 from kube.opkit import OperatorProc, create_peering
 from oomsight.agent.metrics import COUNTERS
 
-DASHBOARD = CHART / "dashboards" / "oomsight.json"
 ALL_ON = [
     "--set",
     "grafana.dashboards.enabled=true",
@@ -162,24 +162,7 @@ def target_labels(docs: list[dict[str, Any]]) -> set[str]:
     return OPERATOR_TARGET_LABELS | {r["targetLabel"] for r in endpoint.get("relabelings", [])}
 
 
-def dashboard() -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(DASHBOARD.read_text())
-    return data
-
-
-def panels(dash: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    for p in dash["panels"]:
-        yield p
-        yield from p.get("panels", [])
-
-
 # ---- PromQL -----------------------------------------------------------------------------------
-
-
-def grafana_to_promql(expr: str) -> str:
-    """Grafana's variables as Prometheus would receive them after interpolation."""
-    expr = re.sub(r"\$__(rate_interval|interval|range)\b", "5m", expr)
-    return re.sub(r"\$\{?\w+\}?", "x", expr)
 
 
 @dataclass
