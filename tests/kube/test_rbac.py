@@ -3,6 +3,7 @@ may do exactly what it needs (kubectl auth can-i --as=system:serviceaccount:<ns>
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -106,6 +107,8 @@ def release(control_plane: object, helm_bin: Path) -> Iterator[tuple[str, str, K
     kubeconfig: Path = control_plane.kubeconfig  # type: ignore[attr-defined]
     binary = kubectl_binary()
     if binary is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("kubectl not found; CI=true requires it")
         pytest.skip("kubectl not found")
     kubectl = Kubectl(kubeconfig, binary)
     name = unique_name("rbac", max_length=30)
