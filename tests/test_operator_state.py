@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from oomsight.controller.state import ClusterState
+from oomsight.core.policy import pod_view
 
 FIX = Path(__file__).parent / "fixtures" / "operator"
 
@@ -110,3 +111,46 @@ def test_a_spec_change_reselects_and_a_status_write_does_not() -> None:
     assert dirty == [("capture", "shop")] and st.policies[("capture", "shop")].selected == {"u-d"}
     st.delete_policy("capture", "shop")
     assert st.policies == {} and st.pod_policies == {} and "capture" not in st.policies_by_ns
+
+
+def test_a_warning_threshold_no_policy_selects_is_indexed_as_stale() -> None:
+    st, dirty = fresh()
+    key = ("capture", "shop")
+    policy = load("memorypolicy.json")  # team=shop, app In [checkout, db]
+    st.upsert_policy(policy)
+
+    def annotated(name: str, uid: str, **labels: str) -> dict[str, Any]:
+        obj = pod_like("pod-bare.json", name, uid, **labels)
+        obj["metadata"]["annotations"] = {"oomsight.io/warning-threshold": "70"}
+        return obj
+
+    st.upsert_pod(annotated("db-0", "u-db", team="shop", app="db"))
+    st.upsert_pod(annotated("x", "u-x", team="other"))  # annotated earlier, selected by nothing now
+    st.upsert_pod(pod_like("pod-bare.json", "plain", "u-plain", team="other"))  # no annotation: not ours
+    st.upsert_pod(annotated("far", "u-far", namespace="elsewhere", team="shop", app="db"))
+    assert [p.name for p in st.stale_threshold_pods("capture")] == ["x"]
+    assert [p.name for p in st.stale_threshold_pods("elsewhere")] == ["far"]
+    # A relabel out of the selector: stale, and the policy that lost it is dirtied (its reconcile clears).
+    dirty.clear()
+    st.upsert_pod(annotated("db-0", "u-db", team="shop", app="web"))
+    assert dirty == [key]
+    assert [p.name for p in st.stale_threshold_pods("capture")] == ["db-0", "x"]
+    # Our own write that removed the annotation takes it out of the index without dirtying anything.
+    dirty.clear()
+    st.replace_pod_view(pod_view(pod_like("pod-bare.json", "x", "u-x", team="other")))
+    assert dirty == [] and [p.name for p in st.stale_threshold_pods("capture")] == ["db-0"]
+    # Relabel back in: selected again, not stale.
+    st.upsert_pod(annotated("db-0", "u-db", team="shop", app="db"))
+    assert st.stale_threshold_pods("capture") == []
+    # A selector change that drops it, then the policy's deletion after it selects it again.
+    changed = copy.deepcopy(policy)
+    changed["spec"]["selector"] = {"matchLabels": {"team": "nobody"}}
+    st.upsert_policy(changed)
+    assert [p.name for p in st.stale_threshold_pods("capture")] == ["db-0"]
+    st.upsert_policy(policy)
+    assert st.stale_threshold_pods("capture") == []
+    st.delete_policy(*key)
+    assert [p.name for p in st.stale_threshold_pods("capture")] == ["db-0"]
+    # A deleted pod leaves the index.
+    st.delete_pod({"metadata": {"uid": "u-db"}})
+    assert st.stale_threshold_pods("capture") == [] and "capture" not in st.stale_threshold

@@ -730,6 +730,45 @@ def test_warning_threshold_is_written_on_selected_pods(
     assert op.alive(), op.log()[-2000:]
 
 
+def test_warning_threshold_is_removed_when_no_policy_selects_the_pod(
+    kubectl: Kubectl,
+    kubeconfig: Path,
+    namespace: str,
+    scene: dict[str, Any],
+    operators: list[OperatorProc],
+    tmp_path: Path,
+) -> None:
+    # A relabel out of the selector, then the policy's deletion: the agent must not keep the old level.
+    ns, node = namespace, scene["node"]
+    create_pod(kubectl, ns, "web-a", node, {"app": "web"})
+    create_pod(kubectl, ns, "web-b", node, {"app": "web"})
+    body = policy("warn", {"matchLabels": {"app": "web"}}, annotate=False)
+    body["spec"]["warningThresholdPercent"] = 70
+    kubectl.run("apply", "-n", ns, "-f", "-", stdin=json.dumps(body))
+    op = start(operators, kubeconfig, ns, tmp_path)
+    for pod in ("web-a", "web-b"):
+        wait_for(
+            lambda pod=pod: pod_annotations(kubectl, ns, pod).get(crd.ANNOTATION_WARNING_THRESHOLD) == "70",
+            TIMEOUT,
+            f"the threshold annotation on {pod}",
+        )
+    kubectl.run("label", "pod", "web-a", "-n", ns, "app=gone", "--overwrite")
+    wait_for(
+        lambda: crd.ANNOTATION_WARNING_THRESHOLD not in pod_annotations(kubectl, ns, "web-a"),
+        TIMEOUT,
+        "the threshold removed from the relabelled pod",
+    )
+    assert pod_annotations(kubectl, ns, "web-b").get(crd.ANNOTATION_WARNING_THRESHOLD) == "70"
+    kubectl.run("delete", crd.MEMORY_POLICY_PLURAL, "warn", "-n", ns, "--timeout=30s")
+    wait_for(
+        lambda: crd.ANNOTATION_WARNING_THRESHOLD not in pod_annotations(kubectl, ns, "web-b"),
+        TIMEOUT,
+        "the threshold removed after the policy was deleted",
+    )
+    assert op.alive(), op.log()[-2000:]
+    assert "removed the unowned warning threshold" in op.log()
+
+
 def test_jvm_xmx_in_the_report_sets_the_limit_floor(
     kubectl: Kubectl,
     kubeconfig: Path,

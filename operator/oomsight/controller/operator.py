@@ -38,6 +38,7 @@ from aiohttp import web
 from oomsight.controller.metrics import app, serve
 from oomsight.controller.state import ClusterState, PolicyKey
 from oomsight.core.noderisk import NodeRisk, plan
+from oomsight.core.podinfo import ANNOTATION_WARNING_THRESHOLD
 from oomsight.core.policy import (
     annotation_owner,
     memory_for,
@@ -108,6 +109,7 @@ class Operator:
         self.stats = Stats()
         self._pruned = 0.0
         self._missing_nodes: set[str] = set()
+        self._clearing: set[str] = set()
         self.watches: dict[str, PodWatch] = {}
         self.metrics_runner: web.AppRunner | None = None
         self.session: aiohttp.ClientSession | None = None
@@ -212,6 +214,7 @@ class Operator:
             if type == "DELETED":
                 state.delete_policy(namespace, name)
                 self.flags.pop((namespace, name), None)
+                await self.clear_stale_thresholds(namespace)
                 await self._unwatch_if_unused(namespace)
             elif not (body.get("metadata") or {}).get("deletionTimestamp"):
                 state.upsert_policy(body)
@@ -418,8 +421,8 @@ class Operator:
                 if resp.ok:
                     done += 1
                     pv = pod_view(resp.body)
-                    if pv.uid in state.pods and pod in by_name:
-                        state.pods[pv.uid] = pv  # our own write must not look like a change
+                    if pod in by_name:
+                        state.replace_pod_view(pv)  # our own write must not look like a change
                 elif resp.status != 404:
                     log.warning("annotations of pod %s/%s not written (HTTP %s): %s", ns, pod, resp.status,
                                 resp.message[:200])  # fmt: skip
@@ -435,6 +438,7 @@ class Operator:
                 if resp.ok:
                     self.stats.events += 1
                     writes.append("event")
+        await self.clear_stale_thresholds(ns)
         self.stats.last_reconcile_seconds = time.monotonic() - t0
         if writes:
             log.info(
@@ -447,6 +451,36 @@ class Operator:
                 ", ".join(writes),
                 self.stats.last_reconcile_seconds * 1000,
             )
+
+    async def clear_stale_thresholds(self, namespace: str) -> None:
+        """Remove ``oomsight.io/warning-threshold`` from the pods of ``namespace`` that no policy selects
+        any more (``ClusterState.stale_threshold``: no pod scan), once per pod: a pod already being
+        cleared by another reconcile is skipped."""
+        pods = [p for p in self.state.stale_threshold_pods(namespace) if p.uid not in self._clearing]
+        if not pods:
+            return
+        self._clearing.update(p.uid for p in pods)
+        try:
+            outcomes = await asyncio.gather(
+                *(
+                    self._io(patch_pod_annotations, self.rest, namespace, p.name,
+                             {ANNOTATION_WARNING_THRESHOLD: None})
+                    for p in pods
+                )
+            )  # fmt: skip
+        finally:
+            self._clearing.difference_update(p.uid for p in pods)
+        done = 0
+        for p, resp in zip(pods, outcomes, strict=True):
+            if resp.ok:
+                done += 1
+                self.state.replace_pod_view(pod_view(resp.body))
+            elif resp.status != 404:
+                log.warning("stale warning threshold of pod %s/%s not removed (HTTP %s): %s", namespace,
+                            p.name, resp.status, resp.message[:200])  # fmt: skip
+        self.stats.annotation_writes += done
+        if done:
+            log.info("removed the unowned warning threshold of %d pod(s) in %s", done, namespace)
 
     # --- running -----------------------------------------------------------------------------------
     async def run_async(self, stop_flag: asyncio.Event | None = None) -> None:

@@ -6,6 +6,10 @@ here, not at reconcile time), a report change touches the policies that select a
 incidents changed. A reconcile then reads its own pod set (``PolicyEntry.selected``), so its cost
 grows with the pods it selects and never with the rest of the cluster.
 
+A pod that carries ``oomsight.io/warning-threshold`` but that no valid policy selects any more (a
+relabel, a selector change, a deleted policy) is kept in ``stale_threshold`` (namespace → UIDs), kept
+up to date by the same updates, so the operator removes the annotation without scanning pods.
+
 Single-threaded: call it from the operator's event loop only.
 """
 
@@ -16,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from oomsight.core.noderisk import NodeRisk, risk_of
+from oomsight.core.podinfo import ANNOTATION_WARNING_THRESHOLD
 from oomsight.core.policy import (
     OomLog,
     PodView,
@@ -59,12 +64,36 @@ class ClusterState:
         self.report_incidents: dict[str, set[str]] = {}
         self.risks: dict[str, NodeRisk] = {}
         self.ooms = OomLog()
+        self.stale_threshold: dict[str, set[str]] = {}
+        """namespace → UIDs of pods with a warning-threshold annotation that no valid policy selects."""
 
     # --- helpers ---------------------------------------------------------------------------------
     def _dirty(self, keys: set[PolicyKey]) -> None:
         for k in keys:
             if k in self.policies:
                 self.on_dirty(k)
+
+    def _track_stale(self, uid: str) -> None:
+        pv = self.pods.get(uid)
+        if pv is None:
+            return
+        stale = self.stale_threshold.setdefault(pv.namespace, set())
+        if pv.annotation(ANNOTATION_WARNING_THRESHOLD) is not None and not self.pod_policies.get(uid):
+            stale.add(uid)
+        else:
+            stale.discard(uid)
+            if not stale:
+                del self.stale_threshold[pv.namespace]
+
+    def stale_threshold_pods(self, namespace: str) -> list[PodView]:
+        """The pods of ``namespace`` whose warning-threshold annotation no policy owns any more."""
+        return [self.pods[u] for u in sorted(self.stale_threshold.get(namespace, ())) if u in self.pods]
+
+    def replace_pod_view(self, pv: PodView) -> None:
+        """The operator's own write came back: record it without marking anything dirty."""
+        if pv.uid in self.pods:
+            self.pods[pv.uid] = pv
+            self._track_stale(pv.uid)
 
     @property
     def nodes_reporting(self) -> frozenset[str]:
@@ -96,6 +125,7 @@ class ClusterState:
             self.pod_policies[pv.uid] = now
         else:
             self.pod_policies.pop(pv.uid, None)
+        self._track_stale(pv.uid)
         self._dirty(before | now)
         return True
 
@@ -122,6 +152,11 @@ class ClusterState:
         if pv is None:
             return
         self.pods_by_ns.get(pv.namespace, set()).discard(uid)
+        stale = self.stale_threshold.get(pv.namespace)
+        if stale is not None:
+            stale.discard(uid)
+            if not stale:
+                del self.stale_threshold[pv.namespace]
         keys = self.pod_policies.pop(uid, set())
         for key in keys:
             entry = self.policies.get(key)
@@ -149,14 +184,21 @@ class ClusterState:
                 entry.previous_status = entry.last_status
             entry.spec = spec
         entry.spec_fingerprint = fp
-        for uid in entry.selected:
-            self.pod_policies.get(uid, set()).discard(spec.key)
+        old = entry.selected
+        for uid in old:
+            keys = self.pod_policies.get(uid)
+            if keys is not None:
+                keys.discard(spec.key)
+                if not keys:
+                    del self.pod_policies[uid]
         entry.selected = set()
         if spec.error is None:
             for uid in self.pods_by_ns.get(spec.namespace, ()):
                 if spec.selector.matches(self.pods[uid].label_map):
                     entry.selected.add(uid)
                     self.pod_policies.setdefault(uid, set()).add(spec.key)
+        for uid in old | entry.selected:
+            self._track_stale(uid)
         self._dirty({spec.key})
         return entry
 
@@ -172,6 +214,7 @@ class ClusterState:
                 keys.discard(key)
                 if not keys:
                     del self.pod_policies[uid]
+            self._track_stale(uid)
         if not self.policies_by_ns.get(namespace):
             self.policies_by_ns.pop(namespace, None)
 
