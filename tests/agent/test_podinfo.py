@@ -7,11 +7,11 @@ import pytest
 from oomsight.core.errors import ParseError
 from oomsight.core.podinfo import (
     ANNOTATION_WARNING_THRESHOLD,
-    format_bytes,
     parse_quantity,
     parse_threshold,
     pod_from_json,
 )
+from oomsight.core.quantity import prose_bytes as format_bytes
 
 
 @pytest.mark.parametrize(

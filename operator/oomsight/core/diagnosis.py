@@ -39,6 +39,7 @@ from typing import Any, Literal
 
 from oomsight.core.kubepath import KubeRef, parse_cgroup_path
 from oomsight.core.oomreport import Incident, TaskRow, Victim
+from oomsight.core.quantity import prose_bytes
 
 Scope = Literal["container", "pod", "ancestor", "node"]
 Kind = Literal["anon", "file", "shmem", "kernel"]
@@ -59,14 +60,7 @@ KIND_WORDS: dict[Kind, str] = {
 }
 
 
-def human(n: int | None) -> str:
-    """Bytes as the kernel's own units a person reads: 1.5 GiB, 96.0 MiB, 412 KiB."""
-    if n is None:
-        return "unknown"
-    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20)):
-        if abs(n) >= size:
-            return f"{n / size:.1f} {unit}"
-    return f"{n // 1024} KiB" if abs(n) >= 1024 else f"{n} B"
+human = prose_bytes
 
 
 @dataclass(frozen=True, slots=True)

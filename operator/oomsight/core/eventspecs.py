@@ -37,7 +37,8 @@ from oomsight.core.events import (
     keyed_event_name,
     kill_event_name,
 )
-from oomsight.core.podinfo import PodInfo, format_bytes
+from oomsight.core.podinfo import PodInfo
+from oomsight.core.quantity import prose_bytes as format_bytes
 
 KINDS = ("anon", "file", "shmem", "kernel")
 _KIND_WORDS = {

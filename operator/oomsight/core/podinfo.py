@@ -9,60 +9,18 @@ here, at the edge (k8s.io/apimachinery/pkg/api/resource/quantity.go suffixes).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from oomsight.core.errors import ParseError
 from oomsight.core.kubepath import container_id_from_status
+from oomsight.core.quantity import parse_quantity
 
-_BINARY = {"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "Ti": 1 << 40, "Pi": 1 << 50, "Ei": 1 << 60}
-_DECIMAL = {
-    "n": Decimal("1e-9"),
-    "u": Decimal("1e-6"),
-    "m": Decimal("1e-3"),
-    "": Decimal(1),
-    "k": Decimal(10**3),
-    "M": Decimal(10**6),
-    "G": Decimal(10**9),
-    "T": Decimal(10**12),
-    "P": Decimal(10**15),
-    "E": Decimal(10**18),
-}
 ANNOTATION_WARNING_THRESHOLD = "oomsight.io/warning-threshold"
 """Pod annotation the operator writes from the selecting MemoryPolicy's ``warningThresholdPercent``
 (a number in (0, 100], e.g. ``"75"``); the agent warns (HighWorkingSet) at that share of the limit."""
 
-_QUANTITY = re.compile(r"^([+-]?[0-9.]+(?:[eE][+-]?[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E)?$")
-
-
-def parse_quantity(text: str) -> int:
-    """``"512Mi"`` → 536870912 bytes (rounded up, as the API server rounds memory)."""
-    m = _QUANTITY.match(text.strip())
-    if m is None:
-        raise ParseError(f"not a Kubernetes quantity: {text!r}", "use a value like 512Mi or 1G")
-    try:
-        number = Decimal(m.group(1))
-    except InvalidOperation as err:
-        raise ParseError(f"not a Kubernetes quantity: {text!r}", "use a value like 512Mi or 1G") from err
-    suffix = m.group(2) or ""
-    scaled = number * (_BINARY[suffix] if suffix in _BINARY else _DECIMAL[suffix])
-    whole = int(scaled)
-    return whole + 1 if scaled > whole else whole
-
-
-def format_bytes(n: int | None) -> str:
-    """Human size for messages: ``64.0 MiB``."""
-    if n is None:
-        return "unknown"
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(size) < 1024 or unit == "TiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} TiB"
 
 
 @dataclass(frozen=True, slots=True)

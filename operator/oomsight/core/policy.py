@@ -32,8 +32,8 @@ from typing import Any
 
 from oomsight.core.errors import OomsightError, UsageError
 from oomsight.core.memory import Breakdown
-from oomsight.core.podinfo import ANNOTATION_WARNING_THRESHOLD, parse_quantity
-from oomsight.core.quantity import format_bytes
+from oomsight.core.podinfo import ANNOTATION_WARNING_THRESHOLD
+from oomsight.core.quantity import format_bytes, parse_quantity
 from oomsight.core.recommend import JvmHeap, Recommendation, Recommender, RecommendSettings, demand_of
 
 ANNOTATION_RECOMMENDATION = "oomsight.io/memory-recommendation"

@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import math
 import re
+from decimal import Decimal, InvalidOperation
 
-from oomsight.core.errors import UsageError
+from oomsight.core.errors import ParseError, UsageError
 
 _SUFFIX = {
-    "": 1,
-    "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
-    "Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "Ti": 1 << 40, "Pi": 1 << 50, "Ei": 1 << 60,
+    "n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"), "": Decimal(1),
+    "k": Decimal(10**3), "M": Decimal(10**6), "G": Decimal(10**9), "T": Decimal(10**12),
+    "P": Decimal(10**15), "E": Decimal(10**18),
+    "Ki": Decimal(1 << 10), "Mi": Decimal(1 << 20), "Gi": Decimal(1 << 30), "Ti": Decimal(1 << 40),
+    "Pi": Decimal(1 << 50), "Ei": Decimal(1 << 60),
 }  # fmt: skip
-_QUANTITY = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?(?:[eE][0-9]+)?)\s*([kMGTPE]i?|Ki)?\s*$")
+_QUANTITY = re.compile(r"^([+-]?[0-9.]+(?:[eE][+-]?[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E)?$")
 _DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ns|us|µs|ms|s|m|h|d)")
 _UNIT_SECONDS = {
     "ns": 1e-9,
@@ -35,6 +38,22 @@ MiB = 1 << 20
 GiB = 1 << 30
 
 
+def parse_quantity(text: str) -> int:
+    """A Kubernetes quantity as whole bytes, exactly (``"512Mi"`` → 536870912, ``"100m"`` → 1).
+
+    Fractions round up, as the API server rounds memory. Raises ParseError for anything else.
+    """
+    m = _QUANTITY.match(text.strip())
+    if m is None:
+        raise ParseError(f"not a Kubernetes quantity: {text!r}", "use a value like 512Mi or 1G")
+    try:
+        scaled = Decimal(m.group(1)) * _SUFFIX[m.group(2) or ""]
+    except InvalidOperation as err:
+        raise ParseError(f"not a Kubernetes quantity: {text!r}", "use a value like 512Mi or 1G") from err
+    whole = int(scaled)
+    return whole + 1 if scaled > whole else whole
+
+
 def parse_bytes(text: str | int | float, what: str = "quantity") -> int:
     """``"512Mi"`` → 536870912. Fractions round up to a whole byte. Raises UsageError with a hint."""
     if isinstance(text, bool):
@@ -43,10 +62,13 @@ def parse_bytes(text: str | int | float, what: str = "quantity") -> int:
         if text < 0 or not math.isfinite(text):
             raise UsageError(f"{what}: {text!r} is not a size", "write e.g. 512Mi or 2Gi")
         return math.ceil(text)
-    m = _QUANTITY.match(text)
-    if not m or (m.group(2) or "") not in _SUFFIX:
+    try:
+        n = parse_quantity(text)
+    except ParseError:
+        n = -1
+    if n < 0 or text.strip().startswith("-"):
         raise UsageError(f"{what}: {text!r} is not a memory quantity", "write e.g. 512Mi, 2Gi or 1000000")
-    return math.ceil(float(m.group(1)) * _SUFFIX[m.group(2) or ""])
+    return n
 
 
 def parse_seconds(text: str | int | float, what: str = "duration") -> float:
@@ -85,3 +107,14 @@ def human_bytes(n: float) -> str:
     if n >= MiB:
         return f"{n / MiB:.0f}Mi"
     return f"{n / 1024:.0f}Ki"
+
+
+def prose_bytes(n: int | None) -> str:
+    """Bytes for a sentence a person reads (Event notes, explanations): ``1.5 GiB``, ``96.0 MiB``,
+    ``412 KiB``, ``12 B``; ``unknown`` for None."""
+    if n is None:
+        return "unknown"
+    for unit, size in (("GiB", GiB), ("MiB", MiB)):
+        if abs(n) >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n // 1024} KiB" if abs(n) >= 1024 else f"{n} B"
