@@ -180,20 +180,7 @@ def high_working_set_event(
             f"OOM-kills a process in it."
         )
         typ = "Warning"
-    key = f"{reason}|{pod.uid}|{container}"
-    return EventSpec(
-        name=keyed_event_name(pod.name, boot_id, key),
-        namespace=pod.namespace,
-        regarding=pod_ref(pod),
-        related=node_ref(node),
-        reason=reason,
-        action="MeasureWorkingSet",
-        note=note,
-        type=typ,
-        event_time=when,
-        key=key,
-        boot_id=boot_id,
-    )
+    return _keyed_pod_event(pod, container, node, boot_id, reason, "MeasureWorkingSet", note, typ, when)
 
 
 def stuck_event(
@@ -211,16 +198,31 @@ def stuck_event(
         f"under_oom is 1 with the OOM killer disabled, so its processes are frozen until memory is "
         f"freed or the limit is raised."
     )
-    key = f"{REASON_STUCK}|{pod.uid}|{container or ''}"
+    return _keyed_pod_event(pod, container, node, boot_id, REASON_STUCK, "CheckCgroup", note, "Warning", when)
+
+
+def _keyed_pod_event(
+    pod: PodInfo,
+    container: str | None,
+    node: str,
+    boot_id: str,
+    reason: str,
+    action: str,
+    note: str,
+    typ: Any,
+    when: datetime,
+) -> EventSpec:
+    """A state event on a Pod, one per (reason, pod, container) and boot, so repeats become a series."""
+    key = f"{reason}|{pod.uid}|{container or ''}"
     return EventSpec(
         name=keyed_event_name(pod.name, boot_id, key),
         namespace=pod.namespace,
         regarding=pod_ref(pod),
         related=node_ref(node),
-        reason=REASON_STUCK,
-        action="CheckCgroup",
+        reason=reason,
+        action=action,
         note=note,
-        type="Warning",
+        type=typ,
         event_time=when,
         key=key,
         boot_id=boot_id,
