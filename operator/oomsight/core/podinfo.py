@@ -66,8 +66,10 @@ def parse_threshold(text: object) -> float | None:
     return percent / 100.0
 
 
-def _resources(spec: Mapping[str, Any]) -> tuple[int | None, int | None]:
-    res = spec.get("resources") or {}
+def memory_resources(container: Mapping[str, Any]) -> tuple[int | None, int | None]:
+    """A container spec's memory (request, limit) in bytes; None where unset or not a valid quantity
+    (the API server validates them, so an unparsable one is left out rather than raised)."""
+    res = container.get("resources") or {}
 
     def one(kind: str) -> int | None:
         value = (res.get(kind) or {}).get("memory")
@@ -99,7 +101,7 @@ def pod_from_json(pod: Mapping[str, Any]) -> PodInfo:
     for key, init in (("containers", False), ("initContainers", True)):
         for c in spec.get(key) or []:
             name = str(c.get("name", ""))
-            request, limit = _resources(c)
+            request, limit = memory_resources(c)
             containers.append(ContainerInfo(name, ids.get(name), request, limit, init))
     return PodInfo(
         uid=str(uid),

@@ -32,7 +32,7 @@ from typing import Any
 
 from oomsight.core.errors import OomsightError, UsageError
 from oomsight.core.memory import Breakdown
-from oomsight.core.podinfo import ANNOTATION_WARNING_THRESHOLD
+from oomsight.core.podinfo import ANNOTATION_WARNING_THRESHOLD, memory_resources
 from oomsight.core.quantity import format_bytes, parse_quantity
 from oomsight.core.recommend import JvmHeap, Recommendation, Recommender, RecommendSettings, demand_of
 
@@ -238,16 +238,6 @@ class PodView:
         return dict(self.annotations).get(key)
 
 
-def _quantity(resources: Any, kind: str) -> int | None:
-    v = ((resources or {}).get(kind) or {}).get("memory")
-    if v is None:
-        return None
-    try:
-        return parse_quantity(str(v))
-    except OomsightError:
-        return None
-
-
 def parse_time(text: Any) -> float | None:
     """RFC 3339 → Unix seconds; None when absent or malformed."""
     if not isinstance(text, str) or not text:
@@ -276,12 +266,12 @@ def pod_view(obj: Mapping[str, Any]) -> PodView:
         st = statuses.get(c.get("name")) or {}
         term = (st.get("lastState") or {}).get("terminated") or {}
         last_oom = parse_time(term.get("finishedAt")) if term.get("reason") == "OOMKilled" else None
-        res = c.get("resources") or {}
+        request, limit = memory_resources(c)
         containers.append(
             ContainerView(
                 name=str(c.get("name", "")),
-                request=_quantity(res, "requests"),
-                limit=_quantity(res, "limits"),
+                request=request,
+                limit=limit,
                 restart_count=int(st.get("restartCount") or 0),
                 last_oom=last_oom,
             )
