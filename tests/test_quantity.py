@@ -44,8 +44,15 @@ def test_parse_seconds_rejects(bad: str | int) -> None:
         (512 << 20, "512Mi", "512Mi"),
         (3 << 29, "1536Mi", "1.5Gi"),
         (2 << 30, "2Gi", "2.0Gi"),
-        (1000, "1000", "1Ki"),
+        (1000, "1000", "1000B"),
+        (9_961_472, "9728Ki", "9.5Mi"),
+        (327_155_712, "312Mi", "312Mi"),
+        (3 << 40, "3072Gi", "3.0Ti"),
     ],
 )
 def test_format(n: int, exact: str, human: str) -> None:
     assert (format_bytes(n), human_bytes(n)) == (exact, human)
+
+
+def test_human_bytes_of_unknown_is_a_dash() -> None:
+    assert human_bytes(None) == "-"

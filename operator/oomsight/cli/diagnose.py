@@ -28,11 +28,12 @@ from typing import Any
 
 from oomsight.cli.common import add_host_root, add_json, wrap
 from oomsight.cli.node import node_json
-from oomsight.cli.top import container_json, human, ratio, sort_key
+from oomsight.cli.top import container_json, ratio, sort_key
 from oomsight.core.diagnosis import Diagnosis, diagnose
 from oomsight.core.errors import OomsightError, UsageError
 from oomsight.core.kmsg import Record
 from oomsight.core.oomreport import OomAssembler
+from oomsight.core.quantity import human_bytes
 from oomsight.core.stuck import StuckCgroup, find_stuck
 from oomsight.host.cgroupfs import CgroupEntry, CgroupWalker, Sweep, detect_layout
 from oomsight.host.kmsg import Gap, KmsgReader
@@ -264,7 +265,7 @@ def text(doc: dict[str, Any]) -> str:
     for c in risk:
         who = f"pod {c['pod_uid']} container {(c['container_id'] or '')[:12]}"
         out.append(
-            f"  {who}: working set {human(c['working_set_bytes'])} of {human(c['limit_bytes'])} "
+            f"  {who}: working set {human_bytes(c['working_set_bytes'])} of {human_bytes(c['limit_bytes'])} "
             f"({c['working_set_ratio'] * 100:.0f}%, limit at {c['limit_level']})"
         )
     out.append("")

@@ -16,12 +16,12 @@ from typing import Any
 from oomsight.cli.common import add_host_root, add_json
 from oomsight.core.memory import breakdown
 from oomsight.core.processes import ProcessSummary
+from oomsight.core.quantity import human_bytes
 from oomsight.host.cgroupfs import CgroupEntry, CgroupWalker, Sweep, detect_layout
 from oomsight.host.processes import read_processes
 
 HELP = "containers sorted by working set / effective limit, with what the memory is"
 
-_UNITS = ("B", "Ki", "Mi", "Gi", "Ti")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -31,19 +31,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--all", action="store_true", help="also list cgroups outside Kubernetes (system services, ...)"
     )
 
-
-def human(n: int | None) -> str:
-    """Bytes in binary units with three significant digits: ``1.5Gi``, ``312Mi``, ``-`` for unknown."""
-    if n is None:
-        return "-"
-    value = float(n)
-    for unit in _UNITS:
-        if value < 1024 or unit == _UNITS[-1]:
-            if unit == "B":
-                return f"{int(value)}B"
-            return f"{value:.1f}{unit}" if value < 10 else f"{value:.0f}{unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
 
 
 def ratio(entry: CgroupEntry) -> float | None:
@@ -145,12 +132,11 @@ def table(sweep: Sweep, processes: Processes | None = None) -> str:
         pod, cid, qos = _name(e)
         rows.append((
             pod, cid, qos,
-            human(e.reading.working_set_bytes),
-            human(e.limit.limit_bytes) if e.limit.limit_bytes is not None else "none",
+            human_bytes(e.reading.working_set_bytes),
+            human_bytes(e.limit.limit_bytes) if e.limit.limit_bytes is not None else "none",
             e.limit.level or "",
             f"{r * 100:.0f}%" if r is not None else "",
-            human(b.anon), human(b.active_file), human(b.inactive_file), human(b.shmem),
-            human(b.kernel), human(b.swap),
+            *(human_bytes(v) for v in (b.anon, b.active_file, b.inactive_file, b.shmem, b.kernel, b.swap)),
             str(len(e.pids)) if e.pids is not None else "",
             _victim((processes or {}).get(e.path)),
         ))

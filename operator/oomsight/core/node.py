@@ -30,6 +30,7 @@ from oomsight.core.errors import ParseError
 from oomsight.core.findings import Finding, evidence, sort_findings
 from oomsight.core.memory import Pressure
 from oomsight.core.memory import parse_pressure as parse_memory_pressure
+from oomsight.core.quantity import prose_bytes
 
 MEMCG_ID_MAX = 65535
 """Memory cgroup IDs are 16 bits: ``MEM_CGROUP_ID_MAX`` is ``USHRT_MAX`` (include/linux/memcontrol.h;
@@ -304,14 +305,6 @@ PSI_WARN_SOME_AVG60 = 10.0
 PSI_CRIT_FULL_AVG10 = 10.0
 
 
-def _mib(n: int | None) -> str:
-    return "unknown" if n is None else f"{n / (1 << 20):.0f} MiB"
-
-
-def _gib(n: int) -> str:
-    return f"{n / (1 << 30):.1f} GiB"
-
-
 def _kernel_findings(f: NodeFacts) -> list[Finding]:
     k = f.kernel
     out: list[Finding] = []
@@ -407,7 +400,7 @@ def _kmem_findings(f: NodeFacts) -> list[Finding]:
             "kmem-accounting-on",
             "warning",
             f"Kernel memory accounting is active on {f.kernel.release} (kmem usage "
-            f"{_mib(f.kmem_usage_bytes)}): before 4.6 it is "
+            f"{prose_bytes(f.kmem_usage_bytes)}): before 4.6 it is "
             "experimental, cannot reclaim slab and leaks memory cgroups.",
             ev,
             "boot with cgroup.memory=nokmem or use a runc built without kmem accounting",
@@ -493,7 +486,8 @@ def _swap_findings(f: NodeFacts) -> list[Finding]:
         Finding(
             "swap-on",
             "warning" if v1 else "info",
-            f"Swap is on ({_gib(f.swap_total_bytes)}, {_gib(f.swap_free_bytes or 0)} free): the kubelet "
+            f"Swap is on ({prose_bytes(f.swap_total_bytes)}, {prose_bytes(f.swap_free_bytes or 0)} free): "
+            "the kubelet "
             "refuses to start unless failSwapOn=false, and only the NodeSwap feature (cgroup v2, "
             "LimitedSwap) lets Burstable pods use it"
             + ("; on cgroup v1 NodeSwap is not supported." if v1 else "."),

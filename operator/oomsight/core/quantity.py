@@ -100,13 +100,19 @@ def format_bytes(n: int) -> str:
     return str(n)
 
 
-def human_bytes(n: float) -> str:
-    """For people: ``1.5Gi``, ``300Mi``, ``12Ki`` (one decimal above 1 Gi)."""
-    if n >= GiB:
-        return f"{n / GiB:.1f}Gi"
-    if n >= MiB:
-        return f"{n / MiB:.0f}Mi"
-    return f"{n / 1024:.0f}Ki"
+def human_bytes(n: float | None) -> str:
+    """For tables and short reasons: binary units, about three significant digits: ``1.5Gi``, ``312Mi``,
+    ``9.5Mi``, ``512B``; ``-`` for unknown."""
+    if n is None:
+        return "-"
+    value, unit = float(n), "B"
+    for bigger in ("Ki", "Mi", "Gi", "Ti"):
+        if abs(value) < 1024:
+            break
+        value, unit = value / 1024, bigger
+    if unit == "B":
+        return f"{int(value)}B"
+    return f"{value:.1f}{unit}" if abs(value) < 10 else f"{value:.0f}{unit}"
 
 
 def prose_bytes(n: int | None) -> str:
