@@ -179,6 +179,7 @@ class AgentProc:
     log_path: Path | None = None
     proc: subprocess.Popen[bytes] | None = None
     extra: tuple[str, ...] = ()
+    host_root: str = "/"
 
     def start(self) -> AgentProc:
         self.log_path = self.log_path or self.state_dir.parent / f"agent-{self.node}.log"
@@ -194,7 +195,7 @@ class AgentProc:
                 "--kubeconfig",
                 self.kubeconfig,
                 "--host-root",
-                "/",
+                self.host_root,
                 "--state-dir",
                 str(self.state_dir),
                 "--metrics-port",

@@ -49,8 +49,14 @@ def scenes(rest, cgroups, namespace, node):
 def agent(kubeconfig, node, tmp_path):
     procs: list[AgentProc] = []
 
-    def start(state_dir: Path | None = None) -> AgentProc:
-        a = AgentProc(str(kubeconfig), node, state_dir or tmp_path / "state", log_path=tmp_path / "agent.log")
+    def start(state_dir: Path | None = None, host_root: str = "/") -> AgentProc:
+        a = AgentProc(
+            str(kubeconfig),
+            node,
+            state_dir or tmp_path / "state",
+            log_path=tmp_path / "agent.log",
+            host_root=host_root,
+        )
         procs.append(a.start())
         return a
 
@@ -365,3 +371,55 @@ def test_report_carries_the_jvm_xmx_of_a_real_java_process(rest, scenes, namespa
     c = wait_for(profile, 30, "a NodeMemoryReport with the container's -Xmx")
     assert c["xmx"] == 96 << 20 and "maxRAMPercentage" not in c
     assert c["limit"] == 256 << 20
+
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "node"
+
+
+def test_a_risky_kernel_becomes_events_on_the_node_and_the_report(rest, node, agent, tmp_path):
+    """The agent on a captured CentOS 7 3.10 node (kmem accounting on, 64734 memory cgroups counted): the
+    /proc and cgroupfs files come from the fixture, /dev/kmsg and the boot ID are this machine's."""
+    ensure_crds(rest)
+    root = tmp_path / "host"
+    shutil.copytree(FIXTURES / "centos7-3.10-kmem-leak", root)
+    (root / "dev").mkdir()
+    (root / "dev" / "kmsg").symlink_to("/dev/kmsg")
+    (root / "proc" / "sys" / "kernel" / "random").mkdir(parents=True)
+    (root / "proc" / "sys" / "kernel" / "random" / "boot_id").symlink_to("/proc/sys/kernel/random/boot_id")
+    a = agent(host_root=str(root))
+
+    def node_events():
+        resp = rest.request("GET", "/apis/events.k8s.io/v1/namespaces/default/events")
+        assert resp.ok, resp
+        mine = [e for e in resp.body["items"] if (e.get("regarding") or {}).get("name") == node]
+        return mine if {"kmem-leak-kernel", "memcg-id-limit"} <= {_finding_id(e) for e in mine} else None
+
+    events = wait_for(node_events, 30, "NodeMemoryRisk Events on the Node")
+    for ev in events:
+        assert ev["reason"] == "NodeMemoryRisk" and ev["type"] == "Warning", ev
+        assert ev["regarding"]["kind"] == "Node" and ev["reportingInstance"] == node
+    (leak,) = [e for e in events if _finding_id(e) == "kmem-leak-kernel"]
+    assert "3.10.0-693.17.1.el7" in leak["note"] and "1075.el7" in leak["note"]
+    (ids,) = [e for e in events if _finding_id(e) == "memcg-id-limit"]
+    assert "64734" in ids["note"]
+
+    def report():
+        resp = rest.request("GET", f"/apis/oomsight.io/v1alpha1/nodememoryreports/{node}")
+        return resp.body if resp.ok and resp.body.get("status", {}).get("node") else None
+
+    status = wait_for(report, 30, "the NodeMemoryReport")["status"]
+    assert status["node"]["kernel"] == "3.10.0-693.17.1.el7.x86_64"
+    assert status["node"]["kmemAccounting"] == "enabled" and status["risk"] == "critical"
+    assert {f["id"] for f in status["findings"]} >= {"kmem-leak-kernel", "memcg-id-limit"}
+    assert a.stop() == 0
+    # A restart on the same boot observes the same risks again: the same Events (a series), no new ones.
+    names = {e["metadata"]["name"] for e in node_events() or []}
+    b = agent(state_dir=tmp_path / "state", host_root=str(root))
+    wait_for(lambda: sample(b.get("/metrics"), "oomsight_agent_events_pending") == 0, 15, "an empty spool")
+    assert {e["metadata"]["name"] for e in node_events() or []} == names, b.log()
+
+
+def _finding_id(event) -> str:
+    """The finding an agent Node Event stands for: its note opens with ``[<finding id>, <severity>]``."""
+    note = event.get("note") or ""
+    return note[1:].split(",", 1)[0] if note.startswith("[") else ""
