@@ -28,6 +28,14 @@ Where the facts come from:
 - a page-fault OOM (``gfp_mask=0x0()``, ``pagefault_out_of_memory``) runs the node-wide OOM killer
   after an allocation failed somewhere else (a v1 kmem limit, a memcg charge), whatever memory is
   free; 5.16 stopped that ("mm, oom: do not trigger out_of_memory from the #PF").
+- which limit was hit on cgroup v1 with swap accounting: ``try_charge`` (mm/memcontrol.c) charges
+  ``memsw`` first and only then ``memory``; when ``memory+swap`` is full the OOM comes from that
+  counter while ``memory`` may sit below its own limit. The report prints both lines at OOM time:
+  the one with less headroom is the one that failed. (v2 keeps swap apart: ``memory.swap.max``
+  never starts the OOM killer.)
+- ``order=-1`` in the header is the SysRq-f OOM (drivers/tty/sysrq.c ``moom_callback``; mm/oom_kill.c
+  ``is_sysrq_oom``): someone asked for a kill, no allocation failed, and the task with the highest
+  score dies whatever memory is free.
 """
 
 from __future__ import annotations
@@ -38,7 +46,7 @@ from datetime import UTC
 from typing import Any, Literal
 
 from oomsight.core.kubepath import KubeRef, parse_cgroup_path
-from oomsight.core.oomreport import Incident, TaskRow, Victim
+from oomsight.core.oomreport import Incident, MemcgCounter, TaskRow, Victim
 from oomsight.core.quantity import prose_bytes
 
 Scope = Literal["container", "pod", "ancestor", "node"]
@@ -109,6 +117,8 @@ class Facts:
     node_free_bytes: int | None
     """Global OOM: free memory in Mem-Info (``free:`` pages)."""
     arena_mappings: int | None
+    limit_counter: str | None = None
+    """Which ``memory:`` / ``memory+swap:`` line ``limit_bytes`` and ``usage_bytes`` come from."""
 
     @property
     def node_not_out_of_memory(self) -> bool:
@@ -137,6 +147,16 @@ class Facts:
     def pagefault(self) -> bool:
         trig = self.incident.trigger
         return trig is not None and trig.gfp_mask.startswith("0x0(")
+
+    @property
+    def manual(self) -> bool:
+        """SysRq-f (``order=-1``): the OOM killer was run by hand, not by a failed allocation."""
+        trig = self.incident.trigger
+        return trig is not None and trig.order == -1
+
+    @property
+    def memsw(self) -> bool:
+        return self.limit_counter == "memory+swap"
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,6 +230,7 @@ class Diagnosis:
             "also_killed": [{"pid": o.pid, "comm": o.comm} for o in inc.victims[1:]],
             "limit_bytes": f.limit_bytes,
             "usage_bytes": f.usage_bytes,
+            "limit_counter": f.limit_counter,
             "charged": {k: f.charged.get(k) for k in KINDS},
             "dominant": f.dominant,
             "container_survived": f.container_survived,
@@ -368,11 +389,24 @@ def _score_adj_choice(inc: Incident, row: TaskRow | None) -> tuple[bool, TaskRow
     return True, max(bigger, key=lambda t: t.badness_pages)
 
 
+def _counter_hit(inc: Incident) -> MemcgCounter | None:
+    """The ``memory:`` line, or ``memory+swap:`` when that one had less headroom (it failed first)."""
+    mem, memsw = inc.counter("memory"), inc.counter("memory+swap")
+    if (
+        mem is not None
+        and memsw is not None
+        and memsw.limit_bytes < UNLIMITED
+        and memsw.limit_bytes - memsw.usage_bytes < mem.limit_bytes - mem.usage_bytes
+    ):
+        return memsw
+    return mem
+
+
 def facts(incident: Incident, *, arena_mappings: int | None = None) -> Facts:
     oom_ref = parse_cgroup_path(incident.oom_memcg) if incident.oom_memcg else None
     task_ref = parse_cgroup_path(incident.task_memcg) if incident.task_memcg else None
     scope = _scope(incident, oom_ref, task_ref)
-    mem = incident.counter("memory")
+    mem = _counter_hit(incident)
     limit: int | None = None
     usage: int | None = None
     if mem is not None and scope != "node":
@@ -406,6 +440,7 @@ def facts(incident: Incident, *, arena_mappings: int | None = None) -> Facts:
         thread_or_child=differs and not incident.tasks,
         node_free_bytes=free * PAGE if free is not None and scope == "node" else None,
         arena_mappings=arena_mappings,
+        limit_counter=mem.name if mem is not None and scope != "node" else None,
     )
 
 
@@ -442,6 +477,12 @@ def _headline(f: Facts) -> str:
         return f"{_who(f)} was killed in {where} because {why} (constraint {inc.constraint})" + (
             ": no memory limit was reached, the cgroup has none." if f.unlimited else "."
         )
+    if f.manual:
+        return (
+            f"{_who(f)} was killed because the OOM killer was run by hand (SysRq-f, order=-1): no "
+            "allocation failed and no limit was reached; the kernel killed the process with the "
+            "highest OOM score on the machine."
+        )
     if f.node_not_out_of_memory:
         return (
             f"{_who(f)} was killed by the node-wide OOM killer although the node was not out of memory: "
@@ -459,25 +500,29 @@ def _headline(f: Facts) -> str:
             "the kernel picked the process with the highest OOM score on the machine."
         )
     where = _cgroup_name(f.oom_ref, inc.oom_memcg)
+    lim = "memory+swap limit" if f.memsw else "limit"
     if f.scope == "container":
-        return f"{_who(f)} was killed because {where} reached its own memory limit of {limit}."
+        return (
+            f"{_who(f)} was killed because {where} reached its own "
+            f"{lim if f.memsw else 'memory limit'} of {limit}."
+        )
     victim_in = _cgroup_name(f.task_ref, inc.task_memcg)
     if f.scope == "pod":
         return (
-            f"{_who(f)} in {victim_in} was killed because the pod-level limit of {limit} was reached "
+            f"{_who(f)} in {victim_in} was killed because the pod-level {lim} of {limit} was reached "
             f"({where}): the containers together used more than the pod may, even if each stayed "
             "under its own limit."
         )
     if f.scope == "ancestor" and f.oom_ref is not None and f.oom_ref.level == "kubepods":
         return (
             f"{_who(f)} in {victim_in} was killed because all pods on this node together reached the "
-            f"limit of {limit} on {inc.oom_memcg}: the kubelet sets it to the node's capacity minus "
+            f"{lim} of {limit} on {inc.oom_memcg}: the kubelet sets it to the node's capacity minus "
             "kube-reserved and system-reserved, so no pod's or container's own limit was hit."
         )
     if f.scope == "ancestor":
         return (
             f"{_who(f)} in {victim_in} was killed because an ancestor cgroup ({inc.oom_memcg}) reached "
-            f"its limit of {limit}: a limit set above the victim's own cgroup, not on it, was hit."
+            f"its {lim} of {limit}: a limit set above the victim's own cgroup, not on it, was hit."
         )
     if inc.header_missing:
         return f"{_who(f)} was killed by the kernel's OOM killer; this log does not say whose limit was hit."
@@ -557,6 +602,10 @@ RULES: tuple[Rule, ...] = (
             + (f" (e.g. {f.survivors[0].name}, pid {f.survivors[0].pid})" if f.survivors else "")
             + ": a child process was killed, not the container's main process, so Kubernetes will not "
             "report this kill (no OOMKilled status, no restart) and the container may now be half-broken."
+            if f.kube
+            else "Other processes in its cgroup kept running"
+            + (f" (e.g. {f.survivors[0].name}, pid {f.survivors[0].pid})" if f.survivors else "")
+            + ": a child process was killed, not the first one, so whatever started them may not notice."
         ),
         lambda f: (
             "make the main process notice its child's death (or run one process per container) "
@@ -623,8 +672,31 @@ RULES: tuple[Rule, ...] = (
         ),
     ),
     Rule(
+        "memsw",
+        lambda f: f.memsw,
+        lambda f: (
+            "The memory+swap limit (memory.memsw.limit_in_bytes) was reached, not the memory limit"
+            + (
+                f" ({human(mem.usage_bytes)} of {human(mem.limit_bytes)} in memory)"
+                if (mem := f.incident.counter("memory")) is not None and mem.limit_bytes < UNLIMITED
+                else ""
+            )
+            + (f": {human(f.charged.swap)} was swapped out and counts too." if f.charged.swap else ".")
+        ),
+        lambda f: "raise the memory+swap limit with the memory limit (docker --memory-swap), or swap less",
+    ),
+    Rule(
+        "manual",
+        lambda f: f.manual,
+        lambda f: (
+            "order=-1 marks the SysRq-f OOM: someone (an admin, a watchdog, a tool writing f to "
+            "/proc/sysrq-trigger) asked the kernel to kill one process."
+        ),
+        lambda f: "find what triggers SysRq-f on this node; the memory figures are not the cause",
+    ),
+    Rule(
         "shmem",
-        lambda f: f.dominant == "shmem" or _pct(f.charged.shmem, f.charged.total) >= 30,
+        lambda f: not f.manual and (f.dominant == "shmem" or _pct(f.charged.shmem, f.charged.total) >= 30),
         lambda f: (
             f"{human(f.charged.shmem)} was shmem/tmpfs: files in a memory-backed emptyDir or /dev/shm count "
             "against the limit and cannot be reclaimed without swap."
@@ -636,7 +708,7 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule(
         "dirty_page_cache",
-        lambda f: f.dominant == "file" and _pct(f.charged.dirty, f.charged.file or 0) >= 50,
+        lambda f: not f.manual and f.dominant == "file" and _pct(f.charged.dirty, f.charged.file or 0) >= 50,
         lambda f: (
             f"Page cache dominated and {human(f.charged.dirty)} of it was dirty: written by the processes "
             "but not yet on disk. Dirty pages cannot be dropped until written back, so writes faster than "
@@ -651,6 +723,7 @@ RULES: tuple[Rule, ...] = (
         lambda f: (
             f.dominant == "file"
             and not f.node_not_out_of_memory
+            and not f.manual
             and _pct(f.charged.dirty, f.charged.file or 0) < 50
         ),
         lambda f: (
@@ -663,6 +736,7 @@ RULES: tuple[Rule, ...] = (
         "kernel",
         lambda f: (
             not f.node_not_out_of_memory
+            and not f.manual
             and (f.dominant == "kernel" or _pct(f.charged.kernel, f.charged.total) >= 30)
         ),
         lambda f: (
@@ -731,7 +805,7 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule(
         "node",
-        lambda f: f.scope == "node" and not f.node_not_out_of_memory,
+        lambda f: f.scope == "node" and not f.node_not_out_of_memory and not f.manual,
         lambda f: (
             "No cgroup limit protected the node: the sum of what runs there exceeded its RAM."
             if f.incident.meminfo

@@ -285,7 +285,6 @@ class _Partial:
         )
 
 
-
 def _kb(value: str | None) -> int | None:
     return None if value is None else int(value) * KIB
 
@@ -377,10 +376,14 @@ class OomAssembler:
     then: no incident invented).
     """
 
-    __slots__ = ("_cur", "dropped_headers")
+    __slots__ = ("_cur", "_release", "dropped_headers")
 
     def __init__(self) -> None:
         self._cur: _Partial | None = None
+        self._release: str | None = None
+        """Release from a ``CPU: .. Comm: ..`` line seen while no report was open: a log that starts
+        between the header's first line and its body (``journalctl -xe`` scrolled there) still names
+        the kernel; only a report picked up mid-way (``_MID_REPORT``) takes it."""
         self.dropped_headers = 0
         """Headers seen with no kill line after them (e.g. the victim was already exiting)."""
 
@@ -393,8 +396,11 @@ class OomAssembler:
             if "oom" not in text and "Kill" not in text:
                 if text.startswith(_MID_REPORT):
                     # A log that starts mid-report: keep what it says; it counts only if a kill follows.
-                    self._cur = _Partial()
+                    self._cur = _Partial(kernel=self._release)
+                    self._release = None
                     return self._report_line(record, text, self._cur)
+                if text.startswith("CPU: "):
+                    self._hint_release(text)
                 return []
             return self._start_or_ignore(record, text)
         if (
@@ -429,12 +435,22 @@ class OomAssembler:
             or "or sacrifice child" in text
             or ("memory.oom.group" in text and text.startswith("Tasks in "))
         ):
+            # A header-less kill (a storm) keeps no release: an older CPU: line may be any oops'.
+            self._release = None
             self._cur = _Partial()
             return self._report_line(record, text, self._cur)
+        elif text.startswith("CPU: "):
+            self._hint_release(text)
         return []
+
+    def _hint_release(self, text: str) -> None:
+        if " PID: " in text and " Comm: " in text:
+            m = _RELEASE.search(text)
+            self._release = m.group(1) if m is not None else None
 
     def _trigger(self, record: Record, text: str) -> list[Incident]:
         done = self._close()
+        self._release = None  # the header's own CPU: line follows
         m = _TRIGGER.search(text)
         if m is None:
             return done
