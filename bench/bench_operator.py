@@ -36,6 +36,9 @@ sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "hack"), str(ROOT / "operator")]
 
 import envtest_lib  # noqa: E402
 
+from kube.crdkit import apply_crds  # noqa: E402
+from kube.kubehelpers import Kubectl  # noqa: E402
+from kube.opkit import owner as owner_ref  # noqa: E402
 from oomsight.kube import crd  # noqa: E402
 from oomsight.kube.rest import Response, Rest, connect  # noqa: E402
 
@@ -51,45 +54,6 @@ def must(resp: Response, what: str) -> dict[str, Any]:
 def parallel(fn: Callable[[Any], Any], items: list[Any], threads: int) -> list[Any]:
     with ThreadPoolExecutor(max_workers=threads) as pool:
         return list(pool.map(fn, items))
-
-
-def owner_ref(obj: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "apiVersion": obj["apiVersion"],
-        "kind": obj["kind"],
-        "name": obj["metadata"]["name"],
-        "uid": obj["metadata"]["uid"],
-        "controller": True,
-    }
-
-
-def apply_crds(kubeconfig: str) -> None:
-    subprocess.run(
-        [
-            "kubectl",
-            f"--kubeconfig={kubeconfig}",
-            "apply",
-            "--server-side",
-            "--force-conflicts",
-            "-f",
-            str(ROOT / "crds"),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    subprocess.run(
-        [
-            "kubectl",
-            f"--kubeconfig={kubeconfig}",
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd",
-            "--all",
-        ],
-        check=True,
-        capture_output=True,
-    )
 
 
 class Scene:
@@ -374,7 +338,7 @@ def wait(pred: Callable[[], bool], timeout: float, every: float = 0.25) -> float
 
 def run(args: argparse.Namespace, kubeconfig: str, work: Path) -> None:
     rest = connect(kubeconfig)
-    apply_crds(kubeconfig)
+    apply_crds(Kubectl(Path(kubeconfig)))
     scene = Scene(rest, args)
     scene.build()
     log = open(work / "operator.log", "wb")  # noqa: SIM115

@@ -89,12 +89,7 @@ def main() -> None:
             per = statistics.median(t) * 1000 / n if "node" not in name else float("nan")
             print(f"{name:<36} {min(t):8.2f} {statistics.median(t):8.2f} {max(t):8.2f} {per:8.1f}")
     finally:
-        for p in procs:
-            p.kill()
-            p.wait()
-            if p.stdout:
-                p.stdout.close()
-        kit.cleanup()
+        kit.cleanup(procs)
 
 
 if __name__ == "__main__":

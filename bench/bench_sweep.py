@@ -142,12 +142,7 @@ def main() -> None:
         ).stdout
         figures = json.loads(out)
     finally:
-        for p in procs:
-            p.kill()
-            p.wait()
-            if p.stdout:
-                p.stdout.close()
-        kit.cleanup()
+        kit.cleanup(procs)
 
     print(f"python {sys.version.split()[0]}, kernel {os.uname().release}, pinned to cpu {figures['cpu']}, "
           f"{args.sweeps} sweeps each")

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -169,7 +170,14 @@ class CgroupKit:
             cg.set_limit(limit)
         return cg, cid
 
-    def cleanup(self) -> None:
+    def cleanup(self, procs: Iterable[subprocess.Popen[str]] = ()) -> None:
+        """Kill every process in the test's cgroups (and reap ``procs``, the ones this run started), then
+        remove the cgroups, deepest first."""
+        for p in procs:
+            p.kill()
+            p.wait()
+            if p.stdout:
+                p.stdout.close()
         deadline = time.monotonic() + 10
         while (pids := _pids(self.root)) and time.monotonic() < deadline:
             for pid in pids:
