@@ -773,6 +773,42 @@ def test_warning_threshold_is_removed_when_no_policy_selects_the_pod(
     assert "removed the unowned warning threshold" in op.log()
 
 
+def test_a_policy_deleted_while_the_operator_was_down_leaves_no_threshold(
+    kubectl: Kubectl,
+    kubeconfig: Path,
+    namespace: str,
+    scene: dict[str, Any],
+    operators: list[OperatorProc],
+    tmp_path: Path,
+) -> None:
+    # The finalizer holds the deleted policy until an operator runs again; that operator never listed the
+    # namespace's pods, and must still take the threshold off them (and off no pod of another namespace).
+    ns, node = namespace, scene["node"]
+    create_pod(kubectl, ns, "web-a", node, {"app": "web"})
+    body = policy("warn", {"matchLabels": {"app": "web"}}, annotate=False)
+    body["spec"]["warningThresholdPercent"] = 70
+    kubectl.run("apply", "-n", ns, "-f", "-", stdin=json.dumps(body))
+    first = start(operators, kubeconfig, ns, tmp_path, "op-first")
+    wait_for(
+        lambda: pod_annotations(kubectl, ns, "web-a").get(crd.ANNOTATION_WARNING_THRESHOLD) == "70",
+        TIMEOUT,
+        "the threshold annotation",
+    )
+    assert first.stop() == 0
+    kubectl.run("delete", crd.MEMORY_POLICY_PLURAL, "warn", "-n", ns, "--wait=false")
+    held = kubectl.get(crd.MEMORY_POLICY_PLURAL, "warn", ns)["metadata"]
+    assert held.get("deletionTimestamp") and held.get("finalizers"), held
+    second = start(operators, kubeconfig, ns, tmp_path, "op-second")
+    wait_for(
+        lambda: crd.ANNOTATION_WARNING_THRESHOLD not in pod_annotations(kubectl, ns, "web-a"),
+        TIMEOUT,
+        "the threshold removed by the restarted operator",
+    )
+    gone = kubectl.run("get", crd.MEMORY_POLICY_PLURAL, "warn", "-n", ns, check=False)
+    assert gone.returncode != 0 and "NotFound" in gone.stderr
+    assert second.alive() and "removed the unowned warning threshold of 1 pod(s)" in second.log()
+
+
 def test_jvm_xmx_in_the_report_sets_the_limit_floor(
     kubectl: Kubectl,
     kubeconfig: Path,

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import time
 from collections.abc import Mapping
@@ -176,18 +175,13 @@ class Operator:
         async def load_reports(**_: Any) -> None:
             # The reports as they are now, before any policy reconciles (kopf's own listing of them
             # arrives concurrently with the policies' and would leave a first reconcile short of data).
-            cont = ""
-            while True:  # paginated: a report can be ~100 KiB, a cluster can have thousands
-                query: dict[str, Any] = {"limit": 100, **({"continue": cont} if cont else {})}
-                path = f"/apis/{GROUP}/{VERSION}/{NODE_REPORT_PLURAL}"
-                resp = await self._io(functools.partial(self.rest.request, "GET", path, query=query))
+            # Paginated: a report can be ~100 KiB, a cluster can have thousands.
+            pages = self.rest.pages(f"/apis/{GROUP}/{VERSION}/{NODE_REPORT_PLURAL}", limit=100)
+            while (resp := await self._io(next, pages, None)) is not None:
                 if not resp.ok:
                     raise kopf.TemporaryError(f"cannot list NodeMemoryReports (HTTP {resp.status})", delay=2)
                 for item in resp.body.get("items") or []:
                     state.upsert_report(str(item["metadata"]["name"]), dict(item.get("status") or {}))
-                cont = str((resp.body.get("metadata") or {}).get("continue") or "")
-                if not cont:
-                    break
             self.session = session_for(self.rest.creds)
 
         @kopf.on.startup(registry=reg)
@@ -214,7 +208,12 @@ class Operator:
             if type == "DELETED":
                 state.delete_policy(namespace, name)
                 self.flags.pop((namespace, name), None)
-                await self.clear_stale_thresholds(namespace)
+                if namespace in self.watches:
+                    await self.clear_stale_thresholds(namespace)
+                elif not state.policies_by_ns.get(namespace):
+                    # Deleted while this operator was down (the finalizer held it until now): the
+                    # namespace's pods were never listed here, so ask the API which carry a threshold.
+                    await self.clear_orphaned_thresholds(namespace)
                 await self._unwatch_if_unused(namespace)
             elif not (body.get("metadata") or {}).get("deletionTimestamp"):
                 state.upsert_policy(body)
@@ -478,6 +477,30 @@ class Operator:
             elif resp.status != 404:
                 log.warning("stale warning threshold of pod %s/%s not removed (HTTP %s): %s", namespace,
                             p.name, resp.status, resp.message[:200])  # fmt: skip
+        self.stats.annotation_writes += done
+        if done:
+            log.info("removed the unowned warning threshold of %d pod(s) in %s", done, namespace)
+
+    async def clear_orphaned_thresholds(self, namespace: str) -> None:
+        """Remove the warning threshold from every pod of ``namespace``, a namespace with no MemoryPolicy
+        left whose pods are not watched (one paginated list of its pods, then one patch per annotated pod)."""
+        pages = self.rest.pages(f"/api/v1/namespaces/{namespace}/pods")
+        names: list[str] = []
+        while (resp := await self._io(next, pages, None)) is not None:
+            if not resp.ok:
+                log.warning("cannot list pods of %s to remove stale warning thresholds (HTTP %s): %s",
+                            namespace, resp.status, resp.message[:200])  # fmt: skip
+                return
+            names += [
+                str(p["metadata"]["name"])
+                for p in resp.body.get("items") or []
+                if ANNOTATION_WARNING_THRESHOLD in ((p.get("metadata") or {}).get("annotations") or {})
+            ]
+        outcomes = await asyncio.gather(
+            *(self._io(patch_pod_annotations, self.rest, namespace, n, {ANNOTATION_WARNING_THRESHOLD: None})
+              for n in names)
+        )  # fmt: skip
+        done = sum(1 for r in outcomes if r.ok)
         self.stats.annotation_writes += done
         if done:
             log.info("removed the unowned warning threshold of %d pod(s) in %s", done, namespace)

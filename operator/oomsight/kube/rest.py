@@ -99,6 +99,17 @@ class Rest:
             parsed = {"message": raw[:200].decode(errors="replace")}
         return Response(int(resp.status), parsed if isinstance(parsed, dict) else {})
 
+    def pages(self, path: str, limit: int = 500, query: dict[str, Any] | None = None) -> Iterator[Response]:
+        """A LIST, one Response per page (``limit``/``continue``); a failed page is yielded and ends it."""
+        cont = ""
+        while True:
+            page = {**(query or {}), "limit": limit, **({"continue": cont} if cont else {})}
+            resp = self.request("GET", path, query=page)
+            yield resp
+            cont = str((resp.body.get("metadata") or {}).get("continue") or "") if resp.ok else ""
+            if not cont:
+                return
+
     def stream(self, path: str, query: dict[str, Any], read_timeout: float) -> Iterator[dict[str, Any]]:
         """Yield the JSON lines of a watch; raises ``WatchError`` when it cannot start."""
         try:
