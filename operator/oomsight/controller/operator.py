@@ -365,22 +365,13 @@ class Operator:
         workloads = {p.uid: workload_of(p, owners) for p in pods}
         now = time.time()
         self._prune(now)
-        annotate = {
-            p.uid
+
+        policies_of = {  # each pod's selecting policies: who owns its annotations is decided among them
+            p.uid: [state.policies[k].spec for k in state.pod_policies.get(p.uid, ()) if k in state.policies]
             for p in pods
-            if annotation_owner(
-                state.policies[k].spec for k in state.pod_policies.get(p.uid, ()) if k in state.policies
-            )
-            == key
         }
-        threshold_pods = {
-            p.uid
-            for p in pods
-            if threshold_owner(
-                state.policies[k].spec for k in state.pod_policies.get(p.uid, ()) if k in state.policies
-            )
-            == key
-        }
+        annotate = {uid for uid, specs in policies_of.items() if annotation_owner(specs) == key}
+        threshold_pods = {uid for uid, specs in policies_of.items() if threshold_owner(specs) == key}
         result = reconcile(
             entry.spec,
             pods,
