@@ -227,3 +227,20 @@ def test_note_is_clipped_to_one_kib_on_a_character_boundary():
 def test_spec_json_round_trip():
     spec = oom_event(DIAG_CHILD, POD, "app", "n", BOOT, 5, T0).repeated(T0 + timedelta(seconds=3))
     assert EventSpec.from_json(spec.to_json()) == spec
+
+
+def test_kill_at_the_memory_swap_limit_says_so_in_the_note():
+    # RHEL 8 4.18 (cgroup v1): memory 31 of 32 GiB, memory+swap full at 34 GiB; that limit was hit.
+    from pathlib import Path
+
+    from oomsight.core.diagnosis import diagnose
+    from oomsight.core.logtext import parse_log
+    from oomsight.core.oomreport import assemble
+
+    log = Path(__file__).parents[1] / "fixtures" / "oom" / "sming56-rhel8-4.18.0-147-memsw-shmem.log"
+    diag = diagnose(assemble(parse_log(log.read_text())[1])[0]).as_json()
+    assert diag["limit_counter"] == "memory+swap"
+    note = oom_event(diag, POD, "app", "node-a", BOOT, 1, T0).note
+    assert "at its own memory+swap limit of 34.0 GiB" in note, note
+    note = oom_event({**diag, "limit_counter": "memory"}, POD, "app", "node-a", BOOT, 1, T0).note
+    assert "at its own limit of 34.0 GiB" in note, note

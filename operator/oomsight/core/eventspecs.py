@@ -83,12 +83,14 @@ def dominant_of(amounts: Mapping[str, int | None]) -> str | None:
     return max(known, key=lambda k: known[k] or 0)
 
 
-def _where(scope: str | None, limit: int | None) -> str:
+def _where(scope: str | None, limit: int | None, counter: str | None = None) -> str:
     lim = format_bytes(limit)
+    # cgroup v1 charges memory+swap first: when that counter failed, its limit is the one hit.
+    kind = "memory+swap limit" if counter == "memory+swap" else "limit"
     return {
-        "container": f"at its own limit of {lim}",
-        "pod": f"at the pod's limit of {lim}, shared by its containers",
-        "ancestor": f"at a limit above the pod ({lim}, the QoS class or node allocatable)",
+        "container": f"at its own {kind} of {lim}",
+        "pod": f"at the pod's {kind} of {lim}, shared by its containers",
+        "ancestor": f"at a {kind} above the pod ({lim}, the QoS class or node allocatable)",
         "node": "because the whole node ran out of memory",
     }.get(scope or "", "(the kernel rate-limited its report, so which limit was hit is not known)")
 
@@ -106,7 +108,7 @@ def oom_note(diag: Mapping[str, Any], container: str | None) -> str:
     dominant = diag.get("dominant") or dominant_of(charged)
     dom_bytes = charged.get(dominant) if dominant else None
     dom = f"; {kind_words(dominant)} dominated ({format_bytes(dom_bytes)})" if dominant else ""
-    where = _where(scope, diag.get("limit_bytes"))
+    where = _where(scope, diag.get("limit_bytes"), diag.get("limit_counter"))
     survived = diag.get("container_survived")
     if survived is True:
         return (
