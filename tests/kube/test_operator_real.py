@@ -701,6 +701,26 @@ def test_a_missing_peering_object_is_one_line(kubeconfig: Path, namespace: str, 
     assert f"KopfPeering nope in namespace(s) {namespace} does not exist" in line and "--standalone" in line
 
 
+def apply_threshold_policy(kubectl: Kubectl, ns: str, node: str, pods: dict[str, str]) -> dict[str, Any]:
+    """``pods`` (name: app label) on ``node``, and MemoryPolicy ``warn`` selecting app=web with a 70% warning
+    threshold and annotatePods off (the threshold is the policy's own setting, written anyway)."""
+    for name, app in pods.items():
+        create_pod(kubectl, ns, name, node, {"app": app})
+    body = policy("warn", {"matchLabels": {"app": "web"}}, annotate=False)
+    body["spec"]["warningThresholdPercent"] = 70
+    kubectl.run("apply", "-n", ns, "-f", "-", stdin=json.dumps(body))
+    return body
+
+
+def wait_threshold(kubectl: Kubectl, ns: str, pod: str, value: str | None, what: str) -> None:
+    """Until the pod's warning-threshold annotation is ``value`` (None: until it is gone)."""
+
+    def current() -> str | None:
+        return pod_annotations(kubectl, ns, pod).get(crd.ANNOTATION_WARNING_THRESHOLD)
+
+    wait_for(lambda: current() == value, TIMEOUT, what)
+
+
 def test_warning_threshold_is_written_on_selected_pods(
     kubectl: Kubectl,
     kubeconfig: Path,
@@ -709,28 +729,15 @@ def test_warning_threshold_is_written_on_selected_pods(
     operators: list[OperatorProc],
     tmp_path: Path,
 ) -> None:
-    # annotatePods is off: the threshold (the policy's own setting for the agent) is written anyway.
     ns, node = namespace, scene["node"]
-    create_pod(kubectl, ns, "web-a", node, {"app": "web"})
-    create_pod(kubectl, ns, "other", node, {"app": "other"})
-    body = policy("warn", {"matchLabels": {"app": "web"}}, annotate=False)
-    body["spec"]["warningThresholdPercent"] = 70
-    kubectl.run("apply", "-n", ns, "-f", "-", stdin=json.dumps(body))
+    body = apply_threshold_policy(kubectl, ns, node, {"web-a": "web", "other": "other"})
     op = start(operators, kubeconfig, ns, tmp_path)
-    wait_for(
-        lambda: pod_annotations(kubectl, ns, "web-a").get(crd.ANNOTATION_WARNING_THRESHOLD) == "70",
-        TIMEOUT,
-        "the threshold annotation",
-    )
+    wait_threshold(kubectl, ns, "web-a", "70", "the threshold annotation")
     assert crd.ANNOTATION_RECOMMENDATION not in pod_annotations(kubectl, ns, "web-a")
     assert crd.ANNOTATION_WARNING_THRESHOLD not in pod_annotations(kubectl, ns, "other")
     body["spec"]["warningThresholdPercent"] = 55.5
     kubectl.run("apply", "-n", ns, "-f", "-", stdin=json.dumps(body))
-    wait_for(
-        lambda: pod_annotations(kubectl, ns, "web-a").get(crd.ANNOTATION_WARNING_THRESHOLD) == "55.5",
-        TIMEOUT,
-        "the changed threshold",
-    )
+    wait_threshold(kubectl, ns, "web-a", "55.5", "the changed threshold")
     assert op.alive(), op.log()[-2000:]
 
 
@@ -744,31 +751,15 @@ def test_warning_threshold_is_removed_when_no_policy_selects_the_pod(
 ) -> None:
     # A relabel out of the selector, then the policy's deletion: the agent must not keep the old level.
     ns, node = namespace, scene["node"]
-    create_pod(kubectl, ns, "web-a", node, {"app": "web"})
-    create_pod(kubectl, ns, "web-b", node, {"app": "web"})
-    body = policy("warn", {"matchLabels": {"app": "web"}}, annotate=False)
-    body["spec"]["warningThresholdPercent"] = 70
-    kubectl.run("apply", "-n", ns, "-f", "-", stdin=json.dumps(body))
+    apply_threshold_policy(kubectl, ns, node, {"web-a": "web", "web-b": "web"})
     op = start(operators, kubeconfig, ns, tmp_path)
     for pod in ("web-a", "web-b"):
-        wait_for(
-            lambda pod=pod: pod_annotations(kubectl, ns, pod).get(crd.ANNOTATION_WARNING_THRESHOLD) == "70",
-            TIMEOUT,
-            f"the threshold annotation on {pod}",
-        )
+        wait_threshold(kubectl, ns, pod, "70", f"the threshold annotation on {pod}")
     kubectl.run("label", "pod", "web-a", "-n", ns, "app=gone", "--overwrite")
-    wait_for(
-        lambda: crd.ANNOTATION_WARNING_THRESHOLD not in pod_annotations(kubectl, ns, "web-a"),
-        TIMEOUT,
-        "the threshold removed from the relabelled pod",
-    )
+    wait_threshold(kubectl, ns, "web-a", None, "the threshold removed from the relabelled pod")
     assert pod_annotations(kubectl, ns, "web-b").get(crd.ANNOTATION_WARNING_THRESHOLD) == "70"
     kubectl.run("delete", crd.MEMORY_POLICY_PLURAL, "warn", "-n", ns, "--timeout=30s")
-    wait_for(
-        lambda: crd.ANNOTATION_WARNING_THRESHOLD not in pod_annotations(kubectl, ns, "web-b"),
-        TIMEOUT,
-        "the threshold removed after the policy was deleted",
-    )
+    wait_threshold(kubectl, ns, "web-b", None, "the threshold removed after the policy was deleted")
     assert op.alive(), op.log()[-2000:]
     assert "removed the unowned warning threshold" in op.log()
 
@@ -782,28 +773,17 @@ def test_a_policy_deleted_while_the_operator_was_down_leaves_no_threshold(
     tmp_path: Path,
 ) -> None:
     # The finalizer holds the deleted policy until an operator runs again; that operator never listed the
-    # namespace's pods, and must still take the threshold off them (and off no pod of another namespace).
+    # namespace's pods, and must still take the threshold off them.
     ns, node = namespace, scene["node"]
-    create_pod(kubectl, ns, "web-a", node, {"app": "web"})
-    body = policy("warn", {"matchLabels": {"app": "web"}}, annotate=False)
-    body["spec"]["warningThresholdPercent"] = 70
-    kubectl.run("apply", "-n", ns, "-f", "-", stdin=json.dumps(body))
+    apply_threshold_policy(kubectl, ns, node, {"web-a": "web"})
     first = start(operators, kubeconfig, ns, tmp_path, "op-first")
-    wait_for(
-        lambda: pod_annotations(kubectl, ns, "web-a").get(crd.ANNOTATION_WARNING_THRESHOLD) == "70",
-        TIMEOUT,
-        "the threshold annotation",
-    )
+    wait_threshold(kubectl, ns, "web-a", "70", "the threshold annotation")
     assert first.stop() == 0
     kubectl.run("delete", crd.MEMORY_POLICY_PLURAL, "warn", "-n", ns, "--wait=false")
     held = kubectl.get(crd.MEMORY_POLICY_PLURAL, "warn", ns)["metadata"]
     assert held.get("deletionTimestamp") and held.get("finalizers"), held
     second = start(operators, kubeconfig, ns, tmp_path, "op-second")
-    wait_for(
-        lambda: crd.ANNOTATION_WARNING_THRESHOLD not in pod_annotations(kubectl, ns, "web-a"),
-        TIMEOUT,
-        "the threshold removed by the restarted operator",
-    )
+    wait_threshold(kubectl, ns, "web-a", None, "the threshold removed by the restarted operator")
     gone = kubectl.run("get", crd.MEMORY_POLICY_PLURAL, "warn", "-n", ns, check=False)
     assert gone.returncode != 0 and "NotFound" in gone.stderr
     assert second.alive() and "removed the unowned warning threshold of 1 pod(s)" in second.log()
