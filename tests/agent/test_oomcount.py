@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from oomsight.core.oomcount import place_unreported
+from oomsight.core.oomcount import place_unreported, unexplained
 
 A, B, C = "/kubepods/pod-a/c1", "/kubepods/pod-b/c1", "/kubepods/pod-c/c1"
 
@@ -28,3 +28,12 @@ def test_does_not_change_its_inputs():
     accounted = {A: 1}
     place_unreported(accounted, {A: 3}, 2)
     assert accounted == {A: 1}
+
+
+def test_unexplained_are_the_cgroups_whose_counter_runs_ahead():
+    counters = {"/a": 3, "/b": 2, "/c": None, "/d": 0, "/e": 1}
+    reported = {"/a": 1, "/b": 2, "/e": 2, "/gone": 4}
+    # /b and /e are fully explained (a report more than counted: a cgroup recreated at the same path);
+    # /c has no counter (v1 before 4.13); /gone no longer exists to count.
+    assert unexplained(counters, reported) == {"/a": (3, 1)}
+    assert unexplained({"/x": 2}, {}) == {"/x": (2, 0)}

@@ -32,6 +32,7 @@ from oomsight.cli.top import container_json, ratio, sort_key
 from oomsight.core.diagnosis import Diagnosis, diagnose
 from oomsight.core.errors import OomsightError, UsageError
 from oomsight.core.kmsg import Record
+from oomsight.core.oomcount import unexplained
 from oomsight.core.oomreport import OomAssembler
 from oomsight.core.quantity import human_bytes
 from oomsight.core.stuck import StuckCgroup, find_stuck
@@ -103,6 +104,10 @@ class KmsgResult:
     boot_id: str | None = None
     error: str | None = None
     diagnoses: list[Diagnosis] = field(default_factory=list)
+    reported: dict[str, int] = field(default_factory=dict)
+    """Kills with a report in the whole ring (``--since`` aside), by the victim's cgroup."""
+    headerless: int = 0
+    """Kill lines in the whole ring that came without their report (the kernel's rate limit)."""
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -111,6 +116,7 @@ class KmsgResult:
             "last_seq": self.last_seq,
             "gaps": [g.as_json() for g in self.gaps],
             "lost_records": sum(g.lost for g in self.gaps),
+            "headerless": self.headerless,
             "boot_id": self.boot_id,
             "error": self.error,
         }
@@ -138,10 +144,38 @@ def read_incidents(host_root: Path, since: datetime | None) -> KmsgResult:
         result.records = reader.records_read
         result.gaps = list(reader.gaps)
     for inc in incidents:
+        if inc.task_memcg:  # a group kill counts each of its victims, as the kernel does
+            victims = max(1, len(inc.victims))
+            result.reported[inc.task_memcg] = result.reported.get(inc.task_memcg, 0) + victims
+        elif inc.oom_memcg is None:
+            result.headerless += 1
         if since is not None and (inc.wall is None or inc.wall < since):
             continue
         result.diagnoses.append(diagnose(inc))
     return result
+
+
+def unexplained_kills(sweep: Sweep, kmsg: KmsgResult) -> list[dict[str, Any]]:
+    """Containers whose kernel OOM-kill counter is ahead of the reports in the log (README: "diagnose")."""
+    if kmsg.error:
+        return []
+    containers = {e.path: e for e in sweep.entries if e.kube is not None and e.kube.level == "container"}
+    counters = {p: e.reading.oom_kills if e.reading else None for p, e in containers.items()}
+    out = []
+    for path, (counted, reported) in sorted(unexplained(counters, kmsg.reported).items()):
+        kube = containers[path].kube
+        assert kube is not None
+        out.append(
+            {
+                "cgroup": path,
+                "pod_uid": kube.pod_uid,
+                "container_id": kube.container_id,
+                "oom_kills": counted,
+                "reported": reported,
+                "unexplained": counted - reported,
+            }
+        )
+    return out
 
 
 def at_risk(sweep: Sweep, threshold: float) -> list[CgroupEntry]:
@@ -175,6 +209,7 @@ def document(
         "node": node,
         "kmsg": kmsg.as_json(),
         "incidents": [d.as_json() for d in kmsg.diagnoses],
+        "unexplained_kills": unexplained_kills(sweep, kmsg),
         "at_risk": [container_json(e) for e in at_risk(sweep, threshold)],
         "stuck": [s.as_json() for s in stuck(sweep)],
         "cgroups": {"read": len(sweep.entries), "vanished": sweep.vanished, "errors": sweep.errors},
@@ -224,6 +259,24 @@ def _incident_text(group: list[dict[str, Any]], n: int) -> list[str]:
     return lines
 
 
+def _unexplained_text(rows: list[dict[str, Any]], k: dict[str, Any]) -> list[str]:
+    if not rows:
+        return []
+    why = []
+    if k["headerless"]:
+        why.append(f"{k['headerless']} kill line(s) came without their report (the kernel's rate limit)")
+    if k["lost_records"]:
+        why.append("reports were overwritten in the ring buffer")
+    lines = [
+        f"  containers with more OOM kills than this log explains: {len(rows)}"
+        + (f" ({'; '.join(why)})" if why else "")
+    ]
+    for r in rows:
+        who = f"pod {r['pod_uid']} container {(r['container_id'] or '')[:12]}"
+        lines.append(f"    {who}: {r['oom_kills']} OOM kill(s) counted by the kernel, {r['reported']} reported")
+    return lines
+
+
 def text(doc: dict[str, Any]) -> str:
     node = doc["node"]
     out = [
@@ -259,6 +312,7 @@ def text(doc: dict[str, Any]) -> str:
             )
         for n, group in enumerate(groups, start=1):
             out += _incident_text(group, n)
+        out += _unexplained_text(doc["unexplained_kills"], k)
     out.append("")
     risk = doc["at_risk"]
     out.append(f"containers at or above {doc['threshold'] * 100:.0f}% of their limit: {len(risk)}")

@@ -29,3 +29,20 @@ def place_unreported(
         if best is not None:
             surplus[best] -= 1
     return out
+
+
+def unexplained(
+    counters: Mapping[str, int | None], reported: Mapping[str, int]
+) -> dict[str, tuple[int, int]]:
+    """The cgroups whose OOM-kill counter is ahead of the kills a log explains in them.
+
+    ``counters``: each cgroup's own counter (kills since the cgroup was made; None where the kernel has
+    none, before 4.13 on v1). ``reported``: kills whose report names the cgroup as the victim's
+    (``task_memcg``; a group kill counts each victim). Returns ``{cgroup: (counted, reported)}`` for
+    each cgroup with more counted than reported: their reports were rate-limited or overwritten.
+    """
+    out: dict[str, tuple[int, int]] = {}
+    for path, counted in counters.items():
+        if counted is not None and counted > reported.get(path, 0):
+            out[path] = (counted, reported.get(path, 0))
+    return out
