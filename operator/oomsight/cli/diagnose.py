@@ -273,7 +273,8 @@ def _unexplained_text(rows: list[dict[str, Any]], k: dict[str, Any]) -> list[str
     ]
     for r in rows:
         who = f"pod {r['pod_uid']} container {(r['container_id'] or '')[:12]}"
-        lines.append(f"    {who}: {r['oom_kills']} OOM kill(s) counted by the kernel, {r['reported']} reported")
+        counted = f"{r['oom_kills']} OOM kill(s) counted by the kernel"
+        lines.append(f"    {who}: {counted}, {r['reported']} reported")
     return lines
 
 
