@@ -145,41 +145,19 @@ def test_oom_burst_window_slides():
 
 def test_keyed_events_repeat_into_series_and_expire():
     agg = Aggregator(series_window=3600)
-    first = agg.occur(
-        high_working_set_event(
-            POD, "app", "n", BOOT, 60 << 20, 64 << 20, "container", {"anon": 50 << 20}, 0.9, T0
+
+    def warn(working_set: int, when: datetime) -> EventSpec:
+        return agg.occur(
+            high_working_set_event(
+                POD, "app", "n", BOOT, working_set, 64 << 20, "container", {"anon": 50 << 20}, 0.9, when
+            )
         )
-    )
-    again = agg.occur(
-        high_working_set_event(
-            POD,
-            "app",
-            "n",
-            BOOT,
-            61 << 20,
-            64 << 20,
-            "container",
-            {"anon": 50 << 20},
-            0.9,
-            T0 + timedelta(minutes=10),
-        )
-    )
+
+    first = warn(60 << 20, T0)
+    again = warn(61 << 20, T0 + timedelta(minutes=10))
     assert again.name == first.name and again.count == 2
     assert again.patch_body()["series"]["count"] == 2
-    later = agg.occur(
-        high_working_set_event(
-            POD,
-            "app",
-            "n",
-            BOOT,
-            61 << 20,
-            64 << 20,
-            "container",
-            {"anon": 50 << 20},
-            0.9,
-            T0 + timedelta(hours=3),
-        )
-    )
+    later = warn(61 << 20, T0 + timedelta(hours=3))
     assert later.count == 1  # outside the window: a fresh occurrence of the same-named Event
 
 
