@@ -56,21 +56,19 @@ def crds(kubectl: Kubectl) -> Kubectl:
     return kubectl
 
 
+def template(
+    helm_bin: Path, kubeconfig: Path, release: str, namespace: str, extra: Sequence[str] = ()
+) -> str:
+    """``helm template`` of the chart as YAML text."""
+    args = ["template", release, str(CHART), "--namespace", namespace, *peering(release), *extra]
+    return helm(helm_bin, kubeconfig, *args).stdout
+
+
 def rendered(
     helm_bin: Path, kubeconfig: Path, release: str, namespace: str, extra: Sequence[str] = ()
 ) -> list[Any]:
-    out = helm(
-        helm_bin,
-        kubeconfig,
-        "template",
-        release,
-        str(CHART),
-        "--namespace",
-        namespace,
-        *peering(release),
-        *extra,
-    ).stdout
-    return [doc for doc in yaml.safe_load_all(out) if doc]
+    text = template(helm_bin, kubeconfig, release, namespace, extra)
+    return [doc for doc in yaml.safe_load_all(text) if doc]
 
 
 @pytest.mark.parametrize("values", [[], NON_DEFAULT], ids=["defaults", "non-default"])
@@ -87,18 +85,7 @@ def test_helm_lint_passes(helm_bin: Path, kubeconfig: Path, values: list[str]) -
 def test_rendered_objects_pass_a_server_side_dry_run(
     helm_bin: Path, kubeconfig: Path, crds: Kubectl, namespace: str, values: list[str]
 ) -> None:
-    release = unique_name("dry", max_length=30)
-    out = helm(
-        helm_bin,
-        kubeconfig,
-        "template",
-        release,
-        str(CHART),
-        "--namespace",
-        namespace,
-        *peering(release),
-        *values,
-    ).stdout
+    out = template(helm_bin, kubeconfig, unique_name("dry", max_length=30), namespace, values)
     result = crds.run("apply", "--dry-run=server", "--namespace", namespace, "-f", "-", stdin=out)
     assert "created (server dry run)" in result.stdout
 
