@@ -14,6 +14,7 @@ from typing import Any
 
 from oomsight.cli.common import add_host_root, add_json
 from oomsight.core.node import NodeFacts, node_findings
+from oomsight.core.quantity import prose_bytes
 from oomsight.host.nodeinfo import read_node_facts
 
 HELP = "this node's kernel and cgroup findings (kmem accounting, leaked memcgs, swap, THP)"
@@ -63,9 +64,7 @@ def _na(v: object) -> str:
 
 
 def _size(n: int | None) -> str:
-    if n is None:
-        return "unknown"
-    return "off" if n == 0 else f"{n / (1 << 30):.1f} GiB"
+    return "off" if n == 0 else prose_bytes(n)
 
 
 def render(doc: dict[str, Any]) -> str:
