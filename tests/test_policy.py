@@ -4,6 +4,7 @@ captured from the real API server (tests/fixtures/operator/SOURCE)."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -278,22 +279,20 @@ def test_status_of_a_policy_with_agents() -> None:
     assert res.changes == ()  # a first recommendation is not a change
 
 
+def carrying(pods: list[PodView], patches: dict[str, dict[str, str | None]]) -> list[PodView]:
+    """The pods as they are after the annotation patches were applied (None removes a key)."""
+    return [
+        dataclasses.replace(
+            p, annotations=tuple(sorted((k, v) for k, v in patches.get(p.name, {}).items() if v is not None))
+        )
+        for p in pods
+    ]
+
+
 def test_annotations_are_patched_only_when_they_change() -> None:
     s = scene()
     res = run(s)
-    s["pods"] = [
-        PodView(
-            p.namespace,
-            p.name,
-            p.uid,
-            p.node,
-            p.labels,
-            p.owner,
-            p.containers,
-            tuple(sorted((k, v) for k, v in res.annotations.get(p.name, {}).items() if v is not None)),
-        )
-        for p in s["pods"]
-    ]
+    s["pods"] = carrying(s["pods"], res.annotations)
     assert run(s).annotations == {}
 
 
@@ -407,19 +406,7 @@ def test_overlapping_policies_annotate_through_one_owner_and_take_theirs_back() 
     res = run_with(s, a, annotate=uids)
     assert set(res.annotations) == {"checkout-7d9f8c6b5-x2x9q", "db-0"}
     # the pods now carry shop's annotations; shop stops annotating (annotatePods: false): it removes them
-    annotated = [
-        PodView(
-            p.namespace,
-            p.name,
-            p.uid,
-            p.node,
-            p.labels,
-            p.owner,
-            p.containers,
-            tuple(sorted((k, v) for k, v in res.annotations[p.name].items() if v is not None)),
-        )
-        for p in s["pods"]
-    ]
+    annotated = carrying(s["pods"], res.annotations)
     off = load("memorypolicy.json")
     off["spec"]["actions"]["annotatePods"] = False
     s["pods"] = annotated
@@ -484,11 +471,7 @@ def test_warning_threshold_goes_on_selected_pods_even_without_annotate_pods() ->
     uids = {p.uid for p in s["pods"]}
     res = run_with(s, policy, annotate=uids)
     assert res.annotations == {p.name: {ANNOTATION_WARNING_THRESHOLD: "75"} for p in s["pods"]}
-    s["pods"] = [
-        PodView(p.namespace, p.name, p.uid, p.node, p.labels, p.owner, p.containers,
-                ((ANNOTATION_WARNING_THRESHOLD, "75"),))
-        for p in s["pods"]
-    ]  # fmt: skip
+    s["pods"] = carrying(s["pods"], res.annotations)
     assert run_with(s, policy, annotate=uids).annotations == {}  # unchanged: no patch
     body["spec"]["warningThresholdPercent"] = 50.5
     res = run_with(s, parse_policy(body), annotate=uids)
