@@ -170,9 +170,6 @@ def parse_meminfo(text: str) -> dict[str, int]:
     return out
 
 
-THP_MODES = ("always", "madvise", "never")
-
-
 def parse_thp_mode(text: str) -> str:
     """The bracketed mode of ``transparent_hugepage/enabled`` (``always [madvise] never`` -> ``madvise``)."""
     m = re.search(r"\[(\w[\w+]*)\]", text)
