@@ -68,13 +68,8 @@ class OwnerResolver:
         return None
 
     def _list(self, ns: str, kind: str) -> None:
-        cont = ""
         found: dict[tuple[str, str, str], tuple[str, str] | None] = {}
-        while True:
-            query: dict[str, object] = {"limit": 500}
-            if cont:
-                query["continue"] = cont
-            resp = self.rest.request("GET", _LISTS[kind].format(ns=ns), query=query)
+        for resp in self.rest.pages(_LISTS[kind].format(ns=ns), limit=500):
             self.lookups += 1
             if not resp.ok:
                 log.warning(
@@ -83,9 +78,6 @@ class OwnerResolver:
                 return
             for item in resp.body.get("items") or []:
                 found[(ns, kind, str(item["metadata"]["name"]))] = self._controller(item)
-            cont = str((resp.body.get("metadata") or {}).get("continue") or "")
-            if not cont:
-                break
         with self._lock:
             if len(self._cache) + len(found) >= MAX_ENTRIES:
                 self._cache.clear()
