@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -141,8 +141,8 @@ class EventSpec:
         return {
             "name": self.name,
             "namespace": self.namespace,
-            "regarding": _ref_json(self.regarding),
-            "related": _ref_json(self.related) if self.related else None,
+            "regarding": asdict(self.regarding),
+            "related": asdict(self.related) if self.related else None,
             "reason": self.reason,
             "action": self.action,
             "note": self.note,
@@ -176,16 +176,6 @@ class EventSpec:
             seq=int(data["seq"]) if data.get("seq") is not None else None,
             boot_id=str(data.get("boot_id", "")),
         )
-
-
-def _ref_json(ref: ObjectRef) -> dict[str, str]:
-    return {
-        "kind": ref.kind,
-        "name": ref.name,
-        "namespace": ref.namespace,
-        "uid": ref.uid,
-        "api_version": ref.api_version,
-    }
 
 
 def micro_time(when: datetime) -> str:
