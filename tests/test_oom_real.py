@@ -135,21 +135,25 @@ def _reap() -> Iterator[None]:
 # ------------------------------------------------------------------------------------------------ cases
 
 
+@pytest.mark.parametrize(
+    ("driver", "runtime", "qos"),
+    [("cgroupfs", "containerd", "burstable"), ("systemd", "cri-o", "guaranteed")],
+)
 @retry_on_ratelimit
-def _main_process(
-    kit: CgroupKit,
+def test_main_process_killed(
+    cgroups: CgroupKit,
     reader: KmsgReader,
     capsys: pytest.CaptureFixture[str],
     driver: str,
     runtime: str,
     qos: str,
 ) -> None:
-    pod, uid = kit.pod(driver=driver, qos=qos)
-    cg, cid = kit.container(pod, runtime=runtime, limit=64 * MIB)
+    pod, uid = cgroups.pod(driver=driver, qos=qos)
+    cg, cid = cgroups.container(pod, runtime=runtime, limit=64 * MIB)
     proc = spawn(cg, "--grow-anon-mib", "4", ready=False)
     killed = wait_for_kill_lines(reader, {proc.pid}, 1)
     assert proc.wait(30) == -9
-    (inc,) = ours(diagnose_json(capsys), kit, killed)
+    (inc,) = ours(diagnose_json(capsys), cgroups, killed)
     assert inc["victim"]["pid"] == proc.pid
     assert inc["victim"]["comm"].startswith("python")
     assert inc["scope"] == "container"
@@ -162,35 +166,22 @@ def _main_process(
     assert inc["chosen_by_oom_score_adj"] is False
     assert inc["time"] is not None and inc["time"].endswith("Z")
     assert oom_kills(cg) == 1
-    recent = ours(diagnose_json(capsys, "--since", "5m"), kit, killed)
+    recent = ours(diagnose_json(capsys, "--since", "5m"), cgroups, killed)
     assert [i["seq"] for i in recent] == [inc["seq"]]
 
 
-@pytest.mark.parametrize(
-    ("driver", "runtime", "qos"),
-    [("cgroupfs", "containerd", "burstable"), ("systemd", "cri-o", "guaranteed")],
-)
-def test_main_process_killed(
-    cgroups: CgroupKit,
-    reader: KmsgReader,
-    capsys: pytest.CaptureFixture[str],
-    driver: str,
-    runtime: str,
-    qos: str,
-) -> None:
-    _main_process(cgroups, reader, capsys, driver, runtime, qos)
-
-
 @retry_on_ratelimit
-def _child(kit: CgroupKit, reader: KmsgReader, capsys: pytest.CaptureFixture[str]) -> None:
-    pod, uid = kit.pod()
-    cg, cid = kit.container(pod, limit=64 * MIB)
+def test_child_killed_parent_lives(
+    cgroups: CgroupKit, reader: KmsgReader, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pod, uid = cgroups.pod()
+    cg, cid = cgroups.container(pod, limit=64 * MIB)
     proc = spawn(cg, "--children", "1", "--child-grow-mib", "4")
     parent, child = proc.ready_pids  # type: ignore[attr-defined]
     killed = wait_for_kill_lines(reader, {parent, child}, 1)
     assert killed == [child]
     assert proc.poll() is None, "the parent must live on"
-    (inc,) = ours(diagnose_json(capsys), kit, killed)
+    (inc,) = ours(diagnose_json(capsys), cgroups, killed)
     assert inc["victim"]["pid"] == child
     assert inc["scope"] == "container"
     assert inc["pod_uid"] == uid and inc["container_id"] == cid
@@ -199,16 +190,12 @@ def _child(kit: CgroupKit, reader: KmsgReader, capsys: pytest.CaptureFixture[str
     assert proc.poll() is None
 
 
-def test_child_killed_parent_lives(
+@retry_on_ratelimit
+def test_oom_score_adj_picks_the_smaller_process(
     cgroups: CgroupKit, reader: KmsgReader, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    _child(cgroups, reader, capsys)
-
-
-@retry_on_ratelimit
-def _score_adj(kit: CgroupKit, reader: KmsgReader, capsys: pytest.CaptureFixture[str]) -> None:
-    pod, _ = kit.pod()
-    cg, _ = kit.container(pod, limit=96 * MIB)
+    pod, _ = cgroups.pod()
+    cg, _ = cgroups.container(pod, limit=96 * MIB)
     # big is the container's first process (its "PID 1"); small a helper started later
     big = spawn(cg, "--anon", "48", "--oom-score-adj", "0")
     small = spawn(cg, "--oom-score-adj", "1000")
@@ -216,7 +203,7 @@ def _score_adj(kit: CgroupKit, reader: KmsgReader, capsys: pytest.CaptureFixture
     killed = wait_for_kill_lines(reader, {small.pid, big.pid, grower.pid}, 1)
     # the grower goes on and may be killed next, in the same read
     assert killed[0] == small.pid
-    (inc, *_) = ours(diagnose_json(capsys), kit, killed)
+    (inc, *_) = ours(diagnose_json(capsys), cgroups, killed)
     assert inc["victim"]["pid"] == small.pid
     assert inc["victim"]["oom_score_adj"] == 1000
     assert inc["chosen_by_oom_score_adj"] is True
@@ -224,30 +211,20 @@ def _score_adj(kit: CgroupKit, reader: KmsgReader, capsys: pytest.CaptureFixture
     grower.kill()
 
 
-def test_oom_score_adj_picks_the_smaller_process(
+@retry_on_ratelimit
+def test_pod_limit_tighter_than_container(
     cgroups: CgroupKit, reader: KmsgReader, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    _score_adj(cgroups, reader, capsys)
-
-
-@retry_on_ratelimit
-def _pod_limit(kit: CgroupKit, reader: KmsgReader, capsys: pytest.CaptureFixture[str]) -> None:
-    pod, uid = kit.pod(limit=48 * MIB)
-    cg, cid = kit.container(pod, limit=256 * MIB)
+    pod, uid = cgroups.pod(limit=48 * MIB)
+    cg, cid = cgroups.container(pod, limit=256 * MIB)
     proc = spawn(cg, "--grow-anon-mib", "4", ready=False)
     killed = wait_for_kill_lines(reader, {proc.pid}, 1)
-    (inc,) = ours(diagnose_json(capsys), kit, killed)
+    (inc,) = ours(diagnose_json(capsys), cgroups, killed)
     assert inc["scope"] == "pod"
     assert inc["oom_cgroup"] == pod.rel and inc["task_cgroup"] == cg.rel
     assert inc["pod_uid"] == uid and inc["container_id"] == cid
     assert inc["limit_bytes"] == 48 * MIB
     assert "pod" in inc["explanation"]
-
-
-def test_pod_limit_tighter_than_container(
-    cgroups: CgroupKit, reader: KmsgReader, capsys: pytest.CaptureFixture[str]
-) -> None:
-    _pod_limit(cgroups, reader, capsys)
 
 
 @contextlib.contextmanager
@@ -265,23 +242,21 @@ def tmpfs() -> Iterator[Path]:
 
 
 @retry_on_ratelimit
-def _shmem(kit: CgroupKit, reader: KmsgReader, capsys: pytest.CaptureFixture[str]) -> None:
-    pod, _ = kit.pod()
-    cg, _ = kit.container(pod, limit=64 * MIB)
+def test_shmem_dominates(
+    cgroups: CgroupKit, reader: KmsgReader, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pod, _ = cgroups.pod()
+    cg, _ = cgroups.container(pod, limit=64 * MIB)
     with tmpfs() as mnt:
         # the pages of a tmpfs file are charged to the cgroup of the process that writes them
         proc = spawn(cg, "--shm", str(mnt / "data"), "44", "--grow-anon-mib", "2", ready=False)
         killed = wait_for_kill_lines(reader, {proc.pid}, 1)
-        (inc,) = ours(diagnose_json(capsys), kit, killed)
+        (inc,) = ours(diagnose_json(capsys), cgroups, killed)
         assert proc.wait(30) == -9
     assert inc["dominant"] == "shmem"
     assert inc["charged"]["shmem"] >= 40 * MIB
     assert inc["charged"]["anon"] < inc["charged"]["shmem"]
     assert "emptyDir" in inc["explanation"] or "tmpfs" in inc["explanation"]
-
-
-def test_shmem_dominates(cgroups: CgroupKit, reader: KmsgReader, capsys: pytest.CaptureFixture[str]) -> None:
-    _shmem(cgroups, reader, capsys)
 
 
 def test_oom_kill_disable_leaves_the_cgroup_stuck(
