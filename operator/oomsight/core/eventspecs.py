@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from oomsight.core.diagnosis import KINDS
 from oomsight.core.events import (
     REASON_HIGH_WORKING_SET,
     REASON_NODE_FINDING,
@@ -33,14 +34,14 @@ from oomsight.core.events import (
     REASON_STUCK,
     REASON_WORKING_SET_NORMAL,
     EventSpec,
+    EventType,
     ObjectRef,
     keyed_event_name,
     kill_event_name,
 )
 from oomsight.core.podinfo import PodInfo
-from oomsight.core.quantity import prose_bytes as format_bytes
+from oomsight.core.quantity import prose_bytes
 
-KINDS = ("anon", "file", "shmem", "kernel")
 _KIND_WORDS = {
     "anon": "anonymous memory (heap, stacks)",
     "file": "page cache",
@@ -84,7 +85,7 @@ def dominant_of(amounts: Mapping[str, int | None]) -> str | None:
 
 
 def _where(scope: str | None, limit: int | None, counter: str | None = None) -> str:
-    lim = format_bytes(limit)
+    lim = prose_bytes(limit)
     # cgroup v1 charges memory+swap first: when that counter failed, its limit is the one hit.
     kind = "memory+swap limit" if counter == "memory+swap" else "limit"
     return {
@@ -102,12 +103,12 @@ def oom_note(diag: Mapping[str, Any], container: str | None) -> str:
     comm = victim.get("comm") or "a process"
     pid = victim.get("pid")
     anon = victim.get("anon_rss_bytes")
-    who = f"{comm} (pid {pid}, {format_bytes(anon)} anon)" if pid is not None else comm
+    who = f"{comm} (pid {pid}, {prose_bytes(anon)} anon)" if pid is not None else comm
     target = f"container {container}" if container else "this pod"
     charged = diag.get("charged") or {}
     dominant = diag.get("dominant") or dominant_of(charged)
     dom_bytes = charged.get(dominant) if dominant else None
-    dom = f"; {kind_words(dominant)} dominated ({format_bytes(dom_bytes)})" if dominant else ""
+    dom = f"; {kind_words(dominant)} dominated ({prose_bytes(dom_bytes)})" if dominant else ""
     where = _where(scope, diag.get("limit_bytes"), diag.get("limit_counter"))
     survived = diag.get("container_survived")
     if survived is True:
@@ -162,7 +163,7 @@ def high_working_set_event(
     ratio = working_set / limit if limit else 0.0
     dominant = dominant_of(breakdown)
     dom = (
-        f"; {kind_words(dominant)} dominates ({format_bytes(breakdown.get(dominant or ''))})"
+        f"; {kind_words(dominant)} dominates ({prose_bytes(breakdown.get(dominant or ''))})"
         if dominant
         else ""
     )
@@ -170,15 +171,15 @@ def high_working_set_event(
     if cleared:
         reason = REASON_WORKING_SET_NORMAL
         note = (
-            f"Container {container}'s working set is back to {format_bytes(working_set)}, "
-            f"{ratio:.0%} of its {format_bytes(limit)} {lvl}limit{dom}."
+            f"Container {container}'s working set is back to {prose_bytes(working_set)}, "
+            f"{ratio:.0%} of its {prose_bytes(limit)} {lvl}limit{dom}."
         )
-        typ: Any = "Normal"
+        typ: EventType = "Normal"
     else:
         reason = REASON_HIGH_WORKING_SET
         note = (
-            f"Container {container}'s working set is {format_bytes(working_set)}, {ratio:.0%} of its "
-            f"{format_bytes(limit)} {lvl}limit (warning at {threshold:.0%}){dom}; at 100% the kernel "
+            f"Container {container}'s working set is {prose_bytes(working_set)}, {ratio:.0%} of its "
+            f"{prose_bytes(limit)} {lvl}limit (warning at {threshold:.0%}){dom}; at 100% the kernel "
             f"OOM-kills a process in it."
         )
         typ = "Warning"
@@ -196,7 +197,7 @@ def stuck_event(
 ) -> EventSpec:
     target = f"container {container}" if container else "this pod"
     note = (
-        f"The memory cgroup of {target} ({cgroup}) is stuck at its {format_bytes(limit)} limit: "
+        f"The memory cgroup of {target} ({cgroup}) is stuck at its {prose_bytes(limit)} limit: "
         f"under_oom is 1 with the OOM killer disabled, so its processes are frozen until memory is "
         f"freed or the limit is raised."
     )
@@ -211,7 +212,7 @@ def _keyed_pod_event(
     reason: str,
     action: str,
     note: str,
-    typ: Any,
+    typ: EventType,
     when: datetime,
 ) -> EventSpec:
     """A state event on a Pod, one per (reason, pod, container) and boot, so repeats become a series."""
