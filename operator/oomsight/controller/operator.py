@@ -27,7 +27,7 @@ import logging
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -92,7 +92,6 @@ class Stats:
     events: int = 0
     node_writes: int = 0
     last_reconcile_seconds: float = 0.0
-    started: float = field(default_factory=time.monotonic)
 
 
 class Operator:
@@ -343,7 +342,7 @@ class Operator:
                 node,
                 risk.severity,
                 risk.reason,
-                {k: v for k, v in patch.labels.items()} or "unchanged",
+                patch.labels or "unchanged",
             )
         self.applied_risk[node] = risk
 
@@ -399,7 +398,6 @@ class Operator:
                 log.warning("status of MemoryPolicy %s/%s not written (HTTP %s): %s", ns, name, resp.status,
                             resp.message[:300])  # fmt: skip
         if result.annotations:
-            by_name = {p.name: p for p in pods}
             outcomes = await asyncio.gather(
                 *(
                     self._io(patch_pod_annotations, self.rest, ns, pod, ann)
@@ -410,9 +408,7 @@ class Operator:
             for (pod, _), resp in zip(result.annotations.items(), outcomes, strict=True):
                 if resp.ok:
                     done += 1
-                    pv = pod_view(resp.body)
-                    if pod in by_name:
-                        state.replace_pod_view(pv)  # our own write must not look like a change
+                    state.replace_pod_view(pod_view(resp.body))  # our own write must not look like a change
                 elif resp.status != 404:
                     log.warning("annotations of pod %s/%s not written (HTTP %s): %s", ns, pod, resp.status,
                                 resp.message[:200])  # fmt: skip
@@ -510,10 +506,3 @@ class Operator:
             stop_flag=stop_flag,
         )
 
-
-def status_summary(status: Mapping[str, Any]) -> str:
-    """One line for logs: pods, at risk, OOMs, mode."""
-    return (
-        f"{status.get('podsObserved', 0)} pods, {status.get('atRisk', 0)} at risk, "
-        f"{status.get('oomKills24h', 0)} OOMs/24h, mode {status.get('mode')}"
-    )
