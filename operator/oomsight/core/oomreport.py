@@ -474,6 +474,12 @@ class OomAssembler:
         self.dropped_headers += 1
         return []
 
+    def _restart(self, record: Record, text: str) -> list[Incident]:
+        """Hand out the open report and read ``text`` as the first line of a new (header-less) one."""
+        done = self._close()
+        self._cur = _Partial()
+        return done + self._report_line(record, text, self._cur)
+
     def _report_line(self, record: Record, text: str, cur: _Partial) -> list[Incident]:
         seq = record.seq
         if "Killed process " in text:
@@ -505,10 +511,7 @@ class OomAssembler:
                 )
             if cur.victims and cur.group is None:
                 # A second kill line with no group kill announced: a new (header-less) report.
-                done = self._close()
-                self._cur = cur = _Partial()
-                done += self._report_line(record, text, cur)
-                return done
+                return self._restart(record, text)
             if any(v.pid == victim.pid for v in cur.victims):
                 return []
             if text.startswith("Out of memory") and not cur.constraint:
@@ -521,10 +524,7 @@ class OomAssembler:
             return []
         if text.startswith("oom-kill:"):
             if cur.killed:
-                done = self._close()
-                self._cur = cur = _Partial()
-                done += self._report_line(record, text, cur)
-                return done
+                return self._restart(record, text)
             kv = _parse_oomkill(text)
             cur.constraint = kv.get("constraint") or cur.constraint
             memcg = kv.get("oom_memcg")
@@ -588,10 +588,7 @@ class OomAssembler:
             m = _SELECT.search(text)
             if m is not None:
                 if cur.victims and cur.group is None:
-                    done = self._close()
-                    self._cur = cur = _Partial()
-                    done += self._report_line(record, text, cur)
-                    return done
+                    return self._restart(record, text)
                 cur.selected = (int(m.group("pid")), m.group("comm"), int(m.group("score")))
                 if text.startswith("Out of memory") and not cur.constraint:
                     cur.global_oom = True
