@@ -520,8 +520,7 @@ class PolicyMemory:
             row[1], row[2] = max(row[1], ws), max(row[2], demand)
 
     def peaks(self, key: str, now: float) -> list[list[int]]:
-        cfg = self.recommender.settings
-        lo = math.floor((now - cfg.history_window) / cfg.peak_interval)
+        lo = self.recommender.settings.first_interval(now)
         rows = self.history.get(key, {})
         for idx in [i for i in rows if i < lo]:
             del rows[idx]

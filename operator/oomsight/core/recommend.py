@@ -153,6 +153,10 @@ class RecommendSettings:
             cache_allowance_percent=num("cacheAllowancePercent", d.cache_allowance_percent),
         )
 
+    def first_interval(self, now: float) -> int:
+        """Index of the oldest peak interval still inside the history window at ``now``."""
+        return math.floor((now - self.history_window) / self.peak_interval)
+
     def oom_floor(self, limit: int) -> int:
         """What an OOM at ``limit`` says the container needs at least (VPA's bump, applied to the limit)."""
         return max(math.ceil(limit * self.oom_bump_ratio), limit + self.oom_min_bump)
@@ -474,7 +478,7 @@ class Recommender:
             return 0.0
         cfg = self.settings
         span = (min(s.last, now) - s.first) / cfg.history_window
-        lo = math.floor((now - cfg.history_window) / cfg.peak_interval)
+        lo = cfg.first_interval(now)
         seen = sum(1 for i in s.intervals if i >= lo)
         cover = seen / max(1.0, cfg.history_window / cfg.peak_interval)
         return max(0.0, min(1.0, span, cover))
@@ -487,7 +491,7 @@ class Recommender:
         for k, s in sorted(self._series.items()):
             intervals = s.intervals
             if now is not None:
-                lo = math.floor((now - self.settings.history_window) / self.settings.peak_interval)
+                lo = self.settings.first_interval(now)
                 intervals = {i for i in intervals if i >= lo}
             keys[k] = {
                 "ws": s.ws.to_dict(),
