@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -16,6 +15,7 @@ from cgroupkit import MIB, CgroupKit
 from oomsight.cli.diagnose import parse_since, parse_threshold
 from oomsight.cli.main import main
 from oomsight.core.errors import UsageError
+from realparts import require_binary
 
 NOW = datetime(2026, 11, 23, 14, 0, 0, tzinfo=UTC)
 
@@ -135,14 +135,11 @@ def test_document_shape(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_unreadable_kmsg_reports_the_rest_and_says_why() -> None:
     """Root without CAP_SYSLOG (a container that did not add it): the kernel log is refused."""
-    if not Path("/usr/bin/setpriv").exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail("needs util-linux setpriv to drop CAP_SYSLOG; CI=true requires it")
-        pytest.skip("needs util-linux setpriv to drop CAP_SYSLOG")
+    setpriv = require_binary("setpriv", "util-linux; it drops CAP_SYSLOG")
     if Path("/proc/sys/kernel/dmesg_restrict").read_text().strip() != "1":
         pytest.skip("kernel.dmesg_restrict=0: reading /dev/kmsg needs no capability here")
     out = subprocess.run(
-        ["/usr/bin/setpriv", "--bounding-set=-syslog", sys.executable, "-m", "oomsight", "diagnose",
+        [setpriv, "--bounding-set=-syslog", sys.executable, "-m", "oomsight", "diagnose",
          "--json"],
         capture_output=True,
         text=True,

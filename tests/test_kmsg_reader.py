@@ -22,6 +22,7 @@ import pytest
 from oomsight.core.kmsg import Record
 from oomsight.host.errors import HostAccessDenied, HostError
 from oomsight.host.kmsg import Cursor, Gap, KmsgReader, read_since_boot
+from realparts import require_binary, unavailable
 
 pytestmark = pytest.mark.kmsg
 KMSG = "/dev/kmsg"
@@ -34,9 +35,7 @@ def require_kmsg() -> None:
     elif not os.access(KMSG, os.R_OK | os.W_OK):
         reason = f"{KMSG} is not readable and writable"
     if reason:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"real-kmsg test cannot run: {reason}")
-        pytest.skip(reason)
+        unavailable(f"real-kmsg test cannot run: {reason}")
 
 
 @pytest.fixture
@@ -212,10 +211,7 @@ def test_missing_device_says_mount_it(tmp_path: Path) -> None:
 def test_reader_without_cap_syslog_is_told_what_is_missing() -> None:
     """Root minus CAP_SYSLOG, as in a container that did not add it (setpriv drops it on exec)."""
     require_kmsg()
-    if not Path("/usr/bin/setpriv").exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail("needs util-linux setpriv to drop CAP_SYSLOG; CI=true requires it")
-        pytest.skip("needs util-linux setpriv to drop CAP_SYSLOG")
+    setpriv = require_binary("setpriv", "util-linux; it drops CAP_SYSLOG")
     restrict = Path("/proc/sys/kernel/dmesg_restrict").read_text().strip()
     code = (
         "from oomsight.host.kmsg import KmsgReader\n"
@@ -223,7 +219,7 @@ def test_reader_without_cap_syslog_is_told_what_is_missing() -> None:
         "    print(type(e).__name__); print(e)\n"
     )
     out = subprocess.run(
-        ["/usr/bin/setpriv", "--bounding-set=-syslog", sys.executable, "-c", code],
+        [setpriv, "--bounding-set=-syslog", sys.executable, "-c", code],
         capture_output=True,
         text=True,
         check=True,

@@ -29,6 +29,7 @@ from oomsight.core.memory import (
     reading_v2,
 )
 from oomsight.host.cgroupfs import CgroupWalker, detect_layout
+from realparts import require_binary, unavailable
 
 FIXTURES = Path(__file__).parent / "fixtures" / "cgroup"
 V1_ROOT = next(FIXTURES.glob("v1-6.18.44*"))
@@ -390,11 +391,9 @@ def test_wrong_host_root_is_one_line(tmp_path):
 
 def test_permission_denied_is_one_line(tmp_path):
     """A real EACCES: root without CAP_DAC_OVERRIDE/CAP_DAC_READ_SEARCH, on a tree it does not own."""
-    setpriv = shutil.which("setpriv")
-    if os.geteuid() != 0 or setpriv is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("needs root and setpriv (util-linux) to drop the DAC capabilities")
-        pytest.skip("needs root and setpriv (util-linux)")
+    if os.geteuid() != 0:
+        unavailable("needs root, to drop the DAC capabilities")
+    setpriv = require_binary("setpriv", "util-linux; it drops the DAC capabilities")
     root = tmp_path / "host"
     shutil.copytree(V2_ROOT, root)
     os.chown(root / "sys/fs/cgroup", 65534, 65534)

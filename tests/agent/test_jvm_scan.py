@@ -4,7 +4,6 @@ through ``cgroup.procs`` (host pid namespace) and through one pass over /proc (t
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from oomsight.host.jvm import JvmScanner, same_pid_namespace
+from realparts import require_binary
 
 pytestmark = [pytest.mark.cgroup]
 
@@ -21,12 +21,7 @@ MI = 1 << 20
 
 
 def _java() -> str:
-    java = shutil.which("java")
-    if java is None:
-        if os.environ.get("CI"):
-            pytest.fail("java (OpenJDK 11+) is not installed; CI=true requires it")
-        pytest.skip("java is not installed")
-    return java
+    return require_binary("java", "OpenJDK 11 or later")
 
 
 @pytest.fixture

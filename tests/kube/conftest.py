@@ -11,20 +11,14 @@ import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import pytest
 
 from kube.kubehelpers import Kubectl, kubectl_binary, load_envtest, unique_name
+from realparts import unavailable
 
 envtest = load_envtest()
-
-
-def unavailable(reason: str) -> NoReturn:
-    """Skip with ``reason``; under ``CI=true`` a missing prerequisite is a failure instead."""
-    if os.environ.get("CI", "").strip().lower() == "true":
-        pytest.fail(reason, pytrace=False)
-    pytest.skip(reason)
 
 
 def tool_path(name: str) -> Path:

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from kube.agentkit import AgentProc, ensure_crds, make_scene, rest_for, sample, series_total, wait_for
+from realparts import require_binary
 
 pytestmark = [pytest.mark.kube, pytest.mark.cgroup, pytest.mark.kmsg, pytest.mark.slow]
 
@@ -340,11 +341,7 @@ def test_policy_threshold_annotation_sets_the_warning_level(rest, scenes, namesp
 
 
 def test_report_carries_the_jvm_xmx_of_a_real_java_process(rest, scenes, namespace, node, agent):
-    java = shutil.which("java")
-    if java is None:
-        if os.environ.get("CI"):
-            pytest.fail("java (OpenJDK 11+) is not installed; CI=true requires it")
-        pytest.skip("java is not installed")
+    java = require_binary("java", "OpenJDK 11 or later")
     ensure_crds(rest)
     scene = scenes(limit=256 << 20)
     hold = Path(__file__).resolve().parent.parent / "progs" / "Hold.java"
