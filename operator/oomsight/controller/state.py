@@ -77,13 +77,34 @@ class ClusterState:
         pv = self.pods.get(uid)
         if pv is None:
             return
-        stale = self.stale_threshold.setdefault(pv.namespace, set())
         if pv.annotation(ANNOTATION_WARNING_THRESHOLD) is not None and not self.pod_policies.get(uid):
-            stale.add(uid)
+            self.stale_threshold.setdefault(pv.namespace, set()).add(uid)
         else:
+            self._unstale(pv.namespace, uid)
+
+    def _unstale(self, namespace: str, uid: str) -> None:
+        stale = self.stale_threshold.get(namespace)
+        if stale is not None:
             stale.discard(uid)
             if not stale:
-                del self.stale_threshold[pv.namespace]
+                del self.stale_threshold[namespace]
+
+    def _unselect(self, key: PolicyKey, uids: set[str]) -> None:
+        """Policy ``key`` no longer selects ``uids`` (their ``pod_policies`` lose it)."""
+        for uid in uids:
+            keys = self.pod_policies.get(uid)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self.pod_policies[uid]
+
+    def _policies_on_node(self, node: str) -> set[PolicyKey]:
+        """The policies selecting a pod on ``node``."""
+        keys: set[PolicyKey] = set()
+        for uid, pv in self.pods.items():
+            if pv.node == node:
+                keys |= self.pod_policies.get(uid, set())
+        return keys
 
     def stale_threshold_pods(self, namespace: str) -> list[PodView]:
         """The pods of ``namespace`` whose warning-threshold annotation no policy owns any more."""
@@ -152,11 +173,7 @@ class ClusterState:
         if pv is None:
             return
         self.pods_by_ns.get(pv.namespace, set()).discard(uid)
-        stale = self.stale_threshold.get(pv.namespace)
-        if stale is not None:
-            stale.discard(uid)
-            if not stale:
-                del self.stale_threshold[pv.namespace]
+        self._unstale(pv.namespace, uid)
         keys = self.pod_policies.pop(uid, set())
         for key in keys:
             entry = self.policies.get(key)
@@ -185,12 +202,7 @@ class ClusterState:
             entry.spec = spec
         entry.spec_fingerprint = fp
         old = entry.selected
-        for uid in old:
-            keys = self.pod_policies.get(uid)
-            if keys is not None:
-                keys.discard(spec.key)
-                if not keys:
-                    del self.pod_policies[uid]
+        self._unselect(spec.key, old)
         entry.selected = set()
         if spec.error is None:
             for uid in self.pods_by_ns.get(spec.namespace, ()):
@@ -208,12 +220,8 @@ class ClusterState:
         if entry is None:
             return
         self.policies_by_ns.get(namespace, set()).discard(key)
+        self._unselect(key, entry.selected)
         for uid in entry.selected:
-            keys = self.pod_policies.get(uid)
-            if keys is not None:
-                keys.discard(key)
-                if not keys:
-                    del self.pod_policies[uid]
             self._track_stale(uid)
         if not self.policies_by_ns.get(namespace):
             self.policies_by_ns.pop(namespace, None)
@@ -247,9 +255,7 @@ class ClusterState:
         for uid in changed_pods:
             affected |= self.pod_policies.get(uid, set())
         if first:  # a node that starts reporting can turn a policy from kubelet-only to agents
-            for uid, pv in self.pods.items():
-                if pv.node == node:
-                    affected |= self.pod_policies.get(uid, set())
+            affected |= self._policies_on_node(node)
         self._dirty(affected)
         risk = risk_of(node, status)
         self.risks[node] = risk
@@ -261,9 +267,5 @@ class ClusterState:
         self.report_keys.pop(node, None)
         self.report_incidents.pop(node, None)
         self.risks.pop(node, None)
-        affected: set[PolicyKey] = set()
-        for uid, pv in self.pods.items():
-            if pv.node == node:
-                affected |= self.pod_policies.get(uid, set())
-        self._dirty(affected)
+        self._dirty(self._policies_on_node(node))
         return risk
