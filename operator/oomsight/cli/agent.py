@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
+
+from oomsight.cli.common import add_log_level
 
 HELP = "run the node agent: Events on Pods for OOM kills, /metrics, NodeMemoryReport (DaemonSet)"
 
@@ -17,12 +18,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     from oomsight.agent.settings import configure as add_flags
 
     add_flags(parser)
-    parser.add_argument(
-        "--log-level",
-        default=os.environ.get("OOMSIGHT_LOG_LEVEL", "info"),
-        choices=["debug", "info", "warning", "error"],
-        help="log verbosity (env OOMSIGHT_LOG_LEVEL)",
-    )
+    add_log_level(parser)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -16,6 +16,7 @@ import os
 import random
 import socket
 
+from oomsight.cli.common import add_log_level
 from oomsight.core.errors import UsageError
 
 HELP = "run the operator: MemoryPolicy recommendations, pod annotations, node risk flags (kopf, HA)"
@@ -73,12 +74,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="seconds a replica's peering record lives without a heartbeat (60): a killed leader is "
         "replaced after at most this long",
     )
-    parser.add_argument(
-        "--log-level",
-        default=os.environ.get("OOMSIGHT_LOG_LEVEL", "info"),
-        choices=["debug", "info", "warning", "error"],
-        help="log verbosity (env OOMSIGHT_LOG_LEVEL)",
-    )
+    add_log_level(parser)
 
 
 def _check_cluster(rest: object, namespaces: list[str], peering: str | None, clusterwide: bool) -> None:
