@@ -335,8 +335,8 @@ def run(args: argparse.Namespace) -> int:
     threshold = parse_threshold(args.threshold)
     facts = read_node_facts(args.host_root)
     node = node_json(facts)
-    walker = CgroupWalker(detect_layout(args.host_root))
-    sweep = walker.sweep(include_all=True, with_pids=True)
+    with CgroupWalker(detect_layout(args.host_root), keep_open=False) as walker:
+        sweep = walker.sweep(include_all=True, with_pids=True)
     kmsg = read_incidents(args.host_root, since)
     doc = document(node=node, kmsg=kmsg, sweep=sweep, threshold=threshold, since=since)
     if args.json:
