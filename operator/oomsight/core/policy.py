@@ -720,37 +720,44 @@ def reconcile(
                     if prof.working_set is not None and limit:
                         risky |= prof.working_set * 100 >= policy.threshold_percent * limit
                 for ev in ooms.of(p.uid, cname):
+                    last = pod_last_oom.get(p.name)
+                    if last is None or ev.time > last.time:
+                        pod_last_oom[p.name] = ev
                     if ev.key in mem.fed_ooms or (cut is not None and ev.time <= cut):
                         continue
                     mem.fed_ooms.add(ev.key)
                     if ev.scope in CENSORING_SCOPES:
                         rec.add_oom(key, ev.time, ev.limit or cv.limit)
                     mem.oom_times.setdefault(key, []).append(ev.time)
-                for ev in ooms.of(p.uid, cname):
-                    last = pod_last_oom.get(p.name)
-                    if last is None or ev.time > last.time:
-                        pod_last_oom[p.name] = ev
             entry: dict[str, Any] = {"name": cname}
             if cur_req is not None:
                 entry["currentRequest"] = _q(cur_req)
             if cur_lim is not None:
                 entry["currentLimit"] = _q(cur_lim)
-            r: Recommendation | None = None
+            r: Recommendation | None
             try:
                 r = rec.recommend(key, now)
             except UsageError:  # no sample and no OOM for it yet
                 r = None
             # Samples that all fell out of the history window are no data (the engine would answer
             # with the minimum), unless an OOM kill in the window says something.
+            if r is not None and "no-samples" in r.notes and r.oom_kills == 0:
+                r = None
             ooms_in_window = [t for t in mem.oom_times.get(key, ()) if 0 <= now - t <= window]
-            if r is not None and ("no-samples" not in r.notes or r.oom_kills > 0):
-                if r.samples > 0 and r.max > 0:
-                    entry["workingSet"] = {"p50": _mi(r.p50), "p95": _mi(r.p95), "max": _mi(r.max)}
-                entry["oomKills"] = len(ooms_in_window)
-                if ooms_in_window:
-                    entry["lastOOM"] = rfc3339(max(ooms_in_window))
-                    risky = True
-                ooms_24h += sum(1 for t in ooms_in_window if now - t <= DAY)
+            if r is not None and r.samples > 0 and r.max > 0:
+                entry["workingSet"] = {"p50": _mi(r.p50), "p95": _mi(r.p95), "max": _mi(r.max)}
+            entry["oomKills"] = len(ooms_in_window)
+            if ooms_in_window:
+                entry["lastOOM"] = rfc3339(max(ooms_in_window))
+                risky = True
+            ooms_24h += sum(1 for t in ooms_in_window if now - t <= DAY)
+            if r is None:
+                entry["reason"] = (
+                    "no working-set data yet: no NodeMemoryReport covers these pods"
+                    if not agents
+                    else "no working-set samples for this container in the history window"
+                )
+            else:
                 entry["recommendedRequest"] = _q(r.request_bytes)
                 entry["recommendedLimit"] = _q(r.limit_bytes)
                 entry["reason"] = r.reason[:512]
@@ -776,17 +783,6 @@ def reconcile(
                             "limit": _q(r.limit_bytes),
                             "confidence": round(r.confidence, 2),
                         }
-            else:
-                entry["oomKills"] = len(ooms_in_window)
-                if ooms_in_window:
-                    entry["lastOOM"] = rfc3339(max(ooms_in_window))
-                    risky = True
-                ooms_24h += sum(1 for t in ooms_in_window if now - t <= DAY)
-                entry["reason"] = (
-                    "no working-set data yet: no NodeMemoryReport covers these pods"
-                    if not agents
-                    else "no working-set samples for this container in the history window"
-                )
             if risky:
                 wl_risk += 1
             containers.append(entry)
