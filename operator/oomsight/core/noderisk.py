@@ -118,31 +118,28 @@ def plan(risk: NodeRisk, node: Mapping[str, Any], now: str) -> NodePatch:
         (c for c in (node.get("status") or {}).get("conditions") or [] if c.get("type") == CONDITION_TYPE),
         None,
     )
-    status = "True" if risk.at_risk else "False"
-    condition = None
-    event = None
     if current is None and not risk.at_risk:
-        pass  # never flagged: nothing to clear
-    else:
-        prev: Mapping[str, Any] = current or {}
-        same = (prev.get("status"), prev.get("reason"), prev.get("message")) == (
-            status,
-            risk.reason,
-            risk.message,
-        )
-        if current is not None and same:
-            return NodePatch(labels, None, None)
-        flipped = current is None or prev.get("status") != status
-        condition = {
-            "type": CONDITION_TYPE,
-            "status": status,
-            "reason": risk.reason,
-            "message": risk.message,
-            "lastHeartbeatTime": now,
-            "lastTransitionTime": now if flipped else prev.get("lastTransitionTime", now),
-        }
-        if risk.at_risk and (flipped or prev.get("reason") != risk.reason):
-            event = ("Warning", EVENT_RISK, f"{risk.severity}: {risk.message}"[:1000])
-        elif not risk.at_risk and flipped:
-            event = ("Normal", EVENT_CLEAR, "the oomsight agent no longer reports a memory risk on this node")
+        return NodePatch(labels, None, None)  # never flagged: nothing to clear
+    status = "True" if risk.at_risk else "False"
+    prev: Mapping[str, Any] = current or {}
+    if current is not None and (prev.get("status"), prev.get("reason"), prev.get("message")) == (
+        status,
+        risk.reason,
+        risk.message,
+    ):
+        return NodePatch(labels, None, None)
+    flipped = current is None or prev.get("status") != status
+    condition = {
+        "type": CONDITION_TYPE,
+        "status": status,
+        "reason": risk.reason,
+        "message": risk.message,
+        "lastHeartbeatTime": now,
+        "lastTransitionTime": now if flipped else prev.get("lastTransitionTime", now),
+    }
+    event = None
+    if risk.at_risk and (flipped or prev.get("reason") != risk.reason):
+        event = ("Warning", EVENT_RISK, f"{risk.severity}: {risk.message}"[:1000])
+    elif not risk.at_risk and flipped:
+        event = ("Normal", EVENT_CLEAR, "the oomsight agent no longer reports a memory risk on this node")
     return NodePatch(labels, condition, event)
