@@ -34,6 +34,8 @@ _QOS_SYSTEMD = re.compile(r"^(?:.+-)?kubepods-(?P<qos>burstable|besteffort)\.sli
 _CONTAINER = re.compile(
     r"^(?:(?P<prefix>cri-containerd|crio|docker|containerd|cri-o)-)?(?P<id>[0-9a-f]{64})(?:\.scope)?$"
 )
+_QOS: dict[str, Qos] = {"burstable": "burstable", "besteffort": "besteffort"}
+"""The QoS classes a cgroup name spells (Guaranteed pods have no QoS cgroup)."""
 _RUNTIME_BY_PREFIX = {
     "cri-containerd": "containerd",
     "containerd": "containerd",
@@ -84,11 +86,11 @@ def parse_cgroup_path(path: str) -> KubeRef | None:
         return KubeRef(level="kubepods", qos=None)
     qos: Qos | None = None
     head = rest[0]
-    if head in ("burstable", "besteffort"):
-        qos = "burstable" if head == "burstable" else "besteffort"
+    if head in _QOS:
+        qos = _QOS[head]
         rest = rest[1:]
     elif m := _QOS_SYSTEMD.match(head):
-        qos = "burstable" if m.group("qos") == "burstable" else "besteffort"
+        qos = _QOS[m.group("qos")]
         rest = rest[1:]
     if not rest:
         return KubeRef(level="qos", qos=qos)
@@ -99,7 +101,7 @@ def parse_cgroup_path(path: str) -> KubeRef | None:
     elif m := _POD_SYSTEMD.match(pod):
         uid = m.group("uid")
         if m.group("qos") and qos is None:
-            qos = "burstable" if m.group("qos") == "burstable" else "besteffort"
+            qos = _QOS[m.group("qos")]
     if uid is None:
         return None
     uid = uid.replace("_", "-").lower()
@@ -129,4 +131,4 @@ def container_id_from_status(container_id: str) -> tuple[str | None, str]:
     runtime, sep, cid = container_id.partition("://")
     if not sep:
         return None, container_id
-    return {"cri-o": "cri-o", "containerd": "containerd", "docker": "docker"}.get(runtime, runtime), cid
+    return runtime, cid
