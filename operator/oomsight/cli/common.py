@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import sys
 import textwrap
 from pathlib import Path
 
@@ -19,6 +21,12 @@ def add_host_root(parser: argparse.ArgumentParser) -> None:
 
 def add_json(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the JSON document (see README)")
+
+
+def print_json(doc: object) -> None:
+    """A ``--json`` document on stdout: indented by 2, one newline at the end."""
+    json.dump(doc, sys.stdout, indent=2)
+    sys.stdout.write("\n")
 
 
 def add_log_level(parser: argparse.ArgumentParser) -> None:

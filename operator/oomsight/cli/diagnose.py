@@ -18,7 +18,6 @@ line (and kept in ``kmsg.error``), and the exit status is 1.
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from oomsight.cli.common import add_host_root, add_json, wrap
+from oomsight.cli.common import add_host_root, add_json, print_json, wrap
 from oomsight.cli.node import node_json
 from oomsight.cli.top import container_json, ratio, sort_key
 from oomsight.core.diagnosis import Diagnosis, diagnose
@@ -340,8 +339,7 @@ def run(args: argparse.Namespace) -> int:
     kmsg = read_incidents(args.host_root, since)
     doc = document(node=node, kmsg=kmsg, sweep=sweep, threshold=threshold, since=since)
     if args.json:
-        json.dump(doc, sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        print_json(doc)
     else:
         print(text(doc))
     if kmsg.error:

@@ -7,11 +7,10 @@ text (``-`` for standard input), assembles each OOM report and prints why each p
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from datetime import UTC, datetime
 
-from oomsight.cli.common import wrap
+from oomsight.cli.common import print_json, wrap
 from oomsight.core.diagnosis import Diagnosis, diagnose, human
 from oomsight.core.errors import UsageError
 from oomsight.core.logtext import parse_log
@@ -85,12 +84,7 @@ def run(args: argparse.Namespace) -> int:
     fmt, records = parse_log(text, name=name, year=year)
     diagnoses = [diagnose(i) for i in assemble(records)]
     if args.json:
-        json.dump(
-            {"format": fmt, "records": len(records), "incidents": [d.as_json() for d in diagnoses]},
-            sys.stdout,
-            indent=2,
-        )
-        sys.stdout.write("\n")
+        print_json({"format": fmt, "records": len(records), "incidents": [d.as_json() for d in diagnoses]})
         return 0
     if not diagnoses:
         print(f"{name}: {len(records)} kernel log lines ({fmt}), no OOM kill in them.")

@@ -8,11 +8,9 @@ pressure. ``--json`` is a contract (README, "oomsight node --json").
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from typing import Any
 
-from oomsight.cli.common import add_host_root, add_json
+from oomsight.cli.common import add_host_root, add_json, print_json
 from oomsight.core.node import NodeFacts, node_findings
 from oomsight.core.quantity import prose_bytes
 from oomsight.host.nodeinfo import read_node_facts
@@ -98,8 +96,7 @@ def run(args: argparse.Namespace) -> int:
     facts = read_node_facts(args.host_root)
     doc = node_json(facts)
     if args.json:
-        json.dump(doc, sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        print_json(doc)
     else:
         print(render(doc))
     return 0

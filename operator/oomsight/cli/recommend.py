@@ -8,12 +8,12 @@ Rows are replayed in time order; recommendations are as of the last timestamp un
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any
 
+from oomsight.cli.common import print_json
 from oomsight.core.errors import UsageError
 from oomsight.core.memory import Breakdown
 from oomsight.core.quantity import format_bytes, human_bytes, parse_bytes, parse_seconds
@@ -120,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
             "now": now,
             "recommendations": [{"workload": w, "container": c, **r.as_dict()} for (w, c), r in out],
         }
-        print(json.dumps(body, indent=2))
+        print_json(body)
     else:
         print(_table(out))
     return 0

@@ -8,12 +8,10 @@ the container's shows up as the limit that will actually be hit. ``--json`` is a
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from pathlib import Path
 from typing import Any
 
-from oomsight.cli.common import add_host_root, add_json
+from oomsight.cli.common import add_host_root, add_json, print_json
 from oomsight.core.memory import breakdown
 from oomsight.core.processes import ProcessSummary
 from oomsight.core.quantity import human_bytes
@@ -169,8 +167,7 @@ def run(args: argparse.Namespace) -> int:
         result = walker.sweep(include_all=args.all, with_pids=True)
     processes = read_all_processes(result, Path(args.host_root) / "proc")
     if args.json:
-        json.dump(document(result, processes), sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        print_json(document(result, processes))
     else:
         print(table(result, processes))
     return 0
