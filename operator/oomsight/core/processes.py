@@ -228,8 +228,6 @@ class ProcessSummary:
             "processes": [p.as_dict() for p in self.processes],
         }
 
-    to_json = as_dict
-
 
 def summarize(
     processes: Iterable[ProcessInfo], vanished: int = 0, errors: int = 0, limit_bytes: int | None = None
