@@ -381,7 +381,6 @@ def run(args: argparse.Namespace, kubeconfig: str, work: Path) -> None:
             for ns, pol, _, wl in [scene.pod_workload.get(p["metadata"]["uid"], ("", "", "", ""))]
             if pol
         }
-        t0 = time.monotonic()
         scene.write_report(node, scale=3.0)
         t_one = wait(lambda: converged(rest, scene, min_max=450 * MI, only=only), 60, every=0.1)
         print(
@@ -396,7 +395,6 @@ def run(args: argparse.Namespace, kubeconfig: str, work: Path) -> None:
             f"CPU {cpu:.1f} s over {time.monotonic() - t_start:.0f} s",
             flush=True,
         )
-        _ = t0
     finally:
         proc.terminate()
         try:

@@ -29,7 +29,7 @@ import math
 import sys
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -122,7 +122,6 @@ class Score:
     slack: float = 0.0
     usage: float = 0.0
     n: int = 0
-    per: list[float] = field(default_factory=list)
 
     def add(self, other: Score) -> None:
         self.ooms += other.ooms
