@@ -97,6 +97,11 @@ class EventSpec:
     """kmsg sequence number of the kill this Event reports (OOM events only)."""
     boot_id: str = ""
 
+    @property
+    def last_observed(self) -> datetime:
+        """The latest occurrence: ``last_time`` once repeated, else ``event_time``."""
+        return self.last_time or self.event_time
+
     def repeated(self, when: datetime, note: str | None = None) -> EventSpec:
         """The same Event after one more occurrence at ``when``."""
         return replace(self, count=self.count + 1, last_time=when, note=self.note if note is None else note)
@@ -127,7 +132,7 @@ class EventSpec:
         return body
 
     def series_body(self) -> dict[str, Any]:
-        return {"count": self.count, "lastObservedTime": micro_time(self.last_time or self.event_time)}
+        return {"count": self.count, "lastObservedTime": micro_time(self.last_observed)}
 
     def patch_body(self) -> dict[str, Any] | None:
         """What may change on an existing Event: only ``series`` (the API rejects a changed ``note``
@@ -246,13 +251,11 @@ class Aggregator:
 
     def occur(self, spec: EventSpec) -> EventSpec:
         """Record one occurrence described by ``spec``; return the Event state to deliver."""
-        when = spec.last_time or spec.event_time
+        when = spec.last_observed
         cur = self._open.get(spec.key)
         if spec.reason in OOM_REASONS:
             return self._oom(spec, cur, when)
-        if cur is not None and (when - (cur.spec.last_time or cur.spec.event_time)).total_seconds() < (
-            self.series_window
-        ):
+        if cur is not None and (when - cur.spec.last_observed).total_seconds() < self.series_window:
             cur.spec = cur.spec.repeated(when, spec.note)
             return cur.spec
         self._open[spec.key] = _Open(spec)
@@ -279,11 +282,7 @@ class Aggregator:
     def expire(self, now: datetime) -> int:
         """Drop open Events older than the series window; keeps memory bounded."""
         horizon = max(self.series_window, self.oom_window)
-        gone = [
-            k
-            for k, o in self._open.items()
-            if (now - (o.spec.last_time or o.spec.event_time)).total_seconds() >= horizon
-        ]
+        gone = [k for k, o in self._open.items() if (now - o.spec.last_observed).total_seconds() >= horizon]
         for k in gone:
             del self._open[k]
         return len(gone)
