@@ -155,6 +155,13 @@ class Agent:
             self.logged_once.add(key)
             log.warning(msg, *args)
 
+    def _catch_up(self, name: str, total: int) -> int:
+        """Raise the unlabelled counter ``name`` to ``total``, a running count; return by how much."""
+        delta = total - int(self.counters.get(name))
+        if delta > 0:
+            self.counters.inc(name, delta)
+        return delta
+
     def _error(self, kind: str) -> None:
         self.counters.inc("oomsight_agent_errors_total", kind=kind)
 
@@ -312,14 +319,14 @@ class Agent:
                             item.next_seq - 1,
                         )
                     continue
-                self.counters.inc("oomsight_agent_kmsg_records_total")
                 incidents += self.assembler.feed(item)
             if final or time.monotonic() > burst_end or not self.reader.wait(QUIET):
                 break
         incidents += self.assembler.idle()
-        malformed = self.reader.malformed - int(self.counters.get("oomsight_agent_kmsg_malformed_total"))
+        # The reader counts as it goes; the counters catch up once per batch, not once per record.
+        self._catch_up("oomsight_agent_kmsg_records_total", self.reader.records_read)
+        malformed = self._catch_up("oomsight_agent_kmsg_malformed_total", self.reader.malformed)
         if malformed > 0:
-            self.counters.inc("oomsight_agent_kmsg_malformed_total", malformed)
             self._once(
                 "malformed",
                 "kmsg: %d record(s) did not have the prefix,seq,usec,flags;text shape; "
