@@ -68,9 +68,9 @@ log = logging.getLogger("oomsight.agent")
 REWIND = 400
 """Records re-read before the cursor on restart; an OOM report is ~30-150 records."""
 QUIET = 0.005
+"""Seconds without a new record that end a burst: the kernel prints a report in one go."""
 BURST_SECONDS = 0.5
 """A flood of kernel messages is read in slices of this long, so sweeps still happen."""
-"""Seconds without a new record that end a burst: the kernel prints a report in one go."""
 CURSOR_SAVE_SECONDS = 2.0
 NODE_CHECK_SECONDS = 600.0
 UNRESOLVED_GRACE = 15.0
@@ -136,6 +136,7 @@ class Agent:
         self.kill_times: deque[float] = deque(maxlen=100_000)
         self.findings: tuple[Finding, ...] = ()
         self.facts: NodeFacts | None = None
+        self._last_node_check = 0.0
         self.last_loop = time.monotonic()
         self.metrics: MetricsServer | None = None
         self._saved_seq = -1
@@ -247,9 +248,8 @@ class Agent:
         return 0
 
     def _shutdown(self) -> None:
-        if (
-            self.pods.synced.is_set()
-        ):  # without pods, kills could not be attributed: leave them to the next run
+        # Without pods, kills could not be attributed: leave them to the next run.
+        if self.pods.synced.is_set():
             with contextlib.suppress(OomsightError, OSError):
                 self._process_kmsg(final=True)
         self._save_cursor(force=True)
@@ -641,7 +641,7 @@ class Agent:
         self.counters.inc("oomsight_agent_sweeps_total")
         self.counters.inc("oomsight_agent_sweep_seconds_total", elapsed)
         self.snapshot = Snapshot(tuple(samples), elapsed, time.time())
-        if time.monotonic() - getattr(self, "_last_node_check", 0.0) > NODE_CHECK_SECONDS:
+        if time.monotonic() - self._last_node_check > NODE_CHECK_SECONDS:
             self._check_node()
         self._write_report(now_wall)
 
