@@ -144,10 +144,8 @@ class PodCache:
                     obj = ev.get("object") or {}
                     if typ == "ERROR":
                         code = int(obj.get("code") or 0)
-                        if code == 410:  # resourceVersion too old: relist
-                            rv = None
-                            break
-                        self.on_error("pod_watch", code)
+                        if code != 410:  # 410: the resourceVersion is too old, a relist is all it takes
+                            self.on_error("pod_watch", code)
                         rv = None
                         break
                     new_rv = (obj.get("metadata") or {}).get("resourceVersion")
