@@ -756,10 +756,6 @@ class ControlPlane:
         context.load_cert_chain(str(self.pki / "admin.crt"), str(self.pki / "admin.key"))
         return context
 
-    def env(self) -> dict[str, str]:
-        """Variables a child process needs to reach this control plane."""
-        return {"KUBECONFIG": str(self.kubeconfig)}
-
     def __enter__(self) -> ControlPlane:
         return self.start()
 
