@@ -381,7 +381,7 @@ class Agent:
         out: dict[str, int | None] = {}
         for path in self.oom_accounted:
             try:
-                out[path] = self.walker.read(path).oom_kills
+                out[path] = self.walker.oom_kills(path)
             except OomsightError:
                 continue
         return out

@@ -393,16 +393,29 @@ class CgroupWalker:
 
         Raises ``Vanished`` or ``ParseError``.
         """
+        return self._read_path(path, every_file=True)
+
+    def oom_kills(self, path: str) -> int | None:
+        """One cgroup's OOM-kill counter, read from the sweep's files (kept open after a sweep)
+        rather than every file ``read`` takes; None when the sweep's files do not hold it.
+
+        Raises ``Vanished`` or ``ParseError``.
+        """
+        return self._read_path(path, every_file=False).oom_kills
+
+    # -- internals
+
+    def _read_path(self, path: str, every_file: bool) -> MemoryReading:
         directory = self._root + path
         try:
+            if not every_file:
+                return self._read_cgroup(directory, False)[0]
             texts, _ = self._read_once(directory, V1_FILES if self._v1 else V2_FILES, False)
         except _Gone as err:
             raise Vanished(f"cgroup {path} vanished", path=directory) from err
         except OSError as err:
             raise translate_oserror(err, directory) from err
         return reading_v1(texts) if self._v1 else reading_v2(texts)
-
-    # -- internals
 
     def _read_cgroup(self, directory: str, with_pids: bool) -> tuple[MemoryReading, tuple[int, ...] | None]:
         """The cgroup's reading (and ``cgroup.procs``). Raises ``_Gone``, ``ParseError``, ``OSError``."""
