@@ -56,7 +56,7 @@ from oomsight.core.watermark import Watermark, step
 from oomsight.host.cgroupfs import CgroupWalker, detect_layout
 from oomsight.host.jvm import JvmScanner
 from oomsight.host.kmsg import Cursor as KmsgCursor
-from oomsight.host.kmsg import Gap, KmsgReader
+from oomsight.host.kmsg import Gap, KmsgReader, read_boot_id
 from oomsight.host.nodeinfo import read_node_facts
 from oomsight.kube.events import EventSender
 from oomsight.kube.pods import PodCache
@@ -186,8 +186,6 @@ class Agent:
 
     # ---- start and stop -----------------------------------------------------------------
     def _open_kmsg(self) -> None:
-        from oomsight.host.kmsg import read_boot_id
-
         self.boot_id = read_boot_id(str(self.s.host_root / "proc/sys/kernel/random/boot_id"))
         saved = self.state.resume_cursor(self.boot_id)
         cursor = None
