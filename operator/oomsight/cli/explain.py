@@ -11,10 +11,11 @@ import sys
 from datetime import UTC, datetime
 
 from oomsight.cli.common import print_json, wrap
-from oomsight.core.diagnosis import Diagnosis, diagnose, human
+from oomsight.core.diagnosis import Diagnosis, diagnose
 from oomsight.core.errors import UsageError
 from oomsight.core.logtext import parse_log
 from oomsight.core.oomreport import assemble
+from oomsight.core.quantity import prose_bytes
 
 HELP = "explain the OOM kills in a saved kernel log (dmesg, journalctl -k, syslog, /dev/kmsg)"
 
@@ -64,12 +65,12 @@ def _text(d: Diagnosis, n: int) -> str:
             f"    pod {j['pod_uid']}" + (f"  container {j['container_id']}" if j["container_id"] else "")
         )
     if j["oom_cgroup"]:
-        lines.append(f"    limit hit: {j['oom_cgroup']}  ({human(j['limit_bytes'])})")
+        lines.append(f"    limit hit: {j['oom_cgroup']}  ({prose_bytes(j['limit_bytes'])})")
     charged = {k: val for k, val in j["charged"].items() if val is not None}
     if charged:
         lines.append(
             "    charged: "
-            + ", ".join(f"{k} {human(val)}" for k, val in charged.items())
+            + ", ".join(f"{k} {prose_bytes(val)}" for k, val in charged.items())
             + (f"  (dominant: {j['dominant']})" if j["dominant"] else "")
         )
     lines.append("")
