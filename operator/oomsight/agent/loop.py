@@ -149,11 +149,17 @@ class Agent:
     def _report_error(self, operation: str, code: int) -> None:
         self._api_error("report_" + operation, code)
 
+    def _first(self, key: str) -> bool:
+        """True the first time ``key`` comes (the set of keys seen is bounded): log once per key."""
+        if key in self.logged_once:
+            return False
+        if len(self.logged_once) > 10_000:
+            self.logged_once.clear()
+        self.logged_once.add(key)
+        return True
+
     def _once(self, key: str, msg: str, *args: object) -> None:
-        if key not in self.logged_once:
-            if len(self.logged_once) > 10_000:
-                self.logged_once.clear()
-            self.logged_once.add(key)
+        if self._first(key):
             log.warning(msg, *args)
 
     def _catch_up(self, name: str, total: int) -> int:
@@ -399,9 +405,7 @@ class Agent:
         kills of pods long gone, and on a shared node kills outside Kubernetes are normal."""
         self.counters.inc("oomsight_agent_unattributed_oom_kills_total", why=why)
         cg = diag.get("task_cgroup") or diag.get("oom_cgroup") or "an unknown cgroup (report rate-limited)"
-        key = f"unattr:{cg}"
-        if key not in self.logged_once:
-            self.logged_once.add(key)
+        if self._first(f"unattr:{cg}"):
             log.info(
                 "oom: kill in %s (seq %s) is not attributed to a pod on this node: %s",
                 cg,
@@ -576,9 +580,7 @@ class Agent:
             pod, cont = self.pods.lookup(ref.pod_uid, ref.container_id)
             if pod is None or cont is None:
                 # Normal for sandbox (pause) containers and for pods the watch has not delivered yet.
-                once = f"unmatched:{e.path}"
-                if once not in self.logged_once:
-                    self.logged_once.add(once)
+                if self._first(f"unmatched:{e.path}"):
                     self._error("cgroup_without_pod")
                     log.debug("sweep: cgroup %s matches no container of a pod on this node", e.path)
                 continue
@@ -647,19 +649,17 @@ class Agent:
         """A running container whose cgroup the sweep did not find: logged once and counted."""
         for pod in self.pods.pods():
             for c in pod.containers:
-                if c.container_id and not c.init and c.container_id not in seen_ids:
-                    key = f"nocg:{c.container_id}"
-                    if key not in self.logged_once:
-                        self._error("pod_without_cgroup")
-                        self._once(
-                            key,
-                            "sweep: no memory cgroup for container %s of pod %s/%s (id %s); "
-                            "is --host-root right?",
-                            c.name,
-                            pod.namespace,
-                            pod.name,
-                            c.container_id[:12],
-                        )
+                cid = c.container_id
+                if not cid or c.init or cid in seen_ids or not self._first(f"nocg:{cid}"):
+                    continue
+                self._error("pod_without_cgroup")
+                log.warning(
+                    "sweep: no memory cgroup for container %s of pod %s/%s (id %s); is --host-root right?",
+                    c.name,
+                    pod.namespace,
+                    pod.name,
+                    cid[:12],
+                )
 
     def _watermark(
         self,
