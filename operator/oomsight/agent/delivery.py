@@ -115,7 +115,5 @@ class Deliverer:
                 self.backoff = 0.0
             else:
                 self.backoff = min(self.backoff_max, max(0.25, self.backoff * 2))
-                if not self._stop.is_set():
-                    self._wake.clear()
-                    self._stop.wait(self.backoff)
-                    self._wake.set()
+                self._stop.wait(self.backoff)  # new Events do not cut a backoff short
+                self._wake.set()
