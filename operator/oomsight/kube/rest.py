@@ -128,9 +128,8 @@ class Rest:
                 raise WatchError(int(resp.status), resp.read()[:300].decode(errors="replace"))
             buf = b""
             for chunk in resp.stream(65536):
-                buf += chunk
-                while b"\n" in buf:
-                    line, buf = buf.split(b"\n", 1)
+                *lines, buf = (buf + chunk).split(b"\n")  # the last piece is incomplete: kept
+                for line in lines:
                     if line.strip():
                         yield json.loads(line)
         finally:
