@@ -78,7 +78,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def _check_cluster(rest: object, namespaces: list[str], peering: str | None, clusterwide: bool) -> None:
-    from oomsight.kube.crd import GROUP, PEERING_GROUP, PEERING_VERSION, VERSION
+    from oomsight.kube.crd import (
+        CLUSTER_PEERING_PLURAL,
+        GROUP,
+        PEERING_GROUP,
+        PEERING_PLURAL,
+        PEERING_VERSION,
+        VERSION,
+    )
     from oomsight.kube.rest import Rest
 
     assert isinstance(rest, Rest)
@@ -102,11 +109,11 @@ def _check_cluster(rest: object, namespaces: list[str], peering: str | None, clu
             raise UsageError(f"--namespace {ns}: no such namespace", "create it or fix the name")
     if peering is not None:
         if clusterwide:
-            paths = [f"/apis/{PEERING_GROUP}/{PEERING_VERSION}/clusterkopfpeerings/{peering}"]
+            paths = [f"/apis/{PEERING_GROUP}/{PEERING_VERSION}/{CLUSTER_PEERING_PLURAL}/{peering}"]
             what = f"ClusterKopfPeering {peering}"
         else:
             paths = [
-                f"/apis/{PEERING_GROUP}/{PEERING_VERSION}/namespaces/{ns}/kopfpeerings/{peering}"
+                f"/apis/{PEERING_GROUP}/{PEERING_VERSION}/namespaces/{ns}/{PEERING_PLURAL}/{peering}"
                 for ns in namespaces
             ]
             what = f"KopfPeering {peering} in namespace(s) {', '.join(namespaces)}"
@@ -149,6 +156,7 @@ def run(args: argparse.Namespace) -> int:
     import kopf
 
     from oomsight.controller.operator import Operator, OperatorConfig
+    from oomsight.kube.crd import DEFAULT_PEERING_NAME
 
     kopf.configure(verbose=args.log_level == "debug", quiet=args.log_level in ("warning", "error"))
     logging.getLogger("oomsight").setLevel(getattr(logging, str(args.log_level).upper()))
@@ -158,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = OperatorConfig(
         namespaces=tuple(namespaces),
         peering=peering,
-        default_peering=os.environ.get("OOMSIGHT_PEERING") or "oomsight",
+        default_peering=os.environ.get("OOMSIGHT_PEERING") or DEFAULT_PEERING_NAME,
         standalone=bool(args.standalone),
         priority=priority,
         liveness=args.liveness,

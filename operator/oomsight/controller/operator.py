@@ -49,7 +49,7 @@ from oomsight.core.policy import (
     threshold_owner,
     workload_of,
 )
-from oomsight.kube.crd import GROUP, MEMORY_POLICY_PLURAL, NODE_REPORT_PLURAL, VERSION
+from oomsight.kube.crd import DEFAULT_PEERING_NAME, GROUP, MEMORY_POLICY_PLURAL, NODE_REPORT_PLURAL, VERSION
 from oomsight.kube.nodes import apply_node_patch, get_node
 from oomsight.kube.owners import OwnerResolver
 from oomsight.kube.podwatch import PodWatch, session_for
@@ -66,7 +66,7 @@ class OperatorConfig:
     """Empty: cluster-wide."""
     peering: str | None = None
     """Peering object name (mandatory when given); None: the default name if it exists."""
-    default_peering: str = "oomsight"
+    default_peering: str = DEFAULT_PEERING_NAME
     standalone: bool = False
     priority: int = 0
     liveness: str | None = None

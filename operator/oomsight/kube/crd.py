@@ -72,14 +72,10 @@ ANNOTATION_WARNING_THRESHOLD = "oomsight.io/warning-threshold"
 LABEL_KMEM_ACCOUNTING = "oomsight.io/kmem-accounting"
 LABEL_CGROUP_VERSION = "oomsight.io/cgroup-version"
 
-POLICY_READY_CONDITION = "Ready"
-"""MemoryPolicy condition shown in the READY column of ``kubectl get memorypolicies``."""
-
 NODE_CONDITION_TYPE = "OomsightMemoryRisk"
 """Node condition the operator sets while a node's report has a warning or critical finding."""
 
-# events.k8s.io/v1 reportingController values.
-AGENT_CONTROLLER = "oomsight.io/agent"
+# reportingController of the operator's Events (the agent's: core.events.REPORTING_CONTROLLER).
 OPERATOR_CONTROLLER = "oomsight.io/operator"
 
 # kopf peering (HA): the chart creates a ClusterKopfPeering with this default name.
