@@ -68,9 +68,6 @@ KIND_WORDS: dict[Kind, str] = {
 }
 
 
-human = prose_bytes
-
-
 @dataclass(frozen=True, slots=True)
 class Charged:
     """Memory charged to the cgroup that hit its limit (or the node), bytes; None when not printed."""
@@ -466,7 +463,7 @@ def _cgroup_name(ref: KubeRef | None, path: str | None) -> str:
 
 def _headline(f: Facts) -> str:
     inc = f.incident
-    limit = human(f.limit_bytes) if f.limit_bytes is not None else "unknown size (not in this log)"
+    limit = prose_bytes(f.limit_bytes) if f.limit_bytes is not None else "unknown size (not in this log)"
     if f.policy_kill:
         where = _cgroup_name(f.oom_ref, inc.oom_memcg) if inc.oom_memcg else "the node"
         why = (
@@ -486,7 +483,7 @@ def _headline(f: Facts) -> str:
     if f.node_not_out_of_memory:
         return (
             f"{_who(f)} was killed by the node-wide OOM killer although the node was not out of memory: "
-            f"{human(f.node_free_bytes)} of {human(f.limit_bytes)} of RAM was free."
+            f"{prose_bytes(f.node_free_bytes)} of {prose_bytes(f.limit_bytes)} of RAM was free."
         )
     if f.scope == "node" and not inc.meminfo:
         return (
@@ -494,7 +491,7 @@ def _headline(f: Facts) -> str:
             "picked the process with the highest OOM score on the machine."
         )
     if f.scope == "node":
-        ram = f" ({human(f.limit_bytes)} of RAM)" if f.limit_bytes else ""
+        ram = f" ({prose_bytes(f.limit_bytes)} of RAM)" if f.limit_bytes else ""
         return (
             f"{_who(f)} was killed because the whole node ran out of memory{ram}: no cgroup limit was hit, "
             "the kernel picked the process with the highest OOM score on the machine."
@@ -533,12 +530,12 @@ def _breakdown(f: Facts) -> str:
     c = f.charged
     if c.total <= 0:
         return ""
-    parts = [f"{human(c.get(k))} {k}" for k in KINDS if c.get(k) is not None]
+    parts = [f"{prose_bytes(c.get(k))} {k}" for k in KINDS if c.get(k) is not None]
     dom = f.dominant
     share = (c.get(dom) or 0) * 100 // max(c.total, 1) if dom else 0
     where = "on the node" if f.scope == "node" else "charged to that cgroup"
     if f.node_free_bytes is not None:
-        parts.append(f"{human(f.node_free_bytes)} free")
+        parts.append(f"{prose_bytes(f.node_free_bytes)} free")
     text = f"Memory {where}: {', '.join(parts)}."
     if dom is not None:
         of = "of the memory in use" if f.node_free_bytes is not None else "of it"
@@ -550,11 +547,11 @@ def _victim_line(f: Facts) -> str:
     v = f.victim
     if v.anon_rss_bytes is None:
         return ""
-    bits = [f"{human(v.anon_rss_bytes)} anon"]
+    bits = [f"{prose_bytes(v.anon_rss_bytes)} anon"]
     if v.file_rss_bytes is not None:
-        bits.append(f"{human(v.file_rss_bytes)} file")
+        bits.append(f"{prose_bytes(v.file_rss_bytes)} file")
     if v.shmem_rss_bytes is not None:
-        bits.append(f"{human(v.shmem_rss_bytes)} shmem")
+        bits.append(f"{prose_bytes(v.shmem_rss_bytes)} shmem")
     adj = _victim_adj(f)
     adj_s = f", oom_score_adj {adj}" if adj is not None else ""
     return f"The victim held {', '.join(bits)} resident{adj_s}."
@@ -641,7 +638,8 @@ RULES: tuple[Rule, ...] = (
         lambda f: f.chosen_by_oom_score_adj and f.bigger is not None,
         lambda f: (
             f"oom_score_adj decided who died: {f.bigger.name} (pid {f.bigger.pid}) was bigger "  # type: ignore[union-attr]
-            f"({human(f.bigger.badness_pages * PAGE)} vs {human(f.victim_row.badness_pages * PAGE)}) "  # type: ignore[union-attr]
+            f"({prose_bytes(f.bigger.badness_pages * PAGE)} vs "  # type: ignore[union-attr]
+        f"{prose_bytes(f.victim_row.badness_pages * PAGE)}) "  # type: ignore[union-attr]
             f"but its oom_score_adj {f.bigger.oom_score_adj} is lower than the victim's "  # type: ignore[union-attr]
             f"{f.victim_row.oom_score_adj}, so the smaller process was sacrificed."  # type: ignore[union-attr]
         ),
@@ -677,11 +675,11 @@ RULES: tuple[Rule, ...] = (
         lambda f: (
             "The memory+swap limit (memory.memsw.limit_in_bytes) was reached, not the memory limit"
             + (
-                f" ({human(mem.usage_bytes)} of {human(mem.limit_bytes)} in memory)"
+                f" ({prose_bytes(mem.usage_bytes)} of {prose_bytes(mem.limit_bytes)} in memory)"
                 if (mem := f.incident.counter("memory")) is not None and mem.limit_bytes < UNLIMITED
                 else ""
             )
-            + (f": {human(f.charged.swap)} was swapped out and counts too." if f.charged.swap else ".")
+            + (f": {prose_bytes(f.charged.swap)} was swapped out and counts too." if f.charged.swap else ".")
         ),
         lambda f: "raise the memory+swap limit with the memory limit (docker --memory-swap), or swap less",
     ),
@@ -698,8 +696,8 @@ RULES: tuple[Rule, ...] = (
         "shmem",
         lambda f: not f.manual and (f.dominant == "shmem" or _pct(f.charged.shmem, f.charged.total) >= 30),
         lambda f: (
-            f"{human(f.charged.shmem)} was shmem/tmpfs: files in a memory-backed emptyDir or /dev/shm count "
-            "against the limit and cannot be reclaimed without swap."
+            f"{prose_bytes(f.charged.shmem)} was shmem/tmpfs: files in a memory-backed emptyDir or /dev/shm "
+            "count against the limit and cannot be reclaimed without swap."
         ),
         lambda f: (
             "move the emptyDir off `medium: Memory` (or give it a sizeLimit) and delete files "
@@ -710,9 +708,9 @@ RULES: tuple[Rule, ...] = (
         "dirty_page_cache",
         lambda f: not f.manual and f.dominant == "file" and _pct(f.charged.dirty, f.charged.file or 0) >= 50,
         lambda f: (
-            f"Page cache dominated and {human(f.charged.dirty)} of it was dirty: written by the processes "
-            "but not yet on disk. Dirty pages cannot be dropped until written back, so writes faster than "
-            "the disk (or a slow network filesystem) filled the limit."
+            f"Page cache dominated and {prose_bytes(f.charged.dirty)} of it was dirty: written by the "
+            "processes but not yet on disk. Dirty pages cannot be dropped until written back, so writes "
+            "faster than the disk (or a slow network filesystem) filled the limit."
         ),
         lambda f: (
             "write less at once, or to a faster volume, or fsync as you go; a higher limit only buys time"
@@ -740,8 +738,8 @@ RULES: tuple[Rule, ...] = (
             and (f.dominant == "kernel" or _pct(f.charged.kernel, f.charged.total) >= 30)
         ),
         lambda f: (
-            f"{human(f.charged.kernel)} was kernel memory (slab: dentries/inodes, sockets, page tables): "
-            "it counts against the limit but no process shows it in its RSS."
+            f"{prose_bytes(f.charged.kernel)} was kernel memory (slab: dentries/inodes, sockets, page "
+            "tables): it counts against the limit but no process shows it in its RSS."
         ),
         lambda f: (
             "look for many open files, sockets or processes; on RHEL 7 kernels, kmem accounting "
@@ -836,9 +834,9 @@ def diagnose(incident: Incident, *, arena_mappings: int | None = None) -> Diagno
     f = facts(incident, arena_mappings=arena_mappings)
     sentences = [_headline(f)]
     if f.usage_bytes is not None and f.limit_bytes is not None and f.scope != "node":
-        sentences.append(f"Usage was {human(f.usage_bytes)} of {human(f.limit_bytes)}.")
+        sentences.append(f"Usage was {prose_bytes(f.usage_bytes)} of {prose_bytes(f.limit_bytes)}.")
     elif f.usage_bytes is not None and f.unlimited and not f.policy_kill:
-        sentences.append(f"Usage was {human(f.usage_bytes)}; this cgroup itself has no limit.")
+        sentences.append(f"Usage was {prose_bytes(f.usage_bytes)}; this cgroup itself has no limit.")
     for s in (_breakdown(f), _victim_line(f)):
         if s:
             sentences.append(s)
