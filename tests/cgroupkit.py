@@ -1,8 +1,13 @@
-"""Build kubelet-style memory cgroups on this machine's real cgroup v1 memory controller.
+"""Build kubelet-style memory cgroups on a real memory controller (this machine's cgroup v1).
 
 Tests create pods and containers the way a kubelet lays them out, under a unique prefix (the way
 kind nests ``kubepods`` under a docker scope), run real processes in them and let the kernel
 account and OOM-kill them. Everything is torn down afterwards, processes first.
+
+``CgroupKit(mount, version)`` takes any memory hierarchy: ``/sys/fs/cgroup/memory`` with ``"v1"``
+(the default), or a cgroup2 mount with ``"v2"`` (``memory.max``; ``+memory`` is written to each
+parent's ``cgroup.subtree_control``). ``kubelet_pod`` lays out a pod exactly as the kubelet does,
+pod limit = the sum of the container limits, with a pause-like process in a sibling sandbox cgroup.
 
 With ``CI=true`` a machine without a writable v1 memory controller fails the test loudly;
 elsewhere it skips with the reason.
@@ -59,17 +64,44 @@ def _pids(directory: Path) -> list[int]:
 class Cgroup:
     path: Path
     mount: Path = MEMORY_MOUNT
+    version: str = "v1"
 
     @property
     def rel(self) -> str:
         """The path as the kernel prints it (relative to the hierarchy root, leading slash)."""
         return "/" + str(self.path.relative_to(self.mount))
 
+    @property
+    def name(self) -> str:
+        return self.path.name
+
     def set_limit(self, limit_bytes: int) -> None:
-        _write(self.path / "memory.limit_in_bytes", limit_bytes)
+        _write(self.path / ("memory.max" if self.version == "v2" else "memory.limit_in_bytes"), limit_bytes)
+
+    def limit(self) -> int | None:
+        """Its own limit as the kernel keeps it (rounded down to a page); None for no limit."""
+        text = self.read("memory.max" if self.version == "v2" else "memory.limit_in_bytes").strip()
+        return None if text == "max" or int(text) >= 1 << 60 else int(text)
+
+    def usage(self) -> int:
+        return int(self.read("memory.current" if self.version == "v2" else "memory.usage_in_bytes"))
+
+    def procs(self) -> list[int]:
+        return [int(p) for p in self.read("cgroup.procs").split()]
 
     def read(self, name: str) -> str:
         return (self.path / name).read_text()
+
+    def run(self, *argv: str) -> subprocess.Popen[str]:
+        """Start ``argv`` inside this cgroup (it joins before exec), output discarded."""
+        script = f'echo $$ > "{self.path}/cgroup.procs" && exec "$@"'
+        return subprocess.Popen(
+            ["sh", "-c", script, "sh", *argv],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
 
     def spawn(self, *args: str, ready: bool = True, timeout: float = 30.0) -> subprocess.Popen[str]:
         """Start ``memhog.py ARGS`` inside this cgroup; with ``ready`` wait for its READY line."""
@@ -102,19 +134,36 @@ def _readline(proc: subprocess.Popen[str], timeout: float) -> str:
 
 @dataclass
 class CgroupKit:
-    """A private tree ``<mount>/oomsight-test-<id>/kubepods`` torn down by ``cleanup()``."""
+    """A private tree ``<mount>/oomsight-test-<id>/kubepods`` torn down by ``cleanup()``.
+
+    ``version``: ``v1`` (a v1 memory mount) or ``v2`` (a cgroup2 mount with the memory controller)."""
 
     mount: Path = MEMORY_MOUNT
+    version: str = "v1"
     root: Path = field(init=False)
 
     def __post_init__(self) -> None:
         self.root = self.mount / f"oomsight-test-{uuid.uuid4().hex[:8]}"
-        self.root.mkdir()
-        (self.root / "kubepods").mkdir()
+        self.mkdir(self.root)
+        self.mkdir(self.root / "kubepods")
+
+    def mkdir(self, path: Path) -> None:
+        """Create ``path`` and its missing parents; on v2 enable the memory controller for each."""
+        missing = [p for p in (path, *path.parents) if not p.exists()][::-1]
+        for p in missing:
+            if self.version == "v2":
+                with contextlib.suppress(OSError):  # already enabled, or the mount's root
+                    _write(p.parent / "cgroup.subtree_control", "+memory")
+            p.mkdir()
+        if not missing:
+            raise FileExistsError(path)
+
+    def cgroup(self, path: Path) -> Cgroup:
+        return Cgroup(path, self.mount, self.version)
 
     @property
     def kubepods(self) -> Cgroup:
-        return Cgroup(self.root / "kubepods", self.mount)
+        return self.cgroup(self.root / "kubepods")
 
     def pod(
         self,
@@ -140,8 +189,8 @@ class CgroupKit:
                 path = parent / f"kubepods-{qos}-pod{us}.slice"
         else:
             raise ValueError(driver)
-        path.mkdir(parents=True, exist_ok=False)
-        cg = Cgroup(path, self.mount)
+        self.mkdir(path)
+        cg = self.cgroup(path)
         if limit is not None:
             cg.set_limit(limit)
         return cg, uid
@@ -162,8 +211,8 @@ class CgroupKit:
         else:
             name = {"containerd": cid, "cri-o": f"crio-{cid}", "docker": cid}[runtime]
         path = pod.path / name
-        path.mkdir()
-        cg = Cgroup(path, self.mount)
+        self.mkdir(path)
+        cg = self.cgroup(path)
         if limit is not None:
             cg.set_limit(limit)
         return cg, cid
@@ -197,3 +246,67 @@ def _rmdir(path: Path) -> None:
         except OSError:
             time.sleep(0.05)
     raise RuntimeError(f"could not remove test cgroup {path}")
+
+
+# --------------------------------------------------------------------------------- kubelet-exact pods
+
+
+@dataclass
+class KubeletPod:
+    """A pod laid out as the kubelet does: ``pod`` limited to the sum of ``containers``' limits, and a
+    ``sandbox`` container cgroup (no limit of its own) holding a sleeping, pause-like process."""
+
+    pod: Cgroup
+    uid: str
+    sandbox: Cgroup
+    sandbox_id: str
+    containers: list[Cgroup]
+    ids: list[str]
+    pause: subprocess.Popen[str] | None
+
+    @property
+    def container(self) -> Cgroup:
+        return self.containers[0]
+
+    def stop(self) -> None:
+        """Stop the pause-like process (``CgroupKit.cleanup`` kills everything else)."""
+        if self.pause is not None and self.pause.poll() is None:
+            self.pause.kill()
+            self.pause.wait()
+
+
+def kubelet_pod(
+    kit: CgroupKit,
+    limits: list[int],
+    *,
+    qos: str = "burstable",
+    pod_limit: int | str | None = "sum",
+    uid: str | None = None,
+    container_ids: list[str] | None = None,
+    pause: bool = True,
+) -> KubeletPod:
+    """Create a pod with one container cgroup per entry of ``limits`` (bytes), as the kubelet's
+    cgroupfs driver names them (``kubepods/<qos>/pod<uid>/<container id>``; Guaranteed pods directly
+    under ``kubepods``), the sandbox first. ``pod_limit``: ``"sum"`` (what the kubelet writes,
+    pkg/kubelet/cm/helpers_linux.go ``ResourceConfigForPod``), a number (a pod-level limit such as
+    PodLevelResources), or None. ``pause``: start ``sleep`` in the sandbox cgroup, which charges the
+    pod a few hundred KiB as the real pause container does."""
+    total = sum(limits) if pod_limit == "sum" else pod_limit
+    assert total is None or isinstance(total, int)
+    pod, uid = kit.pod(qos=qos, uid=uid, limit=total)
+    sandbox, sandbox_id = kit.container(pod)
+    pause_proc = sandbox.run("sleep", "100000") if pause else None
+    if pause_proc is not None:
+        deadline = time.monotonic() + 10
+        while not sandbox.procs():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the pause-like process did not join {sandbox.path}")
+            time.sleep(0.01)
+    ids = list(container_ids or [])
+    containers = []
+    for i, limit in enumerate(limits):
+        cg, cid = kit.container(pod, limit=limit, container_id=ids[i] if i < len(ids) else None)
+        containers.append(cg)
+        if i >= len(ids):
+            ids.append(cid)
+    return KubeletPod(pod, uid, sandbox, sandbox_id, containers, ids, pause_proc)

@@ -6,10 +6,13 @@ adds. Add a rule by adding a row; nothing else needs to change.
 
 Where the facts come from:
 
-- scope: ``oom_memcg`` (the cgroup whose limit was hit) against ``task_memcg`` (the victim's) in the
-  ``oom-kill:`` summary (≥4.19) or ``Task in X killed as a result of limit of Y`` (older); a global OOM
-  has ``oom_memcg`` absent (``global_oom``) and prints ``Out of memory:``. Kubernetes levels come from
-  ``oomsight.core.kubepath.parse_cgroup_path``.
+- where the limit was hit (``limit_level``): ``oom_memcg`` (the cgroup whose limit was hit) against
+  ``task_memcg`` (the victim's) in the ``oom-kill:`` summary (≥4.19) or ``Task in X killed as a result
+  of limit of Y`` (older); a global OOM has ``oom_memcg`` absent (``global_oom``) and prints ``Out of
+  memory:``. Kubernetes levels come from ``oomsight.core.kubepath.parse_cgroup_path``.
+- scope, the limit a user can change: a kill at the pod cgroup whose limit is the kubelet's sum of
+  the container limits is the container's (``oomsight.core.podscope.judge_pod``), when a live host
+  told the containers' limits (``Aftermath``); otherwise the level where it was hit.
 - charged memory: the OOM memcg's stats block. cgroup v1 (Documentation/admin-guide/cgroup-v1/
   memory.rst): ``rss`` (anon, incl. THP), ``cache`` (page cache incl. tmpfs/shmem), ``shmem``;
   kernel memory from the ``kmem:`` usage line. v2 (cgroup-v2.rst ``memory.stat``): ``anon``,
@@ -45,8 +48,10 @@ from dataclasses import dataclass
 from datetime import UTC
 from typing import Any, Literal
 
+from oomsight.core.aftermath import Aftermath
 from oomsight.core.kubepath import KubeRef, parse_cgroup_path
 from oomsight.core.oomreport import Incident, MemcgCounter, TaskRow, Victim
+from oomsight.core.podscope import Member, PodVerdict, judge_pod
 from oomsight.core.quantity import prose_bytes
 
 Scope = Literal["container", "pod", "ancestor", "node"]
@@ -116,6 +121,23 @@ class Facts:
     arena_mappings: int | None
     limit_counter: str | None = None
     """Which ``memory:`` / ``memory+swap:`` line ``limit_bytes`` and ``usage_bytes`` come from."""
+    limit_level: str | None = None
+    """Where the limit was hit: ``container``, ``pod``, ``qos``, ``kubepods``, ``other`` (a cgroup not
+    under kubepods), ``node`` (global OOM); None when the report does not say."""
+    pod_verdict: PodVerdict | None = None
+    """For a kill at the pod cgroup: whose limit it really was (``oomsight.core.podscope``)."""
+    survival_live: bool = False
+    """``container_survived`` was read from the live container cgroup, not judged from the task table."""
+
+    @property
+    def responsible(self) -> Member | None:
+        """The container judged responsible for a kill at the pod cgroup (at, or nearest, its limit)."""
+        return self.pod_verdict.responsible if self.pod_verdict is not None else None
+
+    @property
+    def via_pod(self) -> bool:
+        """A container-level kill that the kernel reported at the pod cgroup (the kubelet's sum)."""
+        return self.responsible is not None
 
     @property
     def node_not_out_of_memory(self) -> bool:
@@ -194,6 +216,16 @@ class Diagnosis:
             ref = self.facts.oom_ref  # only the OOM memcg was printed, and it is the container
         return ref.container_id if ref else None
 
+    def responsible_json(self) -> dict[str, Any] | None:
+        """The ``responsible_container`` field: the container whose limit to change, or None."""
+        f = self.facts
+        m = f.responsible
+        if m is not None:
+            return {"container_id": m.container_id, "name": m.name, "limit_bytes": m.limit_bytes}
+        if f.scope == "container" and self.container_id:
+            return {"container_id": self.container_id, "name": None, "limit_bytes": f.limit_bytes}
+        return None
+
     def as_json(self) -> dict[str, Any]:
         f = self.facts
         inc, v = f.incident, f.victim
@@ -210,6 +242,9 @@ class Diagnosis:
             "seq": inc.seq,
             "monotonic_usec": inc.usec,
             "scope": f.scope,
+            "limit_level": f.limit_level,
+            "responsible_container": self.responsible_json(),
+            "pod_judgement": f.pod_verdict.judgement if f.pod_verdict is not None else None,
             "oom_cgroup": inc.oom_memcg,
             "task_cgroup": inc.task_memcg,
             "pod_uid": self.pod_uid,
@@ -338,7 +373,7 @@ def _victim_row(inc: Incident) -> TaskRow | None:
 
 
 def _survival(
-    inc: Incident, scope: Scope | None, row: TaskRow | None
+    inc: Incident, table_is_container: bool, row: TaskRow | None
 ) -> tuple[bool | None, tuple[TaskRow, ...]]:
     """Did the victim's container live on? True when other tasks of it remained (a child was killed)."""
     if inc.group_kill:
@@ -356,7 +391,7 @@ def _survival(
         return None, ()
     # The pause container's process is never the workload; it does not keep a container alive.
     others = tuple(t for t in inc.tasks if t.pid not in killed and t.name != "pause")
-    if scope != "container":
+    if not table_is_container:
         # The table lists the whole OOM cgroup, other containers included: only "alone" is sure.
         return (False, ()) if not others else (None, ())
     if not others:
@@ -399,10 +434,25 @@ def _counter_hit(inc: Incident) -> MemcgCounter | None:
     return mem
 
 
-def facts(incident: Incident, *, arena_mappings: int | None = None) -> Facts:
+def _limit_level(inc: Incident, scope: Scope | None, oom_ref: KubeRef | None) -> str | None:
+    if scope == "node":
+        return "node"
+    if oom_ref is not None:
+        return oom_ref.level
+    return "other" if inc.oom_memcg else None
+
+
+def _victim_rss(v: Victim) -> int:
+    return sum(x or 0 for x in (v.anon_rss_bytes, v.file_rss_bytes, v.shmem_rss_bytes))
+
+
+def facts(
+    incident: Incident, *, arena_mappings: int | None = None, aftermath: Aftermath | None = None
+) -> Facts:
     oom_ref = parse_cgroup_path(incident.oom_memcg) if incident.oom_memcg else None
     task_ref = parse_cgroup_path(incident.task_memcg) if incident.task_memcg else None
     scope = _scope(incident, oom_ref, task_ref)
+    level = _limit_level(incident, scope, oom_ref)
     mem = _counter_hit(incident)
     limit: int | None = None
     usage: int | None = None
@@ -414,7 +464,24 @@ def facts(incident: Incident, *, arena_mappings: int | None = None) -> Facts:
         limit = ram * PAGE if ram else None
     charged = _charged(incident)
     row = _victim_row(incident)
-    survived, survivors = _survival(incident, scope, row)
+    verdict: PodVerdict | None = None
+    kernel_limit = incident.constraint is None or incident.constraint in KNOWN_CONSTRAINTS
+    if scope == "pod" and oom_ref is not None and oom_ref.level == "pod" and kernel_limit:
+        verdict = judge_pod(
+            limit,
+            task_ref.container_id if task_ref is not None else None,
+            aftermath.pod if aftermath is not None else None,
+            _victim_rss(incident.victim),
+        )
+        if verdict.container_level:
+            scope = "container"
+    table_is_container = (oom_ref is not None and oom_ref.level == "container") or (
+        oom_ref is None and scope == "container"
+    )
+    survived, survivors = _survival(incident, table_is_container, row)
+    live = aftermath is not None and aftermath.container_survived is not None
+    if live and aftermath is not None:
+        survived = aftermath.container_survived
     by_adj, bigger = _score_adj_choice(incident, row)
     differs = incident.selected_pid is not None and incident.selected_pid != incident.victim.pid
     free = dict(incident.meminfo).get("free")
@@ -438,6 +505,9 @@ def facts(incident: Incident, *, arena_mappings: int | None = None) -> Facts:
         node_free_bytes=free * PAGE if free is not None and scope == "node" else None,
         arena_mappings=arena_mappings,
         limit_counter=mem.name if mem is not None and scope != "node" else None,
+        limit_level=level,
+        pod_verdict=verdict,
+        survival_live=live,
     )
 
 
@@ -498,23 +568,39 @@ def _headline(f: Facts) -> str:
         )
     where = _cgroup_name(f.oom_ref, inc.oom_memcg)
     lim = "memory+swap limit" if f.memsw else "limit"
+    victim_in = _cgroup_name(f.task_ref, inc.task_memcg)
+    if f.via_pod:
+        return _via_pod_headline(f, limit)
     if f.scope == "container":
         return (
             f"{_who(f)} was killed because {where} reached its own "
             f"{lim if f.memsw else 'memory limit'} of {limit}."
         )
-    victim_in = _cgroup_name(f.task_ref, inc.task_memcg)
     if f.scope == "pod":
+        why = _POD_WHY[f.pod_verdict.judgement if f.pod_verdict else "unknown"]
         return (
             f"{_who(f)} in {victim_in} was killed because the pod-level {lim} of {limit} was reached "
-            f"({where}): the containers together used more than the pod may, even if each stayed "
-            "under its own limit."
+            f"({where}): {why}"
         )
     if f.scope == "ancestor" and f.oom_ref is not None and f.oom_ref.level == "kubepods":
         return (
             f"{_who(f)} in {victim_in} was killed because all pods on this node together reached the "
-            f"{lim} of {limit} on {inc.oom_memcg}: the kubelet sets it to the node's capacity minus "
-            "kube-reserved and system-reserved, so no pod's or container's own limit was hit."
+            f"{lim} of {limit} on {inc.oom_memcg}, the node allocatable limit: the kubelet sets it to the "
+            "node's capacity minus kube-reserved and system-reserved, so no pod's or container's own "
+            "limit was hit."
+        )
+    if f.scope == "ancestor" and f.oom_ref is not None and f.oom_ref.level == "qos":
+        qos = f.oom_ref.qos or "QoS"
+        share = (
+            "N% of the Guaranteed pods' memory requests"
+            if qos == "burstable"
+            else "N% of the Guaranteed and Burstable pods' memory requests"
+        )
+        return (
+            f"{_who(f)} in {victim_in} was killed because the {qos.capitalize()} pods together reached "
+            f"the {lim} of {limit} on their QoS cgroup {inc.oom_memcg}, a QoS reservation: the kubelet "
+            f"limits it only with --qos-reserved=memory=N% (feature gate QOSReserved), to node "
+            f"allocatable minus {share}, so no pod's or container's own limit was hit."
         )
     if f.scope == "ancestor":
         return (
@@ -524,6 +610,45 @@ def _headline(f: Facts) -> str:
     if inc.header_missing:
         return f"{_who(f)} was killed by the kernel's OOM killer; this log does not say whose limit was hit."
     return f"{_who(f)} was killed by the kernel's OOM killer."
+
+
+_POD_WHY = {
+    "pod_level_resources": (
+        "the Pod's own spec.resources.limits.memory (PodLevelResources) caps its containers together, "
+        "and together they used more, even if each stayed under its own limit."
+    ),
+    "not_kubelet_sum": (
+        "that limit is not the kubelet's sum of the container limits (a pod-level limit set some other "
+        "way), and the containers together used more than it allows."
+    ),
+    "none_at_limit": (
+        "the kubelet sets it to the sum of the container limits, but no container was at its own limit: "
+        "the containers together with what is charged to the pod outside them (the sandbox) used more."
+    ),
+    "unknown": (
+        "the kubelet sets a pod's limit to the sum of its containers' limits, and its sandbox (pause) is "
+        "charged there too, so this is usually one container at its own limit (with one container, "
+        "always); with several, they may instead have outgrown the pod together."
+    ),
+}
+"""Why a kill at the pod cgroup is the pod's, per ``PodVerdict.judgement`` (``unknown``: no live host)."""
+
+
+def _via_pod_headline(f: Facts, limit: str) -> str:
+    m = f.responsible
+    v = f.pod_verdict
+    assert m is not None and v is not None
+    name = f"container {m.name}" if m.name else f"container {m.container_id[:12]}"
+    pod = f.oom_ref.pod_uid if f.oom_ref is not None else None
+    victim_own = f.task_ref is not None and f.task_ref.container_id == m.container_id
+    where = "its container" if victim_own else f"{_cgroup_name(f.task_ref, f.incident.task_memcg)}"
+    sandbox = f"pause, {prose_bytes(v.sandbox_bytes)} here" if v.sandbox_bytes else "pause"
+    return (
+        f"{_who(f)} in {where} was killed because {name} of pod {pod} reached its own memory limit of "
+        f"{prose_bytes(m.limit_bytes)}. The kernel reports the pod's limit of {limit}: the kubelet sets "
+        f"it to the sum of the containers' limits, and the pod's sandbox ({sandbox}) is charged "
+        "there too, so the pod's limit is reached a little before the container's own."
+    )
 
 
 def _breakdown(f: Facts) -> str:
@@ -565,6 +690,33 @@ class Rule:
     applies: Callable[[Facts], bool]
     say: Callable[[Facts], str]
     advise: Callable[[Facts], str] | None = None
+
+
+def _responsible_name(f: Facts) -> str:
+    m = f.responsible
+    if m is None:
+        return "the container"
+    return f"container {m.name}" if m.name else f"container {m.container_id[:12]}"
+
+
+def _pod_advice(f: Facts) -> str:
+    judgement = f.pod_verdict.judgement if f.pod_verdict is not None else "unknown"
+    if judgement == "pod_level_resources":
+        return "raise the Pod's spec.resources.limits.memory, or lower its containers' usage"
+    if judgement == "unknown":
+        return (
+            "raise the memory limit of the container that was at its own limit (one container: its "
+            "limit); the kubelet derives the pod's limit from the containers' limits"
+        )
+    if judgement == "not_kubelet_sum":
+        return (
+            "raise the pod's own limit (spec.resources.limits.memory with PodLevelResources, or whatever "
+            "set it), or lower what its containers use together"
+        )
+    return (
+        "raise the memory limits of the containers that grew (the pod's limit follows them), or "
+        "lower what they use together"
+    )
 
 
 def _missing(f: Facts) -> str:
@@ -756,8 +908,15 @@ RULES: tuple[Rule, ...] = (
         ),
         lambda f: "Anonymous memory (what the processes allocated) filled the limit.",
         lambda f: (
-            "raise the pod-level limit (or lower the other containers' usage)"
+            _pod_advice(f)
             if f.scope == "pod"
+            else f"raise the memory limit of {_responsible_name(f)} above its real peak, or cut its heap "
+            "(for a JVM: -Xmx/MaxRAMPercentage leave room for off-heap memory); the kubelet raises the "
+            "pod's limit with it"
+            if f.via_pod
+            else "lower the Burstable/BestEffort pods' memory use, or the kubelet's --qos-reserved "
+            "memory percentage; give the pods memory limits that fit what the node has left"
+            if f.oom_ref is not None and f.oom_ref.level == "qos"
             else "set memory requests to what the pods really use, so the scheduler stops packing more "
             "onto this node than it holds, and give every pod a limit; the kubelet's memory eviction "
             "threshold should act before this limit is reached"
@@ -828,10 +987,13 @@ RULES: tuple[Rule, ...] = (
 )
 
 
-def diagnose(incident: Incident, *, arena_mappings: int | None = None) -> Diagnosis:
+def diagnose(
+    incident: Incident, *, arena_mappings: int | None = None, aftermath: Aftermath | None = None
+) -> Diagnosis:
     """Explain ``incident``. ``arena_mappings``: 64 MiB glibc arena mappings counted in the victim's
-    smaps by a live reader (only then is MALLOC_ARENA_MAX advised)."""
-    f = facts(incident, arena_mappings=arena_mappings)
+    smaps by a live reader (only then is MALLOC_ARENA_MAX advised). ``aftermath``: what a live host
+    read right after the kill (the pod's container limits, whether the container lives on)."""
+    f = facts(incident, arena_mappings=arena_mappings, aftermath=aftermath)
     sentences = [_headline(f)]
     if f.usage_bytes is not None and f.limit_bytes is not None and f.scope != "node":
         sentences.append(f"Usage was {prose_bytes(f.usage_bytes)} of {prose_bytes(f.limit_bytes)}.")

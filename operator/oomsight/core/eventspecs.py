@@ -3,11 +3,15 @@
 Reasons (stable; documented in README.md, users alert on them):
 
 ====================== ===================================================================
-``OOMKilled``          the container's own limit was hit and its process was killed
+``OOMKilled``          the container's own limit was hit and its process was killed (also when
+                       the kernel reports the pod's limit, the kubelet's sum of container limits,
+                       and this container was at its own)
 ``OOMKilledChild``     a process was killed but the container kept running; Kubernetes will
                        not report this kill (the runtime only sees PID 1 exit)
-``OOMKilledPodLimit``  the pod-level cgroup limit was hit (the containers together)
-``OOMKilledAncestorLimit`` a limit above the pod (QoS class or kubepods: node allocatable)
+``OOMKilledPodLimit``  the pod-level limit was hit by the containers together, none at its own
+                       limit, or a PodLevelResources/other pod-level limit
+``OOMKilledAncestorLimit`` a limit above the pod (kubepods: node allocatable; a QoS class cgroup:
+                       the kubelet's --qos-reserved reservation)
 ``OOMKilledNode``      the whole node ran out of memory (global OOM) and picked this container
 ``HighWorkingSet``     working set reached the warning threshold of the effective limit
 ``WorkingSetBelowThreshold`` it went back below the threshold minus the hysteresis
@@ -84,14 +88,28 @@ def dominant_of(amounts: Mapping[str, int | None]) -> str | None:
     return max(known, key=lambda k: known[k] or 0)
 
 
-def _where(scope: str | None, limit: int | None, counter: str | None = None) -> str:
-    lim = prose_bytes(limit)
+def _where(diag: Mapping[str, Any]) -> str:
+    scope = diag.get("scope")
+    level = diag.get("limit_level")
+    limit = diag.get("limit_bytes")
+    responsible = diag.get("responsible_container") or {}
     # cgroup v1 charges memory+swap first: when that counter failed, its limit is the one hit.
-    kind = "memory+swap limit" if counter == "memory+swap" else "limit"
+    kind = "memory+swap limit" if diag.get("limit_counter") == "memory+swap" else "limit"
+    if scope == "container" and level == "pod":
+        # The kernel hit the pod's limit, which the kubelet sets to the sum of the container limits.
+        own = responsible.get("limit_bytes") or limit
+        name = responsible.get("name")
+        whose = f"container {name}'s own" if name else "its own"
+        return f"at {whose} {kind} of {prose_bytes(own)} (reached first as the pod's, their sum)"
+    lim = prose_bytes(limit)
+    if scope == "ancestor" and level == "kubepods":
+        return f"at node allocatable ({lim}, the limit on all pods of the node together)"
+    if scope == "ancestor" and level == "qos":
+        return f"at a QoS reservation ({lim}, the kubelet's --qos-reserved limit on its QoS class)"
     return {
         "container": f"at its own {kind} of {lim}",
         "pod": f"at the pod's {kind} of {lim}, shared by its containers",
-        "ancestor": f"at a {kind} above the pod ({lim}, the QoS class or node allocatable)",
+        "ancestor": f"at a {kind} above the pod ({lim})",
         "node": "because the whole node ran out of memory",
     }.get(scope or "", "(the kernel rate-limited its report, so which limit was hit is not known)")
 
@@ -99,7 +117,6 @@ def _where(scope: str | None, limit: int | None, counter: str | None = None) -> 
 def oom_note(diag: Mapping[str, Any], container: str | None) -> str:
     """One sentence with the numbers: who died, which limit, what dominated, did the container live."""
     victim = diag.get("victim") or {}
-    scope = diag.get("scope")
     comm = victim.get("comm") or "a process"
     pid = victim.get("pid")
     anon = victim.get("anon_rss_bytes")
@@ -109,7 +126,7 @@ def oom_note(diag: Mapping[str, Any], container: str | None) -> str:
     dominant = diag.get("dominant") or dominant_of(charged)
     dom_bytes = charged.get(dominant) if dominant else None
     dom = f"; {kind_words(dominant)} dominated ({prose_bytes(dom_bytes)})" if dominant else ""
-    where = _where(scope, diag.get("limit_bytes"), diag.get("limit_counter"))
+    where = _where(diag)
     survived = diag.get("container_survived")
     if survived is True:
         return (
