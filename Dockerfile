@@ -1,31 +1,41 @@
 # One image for the oomsight agent (DaemonSet), operator (Deployment) and CLI.
 #   docker build -t oomsight:0.1.0 .
 #   docker run --rm oomsight:0.1.0 --version
-# The base is pinned by version tag. Pin it by digest too (FROM python:3.11.14-slim-bookworm@sha256:...)
+# The base is pinned by version tag. Pin it by digest too (BASE=python:3.11.14-slim-bookworm@sha256:...)
 # where a registry is reachable; the machine this was written on cannot fetch one.
-# tests/test_dockerfile.py lints this file with hadolint and replays its pip steps in a fresh venv.
+#
+# BASE may be any Debian bookworm root whose python3 is 3.11 and has the venv module (the official
+# python image, or Debian's python3 + python3-venv). hack/image builds the image with no registry at
+# all: a bookworm root made by mmdebstrap as BASE, buildah, and a wheelhouse passed in through
+# PIP_FIND_LINKS + PIP_NO_INDEX, so the build itself needs no network (tests/test_image.py runs it).
+ARG BASE=python:3.11.14-slim-bookworm
 
-FROM python:3.11.14-slim-bookworm AS builder
+FROM ${BASE} AS builder
+# Set only by an offline build (hack/image); empty, pip uses its index as usual.
+ARG PIP_FIND_LINKS=""
+ARG PIP_NO_INDEX=""
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY operator ./operator
-# Wheels for oomsight and every dependency; the runtime stage installs them offline.
-RUN pip wheel --wheel-dir /wheels .
+# One venv for the build tools, one (without pip) for the runtime: the runtime stage copies only the
+# second, so the image carries oomsight and its dependencies and nothing to build or install with.
+RUN python3 -m venv /build \
+    && /build/bin/pip wheel --wheel-dir /wheels . \
+    && python3 -m venv --without-pip /opt/oomsight \
+    && /build/bin/pip --python /opt/oomsight/bin/python install --no-index --find-links=/wheels /wheels/*.whl
 
-FROM python:3.11.14-slim-bookworm
+FROM ${BASE}
 LABEL org.opencontainers.image.title="oomsight" \
       org.opencontainers.image.description="Explains Kubernetes OOM kills from the kernel's own evidence" \
       org.opencontainers.image.licenses="Apache-2.0"
-ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PIP_NO_CACHE_DIR=1 \
-    PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1
-RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
-    pip install --no-index --find-links=/wheels /wheels/*.whl
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PATH=/opt/oomsight/bin:$PATH
+COPY --from=builder /opt/oomsight /opt/oomsight
 # Non-root by default (the distroless "nonroot" uid). The operator and the CLI run as this user;
 # only the agent's pod spec overrides it (runAsUser: 0, with all capabilities dropped but SYSLOG
-# and SYS_PTRACE) because /dev/kmsg and its hostPath state directory are root-owned on the node.
+# and SYS_PTRACE) because the kernel log and its hostPath state directory are root-owned on the node.
 USER 65532:65532
 ENTRYPOINT ["oomsight"]

@@ -1,16 +1,11 @@
-"""The Dockerfile: hadolint passes, and its pip steps, replayed in a fresh venv, give a working CLI.
+"""The Dockerfile as text: hadolint passes, the base is pinned, the build context has what COPY needs.
 
-No Docker engine runs here, so the image itself is never built. The replay reads the Dockerfile
-(it does not repeat its commands by hand): the builder stage's COPY sources go into a scratch build
-context, its ENV and RUN lines run with the venv's pip, and the runtime stage's RUN installs the
-wheels the same way. If the Dockerfile's install steps stop producing a working ``oomsight``, this
-test fails.
+The image itself is built for real, by buildah, in ``tests/test_image.py``.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
 import shutil
@@ -18,8 +13,6 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import pytest
 
 from realparts import unavailable
 
@@ -57,8 +50,9 @@ def parse(text: str) -> list[Stage]:
             m = re.match(r"(\S+)(?:\s+AS\s+(\S+))?", rest.strip(), re.IGNORECASE)
             assert m, line
             stages.append(Stage(m.group(1), m.group(2)))
+        elif not stages:
+            assert op == "ARG", f"only ARG may stand before the first FROM: {line}"
         else:
-            assert stages, f"instruction before FROM: {line}"
             stages[-1].instructions.append((op, rest.strip()))
     return stages
 
@@ -78,13 +72,17 @@ def test_hadolint_passes() -> None:
 
 def test_image_shape() -> None:
     """Multi-stage, pinned base tags, non-root, ``oomsight`` as the entry point."""
-    stages = parse(DOCKERFILE.read_text())
+    text = DOCKERFILE.read_text()
+    stages = parse(text)
     assert len(stages) >= 2, "builder and runtime stages"
+    base_default = re.search(r"^ARG BASE=(\S+)$", text, re.MULTILINE)
+    assert base_default, "the base is an ARG (hack/image passes a local root) with a pinned default"
     for stage in stages:
-        image, _, tag = stage.base.partition(":")
-        assert image == "python", stage.base
+        assert stage.base == "${BASE}", f"every stage starts FROM ${{BASE}}, not {stage.base}"
+        image, _, tag = base_default.group(1).partition(":")
+        assert image == "python", base_default.group(1)
         assert re.fullmatch(r"3\.11\.\d+-slim-bookworm(@sha256:[0-9a-f]{64})?", tag), (
-            f"base {stage.base} must be pinned to a full python 3.11.x slim tag"
+            f"base {base_default.group(1)} must be pinned to a full python 3.11.x slim tag"
         )
     final = stages[-1]
     users = [arg for op, arg in final.instructions if op == "USER"]
@@ -103,93 +101,3 @@ def test_dockerignore_keeps_what_copy_needs() -> None:
                 *sources, _dest = shlex.split(arg)
                 for src in sources:
                     assert src.rstrip("/") in kept, f"COPY {src} but .dockerignore excludes it"
-
-
-def _replay_run(command: str, *, venv: Path, wheels: Path, cwd: Path, env: dict[str, str]) -> None:
-    words = shlex.split(command)
-    words = [w for w in words if not w.startswith("--mount=")]
-    if words[:1] != ["pip"]:
-        pytest.fail(f"the replay only knows pip steps; teach it this one: RUN {command}")
-    words[0] = str(venv / "bin" / "pip")
-    words = [w.replace("/wheels", str(wheels)) for w in words]
-    expanded: list[str] = []
-    for w in words:  # the shell would expand /wheels/*.whl
-        expanded.extend(sorted(str(p) for p in Path(w).parent.glob(Path(w).name)) if "*" in w else [w])
-    proc = subprocess.run(expanded, cwd=cwd, env=env, capture_output=True, text=True, check=False)
-    assert proc.returncode == 0, f"RUN {command}\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
-
-
-def _copy(arg: str, workdir: Path) -> None:
-    """Docker's COPY: a directory source copies its contents; several sources need a directory dest."""
-    *sources, dest = shlex.split(arg)
-    target = workdir / dest
-    for src in sources:
-        from_path = ROOT / src
-        if from_path.is_dir():
-            shutil.copytree(
-                from_path,
-                target,
-                dirs_exist_ok=True,
-                ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"),
-            )
-        elif dest.endswith("/") or len(sources) > 1:
-            target.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(from_path, target / from_path.name)
-        else:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(from_path, target)
-
-
-@pytest.mark.slow
-def test_install_steps_replayed_give_a_working_cli(tmp_path: Path) -> None:
-    stages = parse(DOCKERFILE.read_text())
-    venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    wheels = tmp_path / "wheels"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "PYTHON"))}
-    env["PATH"] = f"{venv / 'bin'}:{env.get('PATH', '')}"
-
-    builder, runtime = stages[0], stages[-1]
-    ctx = tmp_path / "ctx"
-    workdir = ctx
-    for op, arg in builder.instructions:
-        if op == "WORKDIR":
-            workdir = ctx / arg.lstrip("/")
-            workdir.mkdir(parents=True, exist_ok=True)
-        elif op == "ENV":
-            env.update(dict(pair.split("=", 1) for pair in shlex.split(arg)))
-        elif op == "COPY":
-            _copy(arg, workdir)
-        elif op == "RUN":
-            _replay_run(arg, venv=venv, wheels=wheels, cwd=workdir, env=env)
-    assert list(wheels.glob("oomsight-*.whl")), "the builder stage made no oomsight wheel"
-
-    runtime_env = {k: v for k, v in env.items() if not k.startswith("PIP_FIND_LINKS")}
-    fresh = tmp_path / "runtime"
-    subprocess.run([sys.executable, "-m", "venv", str(fresh)], check=True)
-    for op, arg in runtime.instructions:
-        if op == "ENV":
-            runtime_env.update(dict(pair.split("=", 1) for pair in shlex.split(arg)))
-        elif op == "RUN":
-            _replay_run(arg, venv=fresh, wheels=wheels, cwd=tmp_path, env=runtime_env)
-
-    from oomsight import __version__
-
-    proc = subprocess.run(
-        [str(fresh / "bin" / "oomsight"), "--version"],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=tmp_path,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == f"oomsight {__version__}"
-    # The installed package is the wheel's copy, not the source tree.
-    where = subprocess.run(
-        [str(fresh / "bin" / "python"), "-c", "import oomsight; print(oomsight.__file__)"],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=tmp_path,
-    ).stdout
-    assert str(fresh) in where
