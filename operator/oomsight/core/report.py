@@ -5,17 +5,15 @@ Three rules keep a report cheap for etcd and for every watcher of it:
 
 - **bounded**: at most 250 containers (those closest to their limit or OOM-killed first), 8 peaks
   each, 16 findings, 20 incidents, and the JSON under 256 KiB (``fit``);
-- **written on change only**: ``fingerprint`` quantises the numbers (working set and breakdown to
-  5 % steps) so that noise is not a change, while a new peak interval, an OOM kill, a finding or a
-  container that came or went is;
+- **written on change only** (``changed``): byte counts that drift by less than 1 MiB or 5 % of
+  the last written value are noise, while a new peak interval, an OOM kill, a finding or a
+  container that came or went is a change;
 - **at most once a minute**: ``due`` (the agent's clock is passed in; nothing here reads time).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -228,35 +226,43 @@ def fit(status: dict[str, Any], max_bytes: int = MAX_BYTES) -> dict[str, Any]:
     return status
 
 
-def _q(value: Any) -> Any:
-    """Quantise a byte count to 5 % steps (log scale) so that noise does not count as change."""
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        return value
-    return round(math.log(value) / math.log(1.05))
+NOISE_BYTES = 1 << 20
+"""A byte count that moved by less than this (or 5 %, whichever is more) has not changed."""
+NOISE_RATIO = 0.05
+_FUZZY = frozenset(("workingSet", "bytes", "breakdown", "swap"))
+"""Keys whose numbers (or whose mapping's numbers) are byte counts that drift while nothing happens."""
 
 
-def fingerprint(status: Mapping[str, Any]) -> str:
-    """A digest that changes only when the report changes in a way worth a write."""
-    containers = []
-    for c in status.get("containers", []):
-        containers.append(
-            {
-                **{k: v for k, v in c.items() if k not in ("workingSet", "breakdown", "peaks")},
-                "workingSet": _q(c.get("workingSet")),
-                "breakdown": {k: _q(v) for k, v in (c.get("breakdown") or {}).items()},
-                "peaks": [(p["t"], _q(p["bytes"])) for p in c.get("peaks", [])],
-            }
-        )
-    node = dict(status.get("node") or {})
-    swap = node.get("swap")
-    if isinstance(swap, Mapping):
-        node["swap"] = {k: _q(v) for k, v in swap.items()}
-    body = {
-        **{k: v for k, v in status.items() if k not in ("reportTime", "containers", "node")},
-        "node": node,
-        "containers": containers,
-    }
-    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+def _close(a: int, b: int) -> bool:
+    return abs(a - b) <= max(NOISE_BYTES, NOISE_RATIO * max(abs(a), abs(b)))
+
+
+def _same(old: Any, new: Any, fuzzy: bool) -> bool:
+    if isinstance(old, Mapping) and isinstance(new, Mapping):
+        if old.keys() != new.keys():
+            return False
+        return all(_same(old[k], new[k], fuzzy or k in _FUZZY) for k in old)
+    if isinstance(old, list) and isinstance(new, list):
+        return len(old) == len(new) and all(_same(a, b, fuzzy) for a, b in zip(old, new, strict=True))
+    if fuzzy and type(old) is int and type(new) is int:
+        return _close(old, new)
+    return bool(old == new)
+
+
+def changed(last: Mapping[str, Any] | None, status: Mapping[str, Any]) -> bool:
+    """Whether ``status`` differs from the ``last`` one written in a way worth a write.
+
+    Byte counts that drift on an idle container (working set, breakdown, peaks, swap) count only
+    when they moved by more than ``NOISE_BYTES`` or ``NOISE_RATIO`` of their size, against the value
+    last *written*: a reclaim that moves a few pages between the file LRU lists, or a value sitting
+    on a rounding boundary, is not a change. Everything else (a new peak interval, an OOM kill, a
+    finding, a container that came or went, the kernel log source) compares exactly; ``reportTime``
+    is ignored.
+    """
+    if last is None:
+        return True
+    keys = (set(last) | set(status)) - {"reportTime"}
+    return not all(_same(last.get(k), status.get(k), k in _FUZZY) for k in keys)
 
 
 def due(

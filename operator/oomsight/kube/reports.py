@@ -3,7 +3,8 @@
 The object is cluster-scoped and named after the node. It is created with ``spec`` only, then
 ``status`` is replaced through the status subresource with a JSON patch (``add /status`` replaces
 the whole status, so fields that disappeared do not linger as they would with a merge patch).
-Whether to write is decided by ``oomsight.core.report.fingerprint`` and ``due``.
+Whether to write is decided by ``oomsight.core.report.changed`` (against the status last written)
+and ``due``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from oomsight.core.report import MIN_WRITE_INTERVAL, due, fingerprint, size_of
+from oomsight.core.report import MIN_WRITE_INTERVAL, changed, due, size_of
 from oomsight.kube.crd import API_VERSION, GROUP, NODE_REPORT_KIND, NODE_REPORT_PLURAL, VERSION
 from oomsight.kube.rest import Response, Rest
 
@@ -33,7 +34,8 @@ class ReportWriter:
         self.on_error = on_error or (lambda op, code: None)
         self.path = f"/apis/{GROUP}/{VERSION}/{NODE_REPORT_PLURAL}/{node}"
         self._exists = False
-        self.last_fingerprint: str | None = None
+        self.last_status: dict[str, Any] | None = None
+        """The status last written; the next one is compared with it, not with the last one built."""
         self.last_write: float | None = None
         self.writes = 0
         self.last_size = 0
@@ -69,8 +71,7 @@ class ReportWriter:
 
     def maybe_write(self, status: dict[str, Any], now: float) -> bool:
         """Write ``status`` if it changed and the last write is old enough; True when written."""
-        fp = fingerprint(status)
-        if not due(self.last_write, now, fp != self.last_fingerprint, self.min_interval):
+        if not due(self.last_write, now, changed(self.last_status, status), self.min_interval):
             return False
         if not self._ensure():
             return False
@@ -85,7 +86,7 @@ class ReportWriter:
         if not resp.ok:
             self._fail("status", resp)
             return False
-        self.last_fingerprint = fp
+        self.last_status = status
         self.last_write = now
         self.writes += 1
         self.last_size = size_of(status)
