@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from oomsight.core.diagnosis import diagnose
+from oomsight.core.kmsg import parse_kmsg_record
 from oomsight.core.logtext import parse_log
-from oomsight.core.oomreport import assemble
+from oomsight.core.oomreport import OomAssembler, assemble
 
 CORPUS = Path(__file__).parent / "fixtures" / "oom"
 
@@ -915,6 +916,44 @@ EXPECTED += [
         ],
     ),
     (
+        "vm-6.1-v2-group-shmem-kmsg.log",
+        "kmsg",
+        [
+            {
+                "pid": 135,
+                "comm": "python3",
+                "scope": "container",
+                "dominant": "anon",
+                "survived": False,
+                "by_adj": False,
+                "limit": 50331648,
+                "kernel": "6.1.0-50-amd64",
+                "header_missing": False,
+                "pod": None,
+                "cid": None,
+            },
+        ],
+    ),
+    (
+        "vm-6.1-v2-group-shmem-dmesg.log",
+        "dmesg",
+        [
+            {
+                "pid": 135,
+                "comm": "python3",
+                "scope": "container",
+                "dominant": "anon",
+                "survived": False,
+                "by_adj": False,
+                "limit": 50331648,
+                "kernel": "6.1.0-50-amd64",
+                "header_missing": False,
+                "pod": None,
+                "cid": None,
+            },
+        ],
+    ),
+    (
         "cakemanny-6.1.90-v2-own-cgroup.log",
         "bare",
         [
@@ -1456,3 +1495,34 @@ def test_a_child_killed_outside_kubernetes_is_not_said_to_hide_from_kubernetes()
         d = diagnose(inc)
         assert "child_killed" in d.rules and "Kubernetes" not in d.explanation
         assert "Other processes in its cgroup kept running" in d.explanation
+
+
+@pytest.mark.parametrize("name", ["vm-6.1-v2-group-shmem-kmsg.log", "vm-6.1-v2-group-shmem-dmesg.log"])
+def test_6_1_memory_stat_printed_as_one_record_fills_charged(name: str) -> None:
+    """6.1 prints the OOM memcg's whole memory.stat as one printk record: /dev/kmsg escapes its
+    newlines (\\x0a), dmesg indents the lines after the first. Both give the same breakdown, read
+    from the report itself (anon 37556224, shmem 12582912 = the 12 MiB written to /dev/shm)."""
+    _, (inc,) = _incidents(name)
+    assert inc.stats_format == "v2"
+    j = diagnose(inc).as_json()
+    assert j["charged"] == {"anon": 37556224, "file": 0, "shmem": 12582912, "kernel": 192512}
+    assert j["dominant"] == "anon"
+    assert inc.group_kill
+    assert len(inc.stats()) == 51
+
+
+def test_a_multi_line_kmsg_record_is_read_line_by_line() -> None:
+    raw = (CORPUS / "vm-6.1-v2-group-shmem-kmsg.log").read_text()
+    stat = next(line for line in raw.splitlines() if ";anon " in line)
+    rec = parse_kmsg_record(stat)
+    assert rec is not None and rec.text.startswith("anon 37556224\nfile 12582912\nkernel 192512\n")
+    asm = OomAssembler()
+    header = "6,420,26510806,-;Memory cgroup stats for /x:"
+    kill = next(line for line in raw.splitlines() if "Killed process 135" in line)
+    for line in (header, stat, kill):
+        r = parse_kmsg_record(line)
+        assert r is not None
+        assert asm.feed(r) == []
+    (inc,) = asm.flush()
+    assert inc.stats("/x")["shmem"] == 12582912
+    assert all(seq == 421 for seq, text in inc.evidence if text.startswith(("anon ", "shmem ")))

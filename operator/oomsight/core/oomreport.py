@@ -387,10 +387,25 @@ class OomAssembler:
         self.dropped_headers = 0
         """Headers seen with no kill line after them (e.g. the victim was already exiting)."""
 
+    def feed(self, record: Record) -> list[Incident]:
+        """Read one record; the incidents it completed (usually none).
+
+        One printk call may hold several lines: 5.10 and 6.1 print the whole v2 ``memory.stat`` of
+        the OOM memcg as one record (``pr_info("%s", buf)`` in mem_cgroup_print_oom_meminfo), which
+        /dev/kmsg hands out with its newlines escaped (``\\x0a``, undone by ``core.kmsg.unescape``).
+        Each of its lines is read as a record of its own, with the record's sequence number and time.
+        """
+        if "\n" not in record.text:
+            return self._feed_line(record, record.text)
+        out: list[Incident] = []
+        for line in record.text.split("\n"):
+            if line.strip():
+                out += self._feed_line(record, line)
+        return out
+
     # The hot path: most records are not part of any report. Every branch starts with a cheap
     # substring or prefix check; regexes run only on lines that already look right.
-    def feed(self, record: Record) -> list[Incident]:
-        text = record.text
+    def _feed_line(self, record: Record, text: str) -> list[Incident]:
         cur = self._cur
         if cur is None:
             if "oom" not in text and "Kill" not in text:
