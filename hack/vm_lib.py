@@ -58,7 +58,7 @@ GUEST_PYTHON = "3.11"
 """bookworm's python3; the wheels for the guest are picked for it."""
 EXTRA_WHEELS = ("pytest>=8", "pytest-timeout>=2.3")
 """Installed in the guest beside the project's own dependencies: the real-kernel suite runs in it."""
-RECIPE = "vm-recipe-3"
+RECIPE = "vm-recipe-4"
 """Bump when the way an image or initramfs is made changes (part of every cache key)."""
 INITRD_MODULES = ("virtio_pci", "virtio_blk", "crc32c_generic", "crc32c-intel", "ext4", "9pnet_virtio", "9p")
 HOST_TOOLS = {
@@ -114,7 +114,9 @@ def _key(*parts: str) -> str:
     return hashlib.sha256("\0".join((RECIPE, *parts)).encode()).hexdigest()[:16]
 
 
-def _run(argv: Sequence[str], what: str, *, cwd: Path | None = None, env: dict[str, str] | None = None) -> str:
+def _run(
+    argv: Sequence[str], what: str, *, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> str:
     """Run a build step; on failure raise VmError naming the step and the last line it printed."""
     proc = subprocess.run(list(argv), cwd=cwd, env=env, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
@@ -129,7 +131,9 @@ def ensure_host_tools(log: Log = _stderr_log) -> None:
     if not missing:
         return
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        raise VmError(f"missing host packages {' '.join(missing)}: install them (apt-get install {' '.join(missing)})")
+        raise VmError(
+            f"missing host packages {' '.join(missing)}: install them (apt-get install {' '.join(missing)})"
+        )
     log(f"installing {' '.join(missing)} with apt-get")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     _run(["apt-get", "update", "-q"], "apt-get update", env=env)
@@ -146,7 +150,9 @@ def check_tcg(qemu: str = "qemu-system-x86_64") -> None:
         raise VmError(f"{qemu} is not installed: apt-get install qemu-system-x86")
     proc = subprocess.run([path, "-accel", "help"], capture_output=True, text=True, check=False)
     if "tcg" not in proc.stdout.split():
-        raise VmError(f"{qemu} has no TCG accelerator (-accel help: {proc.stdout.split()!r}): install qemu-system-x86")
+        raise VmError(
+            f"{qemu} has no TCG accelerator (-accel help: {proc.stdout.split()!r}): install qemu-system-x86"
+        )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -193,8 +199,12 @@ class Apt:
 
     def download(self, package: str, dest: Path) -> Path:
         dest.mkdir(parents=True, exist_ok=True)
-        _run(["apt-get", "-q", *self._options(), "download", package], f"apt-get download {package}", cwd=dest)
-        debs = sorted(dest.glob(f"{package.replace('+', '%2b')}_*.deb")) or sorted(dest.glob(f"{package}_*.deb"))
+        _run(
+            ["apt-get", "-q", *self._options(), "download", package], f"apt-get download {package}", cwd=dest
+        )
+        debs = sorted(dest.glob(f"{package.replace('+', '%2b')}_*.deb")) or sorted(
+            dest.glob(f"{package}_*.deb")
+        )
         if not debs:
             raise VmError(f"apt-get download {package} ({self.suite}) left no .deb in {dest}")
         return debs[-1]
@@ -341,11 +351,14 @@ mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 fail() { echo "oomsight-vm: initramfs: $*" > /dev/console; poweroff -f; }
-for m in $(cat /modules.list); do insmod "/modules/$m" || echo "oomsight-vm: insmod $m failed" > /dev/console; done
+for m in $(cat /modules.list); do
+  insmod "/modules/$m" || echo "oomsight-vm: insmod $m failed" > /dev/console
+done
 i=0
 while [ ! -b /dev/vda ] && [ $i -lt 300 ]; do usleep 100000; i=$((i+1)); done
 mount -t ext4 /dev/vda /newroot || fail "cannot mount the root disk /dev/vda"
-mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 vmctl /newroot/vmctl || fail "cannot mount the control share"
+mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 vmctl /newroot/vmctl \
+  || fail "cannot mount the control share"
 umount /proc /sys
 mount --move /dev /newroot/dev
 exec switch_root /newroot /bin/sh /vmctl/init.sh
@@ -447,7 +460,7 @@ def root_image(repo: Path = REPO, log: Log = _stderr_log) -> Path:
             site = root / "usr" / "local" / "lib" / f"python{GUEST_PYTHON}" / "dist-packages"
             _run(
                 [
-                    *_pip(), "install", "-q", "--disable-pip-version-check", "--no-compile",
+                    *_pip(), "install", "-q", "--disable-pip-version-check",
                     "--target", str(site), "--only-binary=:all:", "--implementation", "cp",
                     "--python-version", GUEST_PYTHON, "--platform", "manylinux2014_x86_64",
                     "--platform", "manylinux_2_28_x86_64", "--platform", "linux_x86_64", *reqs,
@@ -463,7 +476,18 @@ def root_image(repo: Path = REPO, log: Log = _stderr_log) -> Path:
             size_mb = used // (1 << 20) + 1024
             img = Path(tmp) / "root.img"
             _run(
-                ["mke2fs", "-q", "-t", "ext4", "-L", "oomsight-root", "-d", str(root), str(img), f"{size_mb}M"],
+                [
+                    "mke2fs",
+                    "-q",
+                    "-t",
+                    "ext4",
+                    "-L",
+                    "oomsight-root",
+                    "-d",
+                    str(root),
+                    str(img),
+                    f"{size_mb}M",
+                ],
                 "mke2fs -d",
             )
             manifest = {
@@ -516,14 +540,16 @@ class RunSpec:
 def _guest_env(spec: RunSpec, tree: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k in PASS_ENV}
     env.update(
-        (k, v) for k, v in os.environ.items() if k.startswith("OOMSIGHT_") and not k.startswith("OOMSIGHT_VM_")
+        (k, v)
+        for k, v in os.environ.items()
+        if k.startswith("OOMSIGHT_") and not k.startswith("OOMSIGHT_VM_")
     )
     env.update(
         PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         HOME="/root",
         LANG="C.UTF-8",
         PYTHONPATH=f"{tree}/operator",
-        PYTHONDONTWRITEBYTECODE="1",
+        PYTHONPYCACHEPREFIX="/tmp/pycache",  # compiled once per boot, never into the shared tree
         OOMSIGHT_VM_KERNEL=spec.series,
         OOMSIGHT_VM_CGROUP=spec.cgroup,
         OOMSIGHT_VM_MEM=spec.mem,
@@ -551,7 +577,9 @@ def guest_init(spec: RunSpec, mounts: list[tuple[str, Path]], tree: Path) -> str
         lines += [
             "mount -t cgroup2 -o nsdelegate cgroup2 /sys/fs/cgroup",
             # What systemd does on a v2 host: the controllers are enabled for the root's children.
-            "for c in cpu memory pids io; do echo +$c > /sys/fs/cgroup/cgroup.subtree_control 2>/dev/null; done",
+            "for c in cpu memory pids io; do",
+            "  echo +$c > /sys/fs/cgroup/cgroup.subtree_control 2>/dev/null",
+            "done",
         ]
     else:
         lines += [
@@ -568,7 +596,7 @@ def guest_init(spec: RunSpec, mounts: list[tuple[str, Path]], tree: Path) -> str
         )
     wrapper = (
         "#!/bin/sh\n"
-        'exec python3 -c "import sys; from oomsight.cli.main import main; sys.argv[0] = \'oomsight\';'
+        "exec python3 -c \"import sys; from oomsight.cli.main import main; sys.argv[0] = 'oomsight';"
         ' sys.exit(main())" "$@"\n'
     )
     lines += [
@@ -593,7 +621,9 @@ def _mounts(spec: RunSpec, tree: Path) -> list[tuple[str, Path]]:
     return [(f"share{i}", p) for i, p in enumerate(unique)]
 
 
-def qemu_argv(spec: RunSpec, kern: Kernel, initramfs: Path, root: Path, ctl: Path, mounts: list[tuple[str, Path]]) -> list[str]:
+def qemu_argv(
+    spec: RunSpec, kern: Kernel, initramfs: Path, root: Path, ctl: Path, mounts: list[tuple[str, Path]]
+) -> list[str]:
     append = [
         "console=ttyS0",
         "loglevel=3",
@@ -691,7 +721,9 @@ def run(spec: RunSpec, log: Log = _stderr_log, repo: Path = REPO) -> int:
         t0 = time.monotonic()
         qemu_err = ctl / "qemu.stderr"
         with qemu_err.open("wb") as err:
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err, start_new_session=True)
+            proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err, start_new_session=True
+            )
         stop = threading.Event()
 
         def pump() -> None:
@@ -722,11 +754,16 @@ def run(spec: RunSpec, log: Log = _stderr_log, repo: Path = REPO) -> int:
         if os.environ.get("OOMSIGHT_VM_KEEP_CONSOLE"):
             shutil.copy2(ctl / "console.log", os.environ["OOMSIGHT_VM_KEEP_CONSOLE"])
         if timed_out:
-            raise VmError(f"the guest ({spec.series}) did not finish within {spec.timeout:.0f} s: {_tail(ctl)}")
+            raise VmError(
+                f"the guest ({spec.series}) did not finish within {spec.timeout:.0f} s: {_tail(ctl)}"
+            )
         if not rc_file.is_file():
             qerr = qemu_err.read_text(errors="replace").strip().splitlines()
             why = qerr[-1] if qerr else _tail(ctl)
-            raise VmError(f"the guest ({spec.series}) stopped before the command finished (qemu exit {proc.returncode}): {why}")
+            raise VmError(
+                f"the guest ({spec.series}) stopped before the command finished"
+                f" (qemu exit {proc.returncode}): {why}"
+            )
         log(f"kernel {kern.release}: guest ran {elapsed:.1f} s (boot + command)")
         return int(rc_file.read_text().strip() or "1")
 
@@ -745,7 +782,9 @@ def _tail(ctl: Path) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="hack/vm", description="Boot a Debian kernel under qemu (TCG), run a command.")
+    p = argparse.ArgumentParser(
+        prog="hack/vm", description="Boot a Debian kernel under qemu (TCG), run a command."
+    )
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="boot a kernel and run COMMAND as root in it")
     r.add_argument("--kernel", required=True, choices=sorted(KERNELS))

@@ -83,6 +83,11 @@ class Cgroup:
         text = self.read("memory.max" if self.version == "v2" else "memory.limit_in_bytes").strip()
         return None if text == "max" or int(text) >= 1 << 60 else int(text)
 
+    def set_oom_group(self, on: bool) -> None:
+        """v2 ``memory.oom.group``: a kubelet ≥ 1.28 sets it to 1 per container (unless
+        ``singleProcessOOMKill``), so the kernel kills the container's processes together."""
+        _write(self.path / "memory.oom.group", int(on))
+
     def usage(self) -> int:
         return int(self.read("memory.current" if self.version == "v2" else "memory.usage_in_bytes"))
 
@@ -201,8 +206,10 @@ class CgroupKit:
         runtime: str = "containerd",
         limit: int | None = None,
         container_id: str | None = None,
+        oom_group: bool | None = None,
     ) -> tuple[Cgroup, str]:
-        """Create a container cgroup in ``pod``, named as that runtime and driver name it."""
+        """Create a container cgroup in ``pod``, named as that runtime and driver name it;
+        ``oom_group`` (v2) sets its ``memory.oom.group``."""
         cid = container_id or uuid.uuid4().hex + uuid.uuid4().hex
         systemd = pod.path.name.endswith(".slice")
         if systemd:
@@ -215,6 +222,8 @@ class CgroupKit:
         cg = self.cgroup(path)
         if limit is not None:
             cg.set_limit(limit)
+        if oom_group is not None:
+            cg.set_oom_group(oom_group)
         return cg, cid
 
     def cleanup(self, procs: Iterable[subprocess.Popen[str]] = ()) -> None:
