@@ -17,7 +17,14 @@ from hypothesis import strategies as st
 from oomsight.core.errors import ParseError, UsageError
 from oomsight.core.histogram import VPA_BUCKETS, Buckets, DecayingHistogram
 from oomsight.core.memory import Breakdown
-from oomsight.core.recommend import JvmHeap, Recommender, RecommendSettings, demand_of, round_up
+from oomsight.core.recommend import (
+    STATE_VERSION,
+    JvmHeap,
+    Recommender,
+    RecommendSettings,
+    demand_of,
+    round_up,
+)
 
 MiB = 1 << 20
 DAY = 86400.0
@@ -334,7 +341,7 @@ def test_state_round_trip_gives_the_same_recommendation() -> None:
     with pytest.raises(ParseError, match="version"):
         Recommender.from_state(r.settings, {"version": 99, "keys": {}})
     with pytest.raises(ParseError, match="malformed"):
-        Recommender.from_state(r.settings, {"version": 1, "keys": {K: {"ws": {}}}})
+        Recommender.from_state(r.settings, {"version": STATE_VERSION, "keys": {K: {"peaks": [[1]]}}})
 
 
 def test_prune_forgets_idle_keys() -> None:

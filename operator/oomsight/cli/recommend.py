@@ -2,7 +2,8 @@
 
 Runs the operator's engine (``oomsight.core.recommend.Recommender``) on a CSV (format in
 ``oomsight.core.usage_csv``) and prints one row per workload and container, or JSON with ``--json``.
-Rows are replayed in time order; recommendations are as of the last timestamp unless ``--now``.
+Rows are replayed in time order; recommendations are as of the last timestamp, or as of ``--now``
+(rows after it are left out, as if the export had been taken then).
 """
 
 from __future__ import annotations
@@ -113,6 +114,9 @@ def run(args: argparse.Namespace) -> int:
     if not rows:
         raise UsageError(f"{source} has a header but no rows", "export at least one reading")
     now = parse_timestamp(args.now, "--now", 0) if args.now else max(r.t for r in rows)
+    rows = [r for r in rows if r.t <= now]
+    if not rows:
+        raise UsageError(f"{source} has no rows at or before --now {args.now}", "pick a later --now")
     rec, names = replay(rows, settings)
     out = [(names[k], rec.recommend(k, now)) for k in rec.series_keys()]
     if args.json:

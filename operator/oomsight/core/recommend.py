@@ -48,20 +48,28 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Any
 
 from oomsight.core.errors import ParseError, UsageError
-from oomsight.core.histogram import Buckets, DecayingHistogram
 from oomsight.core.memory import Breakdown
 from oomsight.core.quantity import MiB, format_bytes, human_bytes, parse_bytes, parse_seconds
 
 DAY = 86400.0
-STATE_VERSION = 1
+STATE_VERSION = 2
 JVM_OFFHEAP_FRACTION = 0.25
 """Off-heap assumed as a share of the heap until observed (MaxRAMPercentage=75 leaves 1/3; we take 1/4)."""
 JVM_OFFHEAP_MIN = 64 * MiB
 YOUNG_MARGIN = 1.0
 """The headroom is multiplied by ``1 + YOUNG_MARGIN * (1 - confidence)``: doubled with no history."""
+SWING_FACTOR = 2.0
+"""The headroom is this many times the swing of the interval peaks (highest over median), ..."""
+MIN_HEADROOM_SHARE = 0.5
+"""... at least this share of ``headroomPercent`` and at most all of it."""
+RISING_INTERVALS = 4
+"""A rising floor is noted after this many intervals whose lowest reading each beat the one before."""
+RISING_MIN = 0.10
+"""... and only if the floor rose by at least this share over them."""
 PAGE_CACHE_NOTE = 1.10
 """Say "page cache" in the reason when the working-set estimate exceeds the demand estimate by 10%+."""
 
@@ -70,11 +78,11 @@ PAGE_CACHE_NOTE = 1.10
 class RecommendSettings:
     """The MemoryPolicy ``spec.recommendation`` block, in bytes and seconds (``from_spec`` parses it)."""
 
-    percentile: float = 0.9
+    percentile: float = 0.5
     """Request = this percentile of the per-interval demand peaks (VPA's target percentile)."""
-    limit_percentile: float = 0.98
+    limit_percentile: float = 0.75
     """Limit = this percentile of the same peaks; the limit is a hard ceiling, so it sits higher."""
-    headroom_percent: float = 10.0
+    headroom_percent: float = 20.0
     """Margin on top of both percentiles at full confidence, up to twice that with no history (VPA: 15%
     flat); 10% because p98 of peaks and the OOM floor already cover what VPA's larger margin is for."""
     minimum: int = 64 * MiB
@@ -241,16 +249,20 @@ def demand_of(working_set: int, bd: Breakdown | None, cache_allowance: float) ->
 
 @dataclass(slots=True)
 class _Window:
+    """One replica's peak interval: its index, its last reading's time, the highest working set and
+    demand in it, and the lowest demand (the floor)."""
+
     index: int
     t: float
     ws: int
     demand: int
+    low: int
 
 
 @dataclass(slots=True)
 class _Series:
-    ws: DecayingHistogram
-    demand: DecayingHistogram
+    peaks: list[_Window] = field(default_factory=list)
+    """Closed peak intervals, one per replica and interval, oldest first (pruned to the window)."""
     open: dict[str, _Window] = field(default_factory=dict)
     first: float | None = None
     last: float | None = None
@@ -265,8 +277,6 @@ class _Series:
 class Recommender:
     """Per-key (e.g. ``namespace/workload/container``) history and recommendations. Not thread-safe."""
 
-    BUCKETS = Buckets(first=float(MiB), growth=1.02)
-
     def __init__(self, settings: RecommendSettings | None = None) -> None:
         self.settings = settings or RecommendSettings()
         self._series: dict[str, _Series] = {}
@@ -278,10 +288,7 @@ class Recommender:
     def _get(self, key: str) -> _Series:
         s = self._series.get(key)
         if s is None:
-            hl = self.settings.half_life
-            s = self._series[key] = _Series(
-                DecayingHistogram(hl, self.BUCKETS), DecayingHistogram(hl, self.BUCKETS)
-            )
+            s = self._series[key] = _Series()
         return s
 
     def set_jvm(self, key: str, jvm: JvmHeap | None) -> None:
@@ -312,11 +319,12 @@ class Recommender:
             w = None
         demand, _ = demand_of(working_set_bytes, breakdown, cfg.cache_allowance_percent / 100)
         if w is None:
-            s.open[replica] = _Window(idx, t, working_set_bytes, demand)
+            s.open[replica] = _Window(idx, t, working_set_bytes, demand, demand)
         else:
             w.t = max(w.t, t)
             w.ws = max(w.ws, working_set_bytes)
             w.demand = max(w.demand, demand)
+            w.low = min(w.low, demand)
         s.first = t if s.first is None else min(s.first, t)
         s.last = t if s.last is None else max(s.last, t)
         s.samples += 1
@@ -333,8 +341,6 @@ class Recommender:
         s.ooms = [o for o in s.ooms if newest - o[0] <= self.settings.history_window]
         if limit_bytes:
             s.last_limit = limit_bytes
-            # Like VPA, the bumped value is also a demand peak, so the margin applies on top of it.
-            s.demand.add(self.settings.oom_floor(limit_bytes), t)
 
     def forget(self, key: str) -> None:
         self._series.pop(key, None)
@@ -351,10 +357,11 @@ class Recommender:
             del self._series[k]
         return len(gone)
 
-    @staticmethod
-    def _flush(s: _Series, w: _Window) -> None:
-        s.ws.add(w.ws, w.t)
-        s.demand.add(w.demand, w.t)
+    def _flush(self, s: _Series, w: _Window) -> None:
+        s.peaks.append(w)
+        horizon = w.t - self.settings.history_window - self.settings.peak_interval
+        if s.peaks[0].t < horizon:
+            s.peaks = [p for p in s.peaks if p.t >= horizon]
 
     def recommend(self, key: str, now: float) -> Recommendation:
         """The recommendation for ``key`` as of ``now`` (seconds). Raises UsageError for an unknown key."""
@@ -363,44 +370,42 @@ class Recommender:
             raise UsageError(f"no history for {key!r}", "add samples or OOM kills for it first")
         cfg = self.settings
         window = cfg.history_window
-        ws, dem = s.ws.copy(), s.demand.copy()
-        for w in s.open.values():
-            ws.add(w.ws, w.t)
-            dem.add(w.demand, w.t)
+        current = math.floor(now / cfg.peak_interval)
+        peaks = [p for p in (*s.peaks, *s.open.values()) if now - p.t <= window and p.index <= current]
         ooms = [(t, lim) for t, lim in s.ooms if 0 <= now - t <= window]
         notes: list[str] = []
         reasons: list[str] = []
 
-        p50 = math.ceil(ws.percentile(0.5, now, window))
-        p95 = math.ceil(ws.percentile(0.95, now, window))
-        wmax = math.ceil(ws.percentile(1.0, now, window))
-        d_req = dem.percentile(cfg.percentile, now, window)
-        d_lim = dem.percentile(cfg.limit_percentile, now, window)
-        d_max = dem.percentile(1.0, now, window)
+        ws_sorted = sorted(p.ws for p in peaks)
+        p50, p95, wmax = (_rank(ws_sorted, q) for q in (0.5, 0.95, 1.0))
         confidence = self._confidence(s, now)
-        h = cfg.headroom_percent / 100 * (1 + YOUNG_MARGIN * (1 - confidence))
-        request = d_req * (1 + h)
-        limit = d_lim * (1 + h)
-        every = _span(cfg.peak_interval)
-        if d_lim > 0:
-            reasons.append(
-                f"p{_pct(cfg.limit_percentile)} of {every} peaks is {human_bytes(d_lim)}"
-                f" (+{h * 100:.0f}% headroom"
-                + ("" if confidence >= 1 else f": {cfg.headroom_percent:g}% widened for a young history")
-                + ")"
+        swing = _swing(peaks)
+        h = _headroom(cfg.headroom_percent / 100, swing) * (1 + YOUNG_MARGIN * (1 - confidence))
+        typical = _rank(sorted(p.demand for p in peaks), cfg.limit_percentile)
+        recent = self._recent_peak(peaks, ooms, now)
+        request = _rank(sorted(p.demand for p in peaks), cfg.percentile) * (1 + h)
+        limit = 0.0
+        if peaks:
+            limit = max(typical, recent[0]) * (1 + h)
+            reasons.append(self._limit_reason(len(peaks), typical, recent, swing, confidence))
+            ws_limit = max(
+                _rank(ws_sorted, cfg.limit_percentile) * (1 + h),
+                self._recent_peak(peaks, [], now, ws=True)[0] * (1 + h),
             )
+            if ws_limit > limit * PAGE_CACHE_NOTE:
+                notes.append("page-cache")
+                reasons.append(
+                    f"the working set alone would ask for {human_bytes(ws_limit)}, but"
+                    f" {human_bytes(ws_limit - limit)} of that is reclaimable page cache, so the limit"
+                    f" follows anon+shmem+kernel plus a {cfg.cache_allowance_percent:g}% cache allowance"
+                )
+            trend = self._rising_floor(s, peaks, now)
+            if trend:
+                notes.append("rising")
+                reasons.append(trend)
         else:
             notes.append("no-samples")
             reasons.append(f"no working-set samples in the last {_span(window)}")
-
-        w_lim = ws.percentile(cfg.limit_percentile, now, window)
-        if d_lim > 0 and w_lim > d_lim * PAGE_CACHE_NOTE:
-            notes.append("page-cache")
-            reasons.append(
-                f"the working set peaks at {human_bytes(w_lim)} but {human_bytes(w_lim - d_lim)} of it is"
-                f" reclaimable page cache, so the limit follows anon+shmem+kernel plus a"
-                f" {cfg.cache_allowance_percent:g}% cache allowance"
-            )
 
         if ooms:
             known = [lim if lim else (s.last_limit or wmax) for _, lim in ooms]
@@ -419,6 +424,7 @@ class Recommender:
                 reasons.append(f"{len(ooms)} OOM kill(s) in the window, already covered")
 
         if s.jvm is not None:
+            d_max = max((p.demand for p in peaks), default=0)
             jvm_floor, why = self._jvm_floor(s.jvm, d_max, s.last_limit)
             if jvm_floor > limit:
                 limit = jvm_floor
@@ -454,6 +460,67 @@ class Recommender:
             notes=tuple(notes),
         )
 
+    def _recent_peak(
+        self, peaks: list[_Window], ooms: list[tuple[float, int | None]], now: float, ws: bool = False
+    ) -> tuple[float, int, float, bool]:
+        """The highest peak after halving each for every half-life of its age: (that weight x peak, the
+        peak, its age in seconds, whether it is an OOM kill's floor). OOM floors count as peaks."""
+        best: tuple[float, int, float, bool] = (0.0, 0, 0.0, False)
+        hl = self.settings.half_life
+        points = [(p.t, p.ws if ws else p.demand, False) for p in peaks]
+        points += [(t, self.settings.oom_floor(lim), True) for t, lim in ooms if lim]
+        for t, v, oom in points:
+            age = max(0.0, now - t)
+            weighted = v * 0.5 ** (age / hl)
+            if weighted > best[0]:
+                best = (weighted, v, age, oom)
+        return best
+
+    def _limit_reason(
+        self, n: int, typical: int, recent: tuple[float, int, float, bool], swing: float, confidence: float
+    ) -> str:
+        cfg = self.settings
+        every = _span(cfg.peak_interval)
+        weighted, peak, age, oom = recent
+        cap = cfg.headroom_percent / 100
+        base = _headroom(cap, swing)
+        h = base * (1 + YOUNG_MARGIN * (1 - confidence))
+        busy = f"p{_pct(cfg.limit_percentile)} of {n} {every} peaks, {human_bytes(typical)}"
+        what = "an OOM kill's floor" if oom else f"the {every} peak"
+        counted = ""
+        if weighted < peak * 0.995:
+            counted = f", counted at {human_bytes(weighted)} after halving per {_span(cfg.half_life)} of age"
+        last = f"{what} of {human_bytes(peak)} {_ago(age)}{counted}"
+        if weighted > typical:
+            rule = f"limit from the recent peak: {last}; it is above {busy}"
+        else:
+            rule = f"limit from the busy {every}: {busy}; the recent peak is lower ({last})"
+        how = (
+            f"+{base * 100:.0f}% headroom: twice the swing of the {every} peaks (the highest is"
+            f" {swing * 100:.0f}% above the median), kept within"
+            f" {cap * MIN_HEADROOM_SHARE * 100:g}-{cap * 100:g}%"
+        )
+        if h > base * 1.005:
+            how += f", then widened to +{h * 100:.0f}% for a young history (confidence {confidence:.2f})"
+        return f"{rule}; {how}"
+
+    def _rising_floor(self, s: _Series, peaks: list[_Window], now: float) -> str:
+        """A note when the lowest reading of each interval rose for RISING_INTERVALS intervals in a row."""
+        lows: dict[int, int] = {}
+        for p in peaks:
+            lows[p.index] = max(lows.get(p.index, 0), p.low)
+        seq = [lows[i] for i in sorted(lows)][-RISING_INTERVALS:]
+        if len(seq) < RISING_INTERVALS or not all(b > a for a, b in pairwise(seq)):
+            return ""
+        if seq[0] <= 0 or seq[-1] < seq[0] * (1 + RISING_MIN):
+            return ""
+        per = (seq[-1] / seq[0]) ** (1 / (len(seq) - 1)) - 1
+        return (
+            f"the lowest reading of each {_span(self.settings.peak_interval)} rose {len(seq)} times in a row,"
+            f" from {human_bytes(seq[0])} to {human_bytes(seq[-1])} (+{per * 100:.0f}% each): a leak or a"
+            f" growing cache; the limit follows it only as its peaks rise"
+        )
+
     def _jvm_floor(self, jvm: JvmHeap, d_max: float, last_limit: int | None) -> tuple[int, str]:
         if jvm.max_heap_bytes:
             heap = jvm.max_heap_bytes
@@ -486,17 +553,18 @@ class Recommender:
     # --- state -------------------------------------------------------------------------------------
 
     def to_state(self, now: float | None = None) -> dict[str, Any]:
-        """JSON-ready state; with ``now``, interval sets older than the window are dropped first."""
+        """JSON-ready state; with ``now``, peaks and interval sets older than the window are dropped first."""
         keys: dict[str, Any] = {}
+        cfg = self.settings
         for k, s in sorted(self._series.items()):
-            intervals = s.intervals
+            intervals, peaks = s.intervals, s.peaks
             if now is not None:
-                lo = self.settings.first_interval(now)
+                lo = cfg.first_interval(now)
                 intervals = {i for i in intervals if i >= lo}
+                peaks = [p for p in peaks if now - p.t <= cfg.history_window]
             keys[k] = {
-                "ws": s.ws.to_dict(),
-                "demand": s.demand.to_dict(),
-                "open": {r: [w.index, w.t, w.ws, w.demand] for r, w in sorted(s.open.items())},
+                "peaks": [[p.index, p.t, p.ws, p.demand, p.low] for p in peaks],
+                "open": {r: [w.index, w.t, w.ws, w.demand, w.low] for r, w in sorted(s.open.items())},
                 "first": s.first,
                 "last": s.last,
                 "samples": s.samples,
@@ -519,16 +587,16 @@ class Recommender:
                 "drop the saved state; it will be rebuilt from new samples",
             )
         r = Recommender(settings)
+
+        def window(v: Any) -> _Window:
+            return _Window(int(v[0]), float(v[1]), int(v[2]), int(v[3]), int(v[4]))
+
         try:
             for k, d in dict(state["keys"]).items():
                 jvm = d.get("jvm")
                 r._series[str(k)] = _Series(
-                    ws=DecayingHistogram.from_dict(d["ws"]),
-                    demand=DecayingHistogram.from_dict(d["demand"]),
-                    open={
-                        str(rep): _Window(int(v[0]), float(v[1]), int(v[2]), int(v[3]))
-                        for rep, v in dict(d.get("open", {})).items()
-                    },
+                    peaks=[window(v) for v in d["peaks"]],
+                    open={str(rep): window(v) for rep, v in dict(d.get("open", {})).items()},
                     first=None if d.get("first") is None else float(d["first"]),
                     last=None if d.get("last") is None else float(d["last"]),
                     samples=int(d.get("samples", 0)),
@@ -543,6 +611,34 @@ class Recommender:
         except (KeyError, TypeError, ValueError, IndexError) as err:
             raise ParseError(f"recommender state is malformed ({err!r})", "drop the saved state") from None
         return r
+
+
+def _swing(peaks: list[_Window]) -> float:
+    """How far the highest interval peak stands above the median one (0.1 = 10%): the series' own
+    interval-to-interval variation, with replicas merged (the highest of them per interval)."""
+    per: dict[int, int] = {}
+    for p in peaks:
+        per[p.index] = max(per.get(p.index, 0), p.demand)
+    values = sorted(per.values())
+    median = _rank(values, 0.5)
+    return values[-1] / median - 1 if median > 0 else 0.0
+
+
+def _headroom(cap: float, swing: float) -> float:
+    """SWING_FACTOR x the swing, between MIN_HEADROOM_SHARE x ``cap`` and ``cap``."""
+    return min(cap, max(cap * MIN_HEADROOM_SHARE, SWING_FACTOR * swing))
+
+
+def _rank(values: list[int], p: float) -> int:
+    """The nearest-rank percentile of sorted ``values`` (0 when empty): the smallest value with at least
+    ``p`` of them at or below it."""
+    if not values:
+        return 0
+    return values[max(0, math.ceil(p * len(values) - 1e-9) - 1)]
+
+
+def _ago(age: float) -> str:
+    return "just now" if age < 60 else f"{_span(round(age / 3600) * 3600.0) if age >= 3600 else '<1h'} ago"
 
 
 def _pct(p: float) -> str:
