@@ -4,6 +4,7 @@
     .venv/bin/python bench/replay_real.py usage.csv --json
     .venv/bin/python bench/replay_real.py --synthetic              # the shapes of bench/series.py
     .venv/bin/python bench/replay_real.py FILE --check-cli 3       # also run the CLI on 3 cuts and compare
+    .venv/bin/python bench/replay_real.py FILE --half 1            # every other series (leave-half-out)
 
 The method of issue 13, as a new user would try it: for every series, cuts fall every ``--every`` (3 d)
 from ``--history`` (8 d) after the first reading of the file, as long as the 24 h after the cut are
@@ -338,6 +339,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--history", type=float, default=8.0, help="days of history in at each cut")
     p.add_argument("--every", type=float, default=3.0, help="days between cuts")
     p.add_argument("--only", help="score only these series (comma-separated workload names)")
+    p.add_argument(
+        "--half", type=int, choices=(1, 2),
+        help="every other series, sorted by name: 1 = 1st, 3rd, ...; 2 = 2nd, 4th, ... (leave-half-out)",
+    )  # fmt: skip
     p.add_argument("--json", action="store_true")
     p.add_argument("--check-cli", type=int, default=0, metavar="N", help="compare with the CLI on N cuts")
     a = p.parse_args(argv)
@@ -353,6 +358,8 @@ def main(argv: list[str] | None = None) -> int:
             if a.only:
                 keep = set(a.only.split(","))
                 traces = [t for t in traces if t.rows[0].workload in keep]
+            if a.half:
+                traces = traces[a.half - 1 :: 2]
             start = min(t.times[0] for t in traces)
             end = max(t.times[-1] for t in traces)
             cuts = cuts_of(start, end, history, every)

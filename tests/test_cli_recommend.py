@@ -101,6 +101,22 @@ def test_unreadable_file_and_bad_flag(tmp_path: Path, capsys: pytest.CaptureFixt
     assert code == 2 and "--half-life" in err and "not a duration" in err
 
 
+def test_now_leaves_out_later_rows(capsys: pytest.CaptureFixture[str]) -> None:
+    """The real vm-311 rows: as of the cut, the day after it is unknown; without --now, it counts."""
+    fixture = Path(__file__).parent / "fixtures" / "recommend" / "bitbrains-2013-8-vm-311.csv"
+    rows = parse_usage_csv(fixture.read_text().splitlines())
+    cut = rows[0].t + 8 * 86400  # 2013-08-08T22:02:56Z
+    argv = ["recommend", "--from-csv", str(fixture), "--json"]
+    code, out, _ = run([*argv, "--now", "2013-08-08T22:02:56Z"], capsys)
+    (as_of_cut,) = json.loads(out)["recommendations"]
+    code2, out, _ = run(argv, capsys)
+    (as_of_last,) = json.loads(out)["recommendations"]
+    assert code == code2 == 0
+    assert as_of_cut["samples"] == sum(1 for r in rows if r.t <= cut) < as_of_last["samples"] == len(rows)
+    code, out, err = run([*argv, "--now", "2013-07-01T00:00:00Z"], capsys)
+    assert code == 2 and out == "" and "no rows at or before --now" in err and err.count("\n") == 1
+
+
 def test_parse_rows() -> None:
     rows = parse_usage_csv(GOOD.splitlines(), "g.csv")
     assert len(rows) == 6

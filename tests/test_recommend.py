@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -25,6 +26,7 @@ from oomsight.core.recommend import (
     demand_of,
     round_up,
 )
+from oomsight.core.usage_csv import parse_usage_csv
 
 MiB = 1 << 20
 DAY = 86400.0
@@ -249,6 +251,98 @@ def test_jvm_max_ram_percentage_leaves_room_for_off_heap() -> None:
     rec = r.recommend(K, 24 * HOUR)
     assert rec.limit_bytes >= 640 * MiB  # 64Mi off-heap / (1 - 0.9)
     assert "MaxRAMPercentage=90" in rec.reason
+
+
+# --- the limit rules: busy day, recent peak, headroom from the swing, rising floor -------------------
+
+FIXTURES = Path(__file__).parent / "fixtures" / "recommend"
+
+
+def daily(r: Recommender, peaks: list[int], low: float = 0.9, key: str = K) -> None:
+    """One day per value: hourly readings at ``low`` x the value, and the value itself at 14:00."""
+    for d, peak in enumerate(peaks):
+        for h in range(24):
+            r.add_sample(key, d * DAY + h * HOUR, peak * MiB if h == 14 else int(peak * low) * MiB)
+
+
+def test_real_one_off_spike_no_longer_holds_the_limit() -> None:
+    """Real series (Bitbrains vm-311): a 16 GiB spike 46 h before the cut, the next day peaks at 2 GiB.
+    The limit covers the next day without keeping the spike; VPA's p90 and KRR's maximum keep it."""
+    rows = parse_usage_csv((FIXTURES / "bitbrains-2013-8-vm-311.csv").read_text().splitlines())
+    cut = rows[0].t + 8 * DAY
+    past = [r for r in rows if r.t < cut]
+    nxt = max(r.working_set_bytes for r in rows if r.t >= cut)
+    r = Recommender()
+    for row in past:
+        r.add_sample(K, row.t, row.working_set_bytes, limit_bytes=row.limit_bytes)
+    rec = r.recommend(K, cut)
+    spike = max(row.working_set_bytes for row in past)
+    assert spike > 7 * nxt  # the fixture is what its SOURCE says
+    assert nxt <= rec.limit_bytes < spike / 3
+    assert "recent peak" in rec.reason and "halving per 1d of age" in rec.reason
+    assert vpa_baseline([(row.t, row.working_set_bytes) for row in past], [], cut) > spike
+    assert math.ceil(spike * 1.15) > 3 * rec.limit_bytes  # KRR-style
+
+
+def test_recent_peak_holds_the_limit_the_next_day_then_fades() -> None:
+    """Seven days peaking at 300Mi, then one at 900Mi: the next day the limit covers 900Mi; four days
+    later the spike counts 1/16 and the busy day (300Mi) sets the limit again."""
+    r = Recommender()
+    daily(r, [300] * 7 + [900] + [300] * 4)
+    soon = r.recommend(K, 8 * DAY)
+    assert soon.limit_bytes >= 900 * MiB * 1.1
+    assert soon.reason.startswith("limit from the recent peak")
+    later = r.recommend(K, 12 * DAY)
+    assert later.limit_bytes <= round_up(300 * MiB * 1.2)
+    assert later.reason.startswith("limit from the busy 1d")
+
+
+def test_busy_day_rule_remembers_a_regular_peak_after_a_quiet_day() -> None:
+    """Busy days at 500Mi, quiet ones at 300Mi, the last two quiet: the limit stays above 500Mi (p75)."""
+    r = Recommender()
+    daily(r, [500, 300, 500, 300, 500, 500, 300, 300])
+    rec = r.recommend(K, 8 * DAY)
+    assert rec.limit_bytes >= 500 * MiB * 1.1
+    assert "p75 of 8 1d peaks, 500Mi" in rec.reason
+
+
+@pytest.mark.parametrize(
+    ("peaks", "headroom"),
+    [
+        ([400, 402, 398, 401, 400, 399, 403, 400], 10),  # peaks agree to 1%: the floor, half of 20%
+        ([400, 412, 400, 406, 400, 408, 400, 404], 10),  # 3% swing x 2 = 6%, still the floor
+        ([400, 428, 400, 420, 400, 416, 400, 412], 14),  # 7% swing x 2
+        ([400, 600, 400, 420, 400, 416, 400, 412], 20),  # 50% swing: capped at headroomPercent
+    ],
+)
+def test_headroom_is_twice_the_swing_within_bounds(peaks: list[int], headroom: int) -> None:
+    r = Recommender()
+    daily(r, peaks)
+    rec = r.recommend(K, 8 * DAY)
+    assert f"+{headroom}% headroom: twice the swing" in rec.reason
+    busy = sorted(peaks)[5]  # nearest-rank p75 of 8
+    recent = max(p * 0.5 ** (7 - d + 1 / 24) for d, p in enumerate(peaks))  # a day ends at 23:00
+    assert rec.limit_bytes == round_up(max(busy, recent) * MiB * (1 + headroom / 100))
+
+
+def test_request_is_the_typical_day_and_the_limit_the_tail() -> None:
+    r = Recommender()
+    daily(r, [300, 320, 310, 700, 305, 315, 300, 310])
+    rec = r.recommend(K, 8 * DAY)
+    assert rec.request_bytes == round_up(310 * MiB * 1.2)  # p50 of the peaks + the 20% headroom
+    assert rec.limit_bytes >= 320 * MiB * 1.2 and rec.request_bytes < rec.limit_bytes
+
+
+@pytest.mark.parametrize(
+    ("growth", "noted"),
+    [(0.05, True), (0.0, False), (0.01, False)],  # 1%/day over 4 days: under the 10% it takes
+)
+def test_rising_floor_is_noted(growth: float, noted: bool) -> None:
+    r = Recommender()
+    daily(r, [int(400 * (1 + growth) ** d) for d in range(8)], low=0.5)
+    rec = r.recommend(K, 8 * DAY)
+    assert ("rising" in rec.notes) is noted
+    assert ("a leak or a growing cache" in rec.reason) is noted
 
 
 # --- bounds, rounding, confidence, replicas, state ---------------------------------------------------

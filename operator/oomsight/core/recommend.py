@@ -7,7 +7,27 @@ histogram of the workload (``model/container.go`` ``addMemorySample``; replicas 
 (``logic/recommender.go``); an OOM kill adds a synthetic peak of ``max(request + 100 MiB, request x 1.2)``
 (``model/container.go`` ``RecordOOM``, defaults in ``model/aggregations_config.go``).
 
-What this engine does differently, and why (one sentence each):
+The rules (each measured with ``bench/replay_real.py`` on real VM memory traces, GWA-T-12 Bitbrains,
+and with ``bench/replay.py`` on synthetic shapes; the README has the figures):
+
+* **The limit is the larger of two peaks, plus a headroom.** (a) The *busy day*: ``limitPercentile``
+  (p75) of the per-interval peaks in the window, each replica's peak once per interval. (b) The
+  *recent peak*: the highest peak after halving it for every ``halfLife`` (1 d) of its age, so a peak
+  from last night holds the limit up, and a one-off spike from five days ago (counted at 1/32) no
+  longer does. On 60 real series the maximum of 8 days (KRR) or a p98 of them (this engine before)
+  over-provisions spiky series: the next day's peak stays below the 8-day maximum in most windows
+  whose maximum is a one-off.
+* **The headroom follows the series' own swing.** It is twice how far the highest interval peak stands
+  above the median one, kept between half of ``headroomPercent`` and all of it (10-20%): a series
+  whose daily peaks agree to 2% gets 10%, one whose peaks swing by 10% or more gets 20% (VPA: a flat
+  15% for all).
+* **The request is the typical day.** ``percentile`` (p50) of the same peaks, plus the headroom:
+  what the scheduler reserves follows the usual day, the limit the tail.
+* **A rising floor is said.** When the lowest reading of each interval rose four intervals in a row
+  by 10% or more in all, the reason says so (a leak or a growing cache); the limit follows it only
+  through the peaks (the recent-peak rule), never by extrapolation.
+
+What this engine also does differently from VPA, and why (one sentence each):
 
 * **OOM = censored demand.** An OOM says the container needed *more* than the limit it had, so each
   kill sets a floor of ``max(limit x oomBumpRatio, limit + oomMinBump)`` on the limit and raises the
@@ -23,11 +43,12 @@ What this engine does differently, and why (one sentence each):
   at least 25% of the heap: the common ``MaxRAMPercentage=75`` rule), because the heap grows to Xmx
   whenever the collector lets it, whatever the history shows; with ``MaxRAMPercentage`` the heap scales
   with the limit, so the limit must leave ``off-heap / (1 - pct)`` room.
-* **Margin follows confidence.** The headroom is ``headroomPercent x (2 - confidence)``: a young
-  history has not seen a full cycle yet, an 8-day one has; VPA's flat 15% is too little on day one
-  and waste on day eight (VPA widens only its *upper bound*, by ``1 + 1/days``, ``logic/recommender.go``).
-* **Finer buckets, tighter rounding.** 1 MiB first bucket and 2% growth (VPA: 10 MB, 5%), and
-  rounding up by at most 1/32: VPA's buckets alone add up to 8% around 300 MB before any margin.
+* **Margin follows confidence.** The headroom is widened by ``2 - confidence``: a young history has
+  not seen a full cycle yet, an 8-day one has; VPA's flat 15% is too little on day one and waste on
+  day eight (VPA widens only its *upper bound*, by ``1 + 1/days``, ``logic/recommender.go``).
+* **Exact peaks, tight rounding.** Percentiles are taken over the peaks themselves (nearest rank), not
+  over histogram buckets (VPA: 10 MB, +5%, i.e. up to 8% around 300 MB before any margin), and results
+  are rounded up by at most 1/32.
 
 Bounds and rounding: results are clamped to ``[minimum, maximum]`` (default minimum 64 MiB *per
 container*; VPA's 250 MiB is per *pod* and split across its containers, which over-provisions small
@@ -79,15 +100,16 @@ class RecommendSettings:
     """The MemoryPolicy ``spec.recommendation`` block, in bytes and seconds (``from_spec`` parses it)."""
 
     percentile: float = 0.5
-    """Request = this percentile of the per-interval demand peaks (VPA's target percentile)."""
+    """Request = this percentile of the per-interval demand peaks (the typical day) + the headroom."""
     limit_percentile: float = 0.75
-    """Limit = this percentile of the same peaks; the limit is a hard ceiling, so it sits higher."""
+    """The busy-day rule of the limit: this percentile of the same peaks (+ the headroom)."""
     headroom_percent: float = 20.0
-    """Margin on top of both percentiles at full confidence, up to twice that with no history (VPA: 15%
-    flat); 10% because p98 of peaks and the OOM floor already cover what VPA's larger margin is for."""
+    """The most headroom a series gets at full confidence (VPA: 15% flat); the headroom is twice the
+    series' swing, between half of this and all of it; a young history widens it up to twice."""
     minimum: int = 64 * MiB
     maximum: int | None = None
     half_life: float = DAY
+    """The recent-peak rule halves a peak's weight per this much of its age (VPA's decay, 24 h)."""
     history_window: float = 8 * DAY
     oom_bump_ratio: float = 1.2
     oom_min_bump: int = 100 * MiB
@@ -193,7 +215,7 @@ class Recommendation:
     """One container's recommendation, in bytes.
 
     ``p50``/``p95``/``max`` describe the observed working-set peaks (one per replica per peak interval)
-    within the history window, as histogram bucket ends: at most 2% above the true value.
+    within the history window (nearest-rank percentiles of the peaks themselves).
     """
 
     request_bytes: int
