@@ -319,3 +319,25 @@ def kubelet_pod(
         if i >= len(ids):
             ids.append(cid)
     return KubeletPod(pod, uid, sandbox, sandbox_id, containers, ids, pause_proc)
+
+
+def shell_with_oom_child(
+    cg: Cgroup, buffer_bytes: int, timeout: float = 30.0
+) -> tuple[subprocess.Popen[str], int]:
+    """The issue's container: ``sh`` as its first process runs ``dd`` with a ``buffer_bytes`` buffer
+    (more than the limit, so the kernel kills dd), then sleeps on. Returns sh and dd's pid."""
+    mib = max(1, buffer_bytes >> 20)
+    inner = f"dd if=/dev/zero of=/dev/null bs={mib}M count=1 2>/dev/null & echo $!; wait $!; sleep 100000"
+    sh = subprocess.Popen(
+        ["sh", "-c", f'echo $$ > "{cg.path}/cgroup.procs" && exec sh -c "$0"', inner],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    line = _readline(sh, timeout)
+    if not line.strip().isdigit():
+        sh.kill()
+        sh.wait()
+        raise RuntimeError(f"dd did not start in {cg.path}: {line!r}")
+    return sh, int(line)

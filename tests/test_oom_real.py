@@ -25,8 +25,9 @@ from typing import Any
 
 import pytest
 
-from cgroupkit import MIB, Cgroup, CgroupKit
+from cgroupkit import MIB, Cgroup, CgroupKit, kubelet_pod, shell_with_oom_child
 from oomsight.cli.main import main
+from oomsight.core.eventspecs import oom_note, oom_reason
 from oomsight.core.kmsg import Record
 from oomsight.core.oomreport import Incident
 from oomsight.host.kmsg import KmsgReader
@@ -350,3 +351,97 @@ def test_live_watcher_hands_out_each_kill_once(cgroups: CgroupKit, reader: KmsgR
         if not inc.header_missing:
             assert inc.task_memcg is not None and inc.task_memcg.startswith(f"/{cgroups.root.name}/")
             assert inc.victim.wall is not None
+
+
+# ------------------------------------------------------------------ kubelet-exact layouts (issue 16)
+# The pod cgroup limited to the sum of its containers' limits and a pause-like process in a sibling
+# sandbox cgroup, as the kubelet (cgroupfs driver) and containerd lay them out: a container at its own
+# limit fills the pod's first, so the kernel reports the pod cgroup.
+
+
+@retry_on_ratelimit
+def test_kubelet_pod_single_container_main_kill_is_the_containers(
+    cgroups: CgroupKit, reader: KmsgReader, capsys: pytest.CaptureFixture[str]
+) -> None:
+    kp = kubelet_pod(cgroups, [32 * MIB])
+    try:
+        proc = spawn(kp.container, "--grow-anon-mib", "4", ready=False)
+        killed = wait_for_kill_lines(reader, {proc.pid}, 1)
+        assert proc.wait(30) == -9
+        (inc,) = ours(diagnose_json(capsys), cgroups, killed)
+    finally:
+        kp.stop()
+    assert inc["oom_cgroup"] == kp.pod.rel and inc["limit_level"] == "pod"  # the kernel's fact
+    assert inc["task_cgroup"] == kp.container.rel
+    assert inc["scope"] == "container" and inc["pod_judgement"] == "container_at_limit"
+    assert inc["responsible_container"] == {"container_id": kp.ids[0], "name": None, "limit_bytes": 32 * MIB}
+    assert inc["container_survived"] is False
+    assert "reached its own memory limit of 32.0 MiB" in inc["explanation"]
+    assert any("raise the memory limit of container" in a for a in inc["advice"])
+    assert not any("pod-level" in a for a in inc["advice"])
+
+
+@retry_on_ratelimit
+def test_kubelet_pod_single_container_child_kill_is_a_container_child_kill(
+    cgroups: CgroupKit, reader: KmsgReader, capsys: pytest.CaptureFixture[str]
+) -> None:
+    kp = kubelet_pod(cgroups, [32 * MIB])
+    sh, dd = shell_with_oom_child(kp.container, 64 * MIB)
+    _PROCS.append(sh)
+    try:
+        killed = wait_for_kill_lines(reader, {dd}, 1)
+        assert sh.poll() is None, "sh, the container's first process, must live on"
+        (inc,) = ours(diagnose_json(capsys), cgroups, killed)
+    finally:
+        kp.stop()
+    assert inc["victim"]["comm"] == "dd" and inc["victim"]["pid"] == dd
+    assert inc["oom_cgroup"] == kp.pod.rel and inc["limit_level"] == "pod"
+    assert inc["scope"] == "container"
+    assert inc["container_survived"] is True  # read from the container cgroup: sh is still there
+    assert inc["responsible_container"]["container_id"] == kp.ids[0]
+    assert any("raise the memory limit of container" in a for a in inc["advice"])
+    assert oom_reason(inc["scope"], inc["container_survived"]) == "OOMKilledChild"
+
+
+@retry_on_ratelimit
+def test_kubelet_pod_pair_outgrowing_a_pod_level_limit_stays_pod_scope(
+    cgroups: CgroupKit, reader: KmsgReader, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # PodLevelResources: the pod's own 48 MiB below the containers' 2 x 32 MiB.
+    kp = kubelet_pod(cgroups, [32 * MIB, 32 * MIB], pod_limit=48 * MIB)
+    try:
+        a = spawn(kp.containers[0], "--anon", "20")
+        b = spawn(kp.containers[1], "--grow-anon-mib", "2", ready=False)
+        killed = wait_for_kill_lines(reader, {a.pid, b.pid}, 1)
+        incs = ours(diagnose_json(capsys), cgroups, killed)
+    finally:
+        kp.stop()
+    first = incs[0]
+    assert first["oom_cgroup"] == kp.pod.rel and first["limit_level"] == "pod"
+    assert first["scope"] == "pod" and first["pod_judgement"] == "not_kubelet_sum"
+    assert first["responsible_container"] is None
+    assert any("raise the pod's own limit" in a for a in first["advice"])
+
+
+@retry_on_ratelimit
+def test_kubepods_node_allocatable_kill_says_so(
+    cgroups: CgroupKit, reader: KmsgReader, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cgroups.kubepods.set_limit(96 * MIB)  # what the kubelet writes: node allocatable
+    p1 = kubelet_pod(cgroups, [64 * MIB])
+    p2 = kubelet_pod(cgroups, [64 * MIB])
+    try:
+        a = spawn(p1.container, "--anon", "40")
+        b = spawn(p2.container, "--grow-anon-mib", "2", ready=False)
+        killed = wait_for_kill_lines(reader, {a.pid, b.pid}, 1)
+        incs = ours(diagnose_json(capsys), cgroups, killed)
+    finally:
+        p1.stop()
+        p2.stop()
+    first = incs[0]
+    assert first["oom_cgroup"] == cgroups.kubepods.rel
+    assert (first["scope"], first["limit_level"]) == ("ancestor", "kubepods")
+    assert first["responsible_container"] is None
+    assert "node allocatable" in first["explanation"]
+    assert oom_reason(first["scope"], first["container_survived"]) == "OOMKilledAncestorLimit"
+    assert "at node allocatable (96.0 MiB" in oom_note(first, "app")

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cgroupkit import Cgroup, CgroupKit
+from cgroupkit import Cgroup, CgroupKit, KubeletPod, kubelet_pod, shell_with_oom_child
 from oomsight.core.events import OOM_REASONS
 from oomsight.kube.rest import Rest, connect
 
@@ -61,6 +61,9 @@ class PodScene:
     pod_cgroup: Cgroup
     cgroup: Cgroup
     procs: list[subprocess.Popen[str]] = field(default_factory=list)
+    kubelet: KubeletPod | None = None
+    """With ``make_scene(kubelet=True)``: the pod laid out exactly as the kubelet does (pod limit = the
+    container's, a pause-like process in the sandbox cgroup)."""
 
     def oom_kill_main(self, timeout: float = 30.0) -> None:
         """Run a process that grows until the kernel OOM-kills it (the container's main process)."""
@@ -81,6 +84,16 @@ class PodScene:
         assert p.poll() is None, "the parent should still run after its child was killed"
         return p
 
+    def oom_kill_shell_child(self, timeout: float = 30.0) -> subprocess.Popen[str]:
+        """The container's first process is ``sh``; its child ``dd`` needs twice the limit and is
+        OOM-killed, sh lives on (``cgroupkit.shell_with_oom_child``)."""
+        limit = self.cgroup.limit() or 64 * MIB
+        sh, dd = shell_with_oom_child(self.cgroup, 2 * limit, timeout)
+        self.procs.append(sh)
+        wait_for(lambda: not Path(f"/proc/{dd}").exists() or _zombie(dd), timeout, "dd to be killed")
+        assert sh.poll() is None, "sh should still run after its child was killed"
+        return sh
+
     def events(self, reasons: frozenset[str] | None = OOM_REASONS) -> list[dict[str, Any]]:
         resp = self.rest.request("GET", f"/apis/events.k8s.io/v1/namespaces/{self.namespace}/events")
         assert resp.ok, resp
@@ -99,6 +112,8 @@ class PodScene:
             if p.stdout is not None:
                 p.stdout.close()
         self.procs.clear()
+        if self.kubelet is not None:
+            self.kubelet.stop()
 
 
 def _zombie(pid: int) -> bool:
@@ -116,8 +131,11 @@ def make_scene(
     limit: int = 64 * MIB,
     name: str | None = None,
     container: str = "app",
+    kubelet: bool = False,
 ) -> PodScene:
-    """Create the Pod (bound to ``node``), set its container ID, and build its cgroups."""
+    """Create the Pod (bound to ``node``), set its container ID, and build its cgroups. ``kubelet``:
+    lay them out exactly as the kubelet does (``cgroupkit.kubelet_pod``: pod limit = the container's
+    limit, a pause-like process in a sandbox cgroup); else the pod cgroup has no limit."""
     name = name or f"memhog-{uuid.uuid4().hex[:6]}"
     cid = uuid.uuid4().hex + uuid.uuid4().hex
     body = {
@@ -164,6 +182,9 @@ def make_scene(
         content_type="application/merge-patch+json",
     )
     assert resp.ok, resp
+    if kubelet:
+        kp = kubelet_pod(kit, [limit], uid=uid, container_ids=[cid])
+        return PodScene(rest, namespace, node, name, uid, container, cid, kp.pod, kp.container, kubelet=kp)
     pod_cg, _ = kit.pod(qos="burstable", uid=uid)
     cg, _ = kit.container(pod_cg, limit=limit, container_id=cid)
     return PodScene(rest, namespace, node, name, uid, container, cid, pod_cg, cg)

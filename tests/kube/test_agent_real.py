@@ -95,6 +95,42 @@ def test_child_kill_says_the_container_kept_running(rest, scenes, namespace, nod
     assert parent.poll() is None
 
 
+def test_kubelet_pod_child_kill_at_the_pod_limit_is_a_container_child_kill(rest, scenes, node, agent):
+    """Issue 16's acceptance: the pod cgroup limited to its one container's limit (as the kubelet does)
+    and a pause-like sandbox: the kernel kills dd at the *pod* cgroup, sh (PID 1) lives on."""
+    scene = scenes(kubelet=True)
+    a = agent()
+    sh = scene.oom_kill_shell_child()
+    events = wait_for(scene.events, 15, "the OOMKilledChild Event")
+    assert [e["reason"] for e in events] == ["OOMKilledChild"]
+    note = events[0]["note"]
+    assert "container app's own limit of 64.0 MiB" in note  # the container's limit, not "the pod's"
+    assert "kept running" in note and "shared by its containers" not in note
+    assert sh.poll() is None
+    kills = a.get("/metrics")
+    assert (
+        sample(
+            kills,
+            "oomsight_oom_kills_total",
+            container="app",
+            scope="container",
+            container_survived="true",
+            reason="OOMKilledChild",
+        )
+        == 1
+    )
+
+
+def test_kubelet_pod_main_kill_at_the_pod_limit_is_oomkilled(rest, scenes, node, agent):
+    scene = scenes(kubelet=True)
+    agent()
+    scene.oom_kill_main()
+    events = wait_for(scene.events, 15, "the OOMKilled Event")
+    assert [e["reason"] for e in events] == ["OOMKilled"]
+    assert "container app's own limit of 64.0 MiB" in events[0]["note"]
+    assert "the container exited" in events[0]["note"]
+
+
 def test_agent_restart_between_kills_gives_each_event_once(rest, scenes, namespace, node, agent, tmp_path):
     scene = scenes()
     a = agent()

@@ -13,6 +13,7 @@ import pytest
 from cgroupkit import require_cgroup_v1
 from kube.agentkit import AgentProc, ensure_crds, rest_for, wait_for
 from kube.kubehelpers import REPO_ROOT
+from oomsight.core.events import OOM_REASONS
 
 pytestmark = [pytest.mark.kube, pytest.mark.cgroup, pytest.mark.kmsg, pytest.mark.slow]
 
@@ -49,7 +50,11 @@ def test_scene_up_oom_down_with_a_real_agent(kubeconfig: Path, namespace: str, t
 
         def reasons() -> list[str] | None:
             resp = rest.request("GET", f"/apis/events.k8s.io/v1/namespaces/{namespace}/events")
-            got = sorted(e["reason"] for e in resp.body.get("items", []) if e["regarding"]["name"] == pod)
+            got = sorted(
+                e["reason"]
+                for e in resp.body.get("items", [])
+                if e["regarding"]["name"] == pod and e["reason"] in OOM_REASONS  # not HighWorkingSet
+            )
             return got if len(got) >= 2 else None
 
         assert wait_for(reasons, 30, "two OOM Events on the pod") == ["OOMKilled", "OOMKilledChild"]

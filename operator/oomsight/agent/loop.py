@@ -39,6 +39,7 @@ from oomsight.agent.metrics import (
 from oomsight.agent.settings import Settings
 from oomsight.agent.state import Cursor as SavedCursor
 from oomsight.agent.state import StateDir
+from oomsight.core.aftermath import Aftermath
 from oomsight.core.diagnosis import diagnose
 from oomsight.core.errors import OomsightError
 from oomsight.core.events import Aggregator, EventSpec
@@ -53,6 +54,7 @@ from oomsight.core.podinfo import PodInfo
 from oomsight.core.report import MAX_INCIDENTS, ProfileBook, build_status
 from oomsight.core.stuck import find_stuck
 from oomsight.core.watermark import Watermark, step
+from oomsight.host.afterkill import AfterKill, kill_age_seconds
 from oomsight.host.cgroupfs import CgroupWalker, detect_layout
 from oomsight.host.jvm import JvmScanner
 from oomsight.host.kmsg import Cursor as KmsgCursor
@@ -113,6 +115,8 @@ class Agent:
             layout, AGENT_V1_FILES if layout.memory_version == "v1" else AGENT_V2_FILES
         )
         self.memory_root = str(layout.memory_root)
+        self.afterkill = AfterKill(layout, str(settings.host_root / "proc"))
+        """Reads the cgroups around each kill right after it: the pod's container limits, survival."""
         self.jvms = JvmScanner(str(settings.host_root / "proc"))
         """-Xmx / MaxRAMPercentage of each container's JVM, for the report (oomsight.host.jvm)."""
         self.aggregator = Aggregator()
@@ -344,12 +348,14 @@ class Agent:
         per-cgroup counters (read now, possibly after later kills of the batch) are matched only
         against kills that no report explains; then attribute all in kernel order."""
         todo: list[tuple[Incident, dict[str, Any]]] = []
-        for inc in incidents:
+        last_in = {inc.task_memcg: i for i, inc in enumerate(incidents) if inc.task_memcg}
+        for i, inc in enumerate(incidents):
             if inc.seq is not None and inc.seq <= self.floor:
                 continue  # handled (spooled) by an earlier run
             self.counters.inc("oomsight_agent_oom_incidents_total")
+            later = inc.task_memcg is not None and last_in[inc.task_memcg] > i
             try:
-                todo.append((inc, diagnose(inc).as_json()))
+                todo.append((inc, diagnose(inc, aftermath=self._aftermath(inc, later)).as_json()))
             except Exception as err:  # noqa: BLE001 - one odd report must not stop the agent
                 self._error("diagnose")
                 self._once(f"diag:{inc.seq}", "diagnose: incident at seq %s failed: %s", inc.seq, err)
@@ -371,6 +377,23 @@ class Agent:
                 todo[i] = (inc, self._placed(diag, path))
         for inc, diag in todo:
             self._incident(inc, diag)
+
+    def _aftermath(self, inc: Incident, later_kill: bool) -> Aftermath | None:
+        """The victim's container and its pod read right after the kill (before anything else), with
+        the Pod's spec when the watch has it (names, pod-level limit, overhead, which ID is the sandbox)."""
+        ref = parse_cgroup_path(inc.task_memcg or inc.oom_memcg or "")
+        if ref is None:
+            return None
+        try:
+            return self.afterkill.read(
+                inc, self.pods.get(ref.pod_uid), kill_age_seconds(inc.usec), later_kill=later_kill
+            )
+        except OomsightError as err:
+            self._error("afterkill")
+            self._once(
+                "afterkill", "oom: cannot read the cgroups around a kill (%s); judged from the report", err
+            )
+            return None
 
     def _incident(self, inc: Incident, diag: dict[str, Any]) -> None:
         if not self._attribute(inc, diag):
@@ -441,6 +464,9 @@ class Agent:
                 pod.namespace,
                 pod.name,
             )
+        resp = diag.get("responsible_container")
+        if resp and not resp.get("name") and (named := pod.container_by_id(resp.get("container_id"))):
+            diag = {**diag, "responsible_container": {**resp, "name": named.name}}
         when = inc.wall or datetime.now(UTC)
         seq = inc.seq if inc.seq is not None else (inc.usec or 0)
         spec = oom_event(diag, pod, name, self.s.node_name, self.boot_id, seq, when)

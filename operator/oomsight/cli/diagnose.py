@@ -5,7 +5,9 @@ Four parts, each from the live host (``--host-root`` for a pod that mounts the h
 - ``node``: the node checks (kernel, kmem accounting, leaked memcgs, swap, THP, PSI), the same
   document as ``oomsight node --json``;
 - ``incidents``: every OOM kill still in the kernel ring buffer (``/dev/kmsg``), assembled and
-  diagnosed, optionally only those after ``--since``; ``kmsg`` says how many records were read and
+  diagnosed with what the live cgroups add (``oomsight.host.afterkill``: the pod's container limits
+  for a kill at the pod cgroup, whether the victim's container still has its first process),
+  optionally only those after ``--since``; ``kmsg`` says how many records were read and
   which ranges the ring had already overwritten (``gaps``), so a missing kill is never silent;
 - ``at_risk``: containers whose working set is at least ``--threshold`` (90%) of their effective
   limit, with the same fields as ``oomsight top --json``;
@@ -35,6 +37,7 @@ from oomsight.core.oomcount import unexplained
 from oomsight.core.oomreport import OomAssembler
 from oomsight.core.quantity import human_bytes
 from oomsight.core.stuck import StuckCgroup, find_stuck
+from oomsight.host.afterkill import AfterKill, kill_age_seconds
 from oomsight.host.cgroupfs import CgroupEntry, CgroupWalker, Sweep, detect_layout
 from oomsight.host.kmsg import Gap, KmsgReader
 from oomsight.host.nodeinfo import read_node_facts
@@ -107,6 +110,8 @@ class KmsgResult:
     """Kills with a report in the whole ring (``--since`` aside), by the victim's cgroup."""
     headerless: int = 0
     """Kill lines in the whole ring that came without their report (the kernel's rate limit)."""
+    live_error: str | None = None
+    """Why the live cgroups around a kill could not be read (first failure); the report alone spoke."""
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -121,8 +126,9 @@ class KmsgResult:
         }
 
 
-def read_incidents(host_root: Path, since: datetime | None) -> KmsgResult:
-    """Every OOM incident still in the ring buffer, diagnosed; a kmsg failure is kept, not raised."""
+def read_incidents(host_root: Path, since: datetime | None, after: AfterKill | None = None) -> KmsgResult:
+    """Every OOM incident still in the ring buffer, diagnosed (with ``after``'s live reads); a kmsg
+    failure is kept, not raised."""
     result = KmsgResult()
     try:
         reader = KmsgReader.from_host_root(str(host_root))
@@ -142,7 +148,8 @@ def read_incidents(host_root: Path, since: datetime | None) -> KmsgResult:
         incidents += asm.flush()
         result.records = reader.records_read
         result.gaps = list(reader.gaps)
-    for inc in incidents:
+    last_in: dict[str, int] = {inc.task_memcg: i for i, inc in enumerate(incidents) if inc.task_memcg}
+    for i, inc in enumerate(incidents):
         if inc.task_memcg:  # a group kill counts each of its victims, as the kernel does
             victims = max(1, len(inc.victims))
             result.reported[inc.task_memcg] = result.reported.get(inc.task_memcg, 0) + victims
@@ -150,7 +157,15 @@ def read_incidents(host_root: Path, since: datetime | None) -> KmsgResult:
             result.headerless += 1
         if since is not None and (inc.wall is None or inc.wall < since):
             continue
-        result.diagnoses.append(diagnose(inc))
+        aftermath = None
+        if after is not None:
+            try:
+                later = inc.task_memcg is not None and last_in[inc.task_memcg] > i
+                aftermath = after.read(inc, age=kill_age_seconds(inc.usec), later_kill=later)
+            except OomsightError as err:
+                if result.live_error is None:
+                    result.live_error = str(err)
+        result.diagnoses.append(diagnose(inc, aftermath=aftermath))
     return result
 
 
@@ -334,14 +349,21 @@ def run(args: argparse.Namespace) -> int:
     threshold = parse_threshold(args.threshold)
     facts = read_node_facts(args.host_root)
     node = node_json(facts)
-    with CgroupWalker(detect_layout(args.host_root), keep_open=False) as walker:
+    layout = detect_layout(args.host_root)
+    with CgroupWalker(layout, keep_open=False) as walker:
         sweep = walker.sweep(include_all=True, with_pids=True)
-    kmsg = read_incidents(args.host_root, since)
+    kmsg = read_incidents(args.host_root, since, AfterKill(layout))
     doc = document(node=node, kmsg=kmsg, sweep=sweep, threshold=threshold, since=since)
     if args.json:
         print_json(doc)
     else:
         print(text(doc))
+    if kmsg.live_error:
+        print(
+            f"oomsight diagnose: the cgroups around a kill could not be read ({kmsg.live_error}); "
+            "such kills are explained from the kernel's report alone",
+            file=sys.stderr,
+        )
     if kmsg.error:
         print(f"oomsight diagnose: {kmsg.error}", file=sys.stderr)
         return 1

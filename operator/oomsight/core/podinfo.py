@@ -42,6 +42,10 @@ class PodInfo:
     containers: tuple[ContainerInfo, ...]
     policy_threshold: float | None = None
     """Working-set warning threshold (fraction of the limit) from a MemoryPolicy, when one applies."""
+    pod_limit_bytes: int | None = None
+    """``spec.resources.limits.memory``: a pod-level limit (PodLevelResources, KEP-2837)."""
+    overhead_bytes: int | None = None
+    """``spec.overhead.memory`` (set from the RuntimeClass); the kubelet adds it to the pod's limit."""
 
     def container_by_id(self, container_id: str | None) -> ContainerInfo | None:
         if not container_id:
@@ -83,6 +87,16 @@ def memory_resources(container: Mapping[str, Any]) -> tuple[int | None, int | No
     return one("requests"), one("limits")
 
 
+def _memory(resources: Mapping[str, Any] | None) -> int | None:
+    value = (resources or {}).get("memory")
+    if value is None:
+        return None
+    try:
+        return parse_quantity(str(value))
+    except ParseError:
+        return None
+
+
 def pod_from_json(pod: Mapping[str, Any]) -> PodInfo:
     """Build a PodInfo from a Pod's JSON (as the API returns it)."""
     meta = pod.get("metadata") or {}
@@ -110,4 +124,6 @@ def pod_from_json(pod: Mapping[str, Any]) -> PodInfo:
         node_name=str(spec.get("nodeName") or ""),
         containers=tuple(containers),
         policy_threshold=parse_threshold((meta.get("annotations") or {}).get(ANNOTATION_WARNING_THRESHOLD)),
+        pod_limit_bytes=_memory((spec.get("resources") or {}).get("limits")),
+        overhead_bytes=_memory(spec.get("overhead")),
     )

@@ -149,6 +149,10 @@ def judge_pod(
         us = [o.usage_bytes for o in real if o is not m]
         return None if any(u is None for u in us) else sum(u or 0 for u in us)
 
+    if len(real) == 1:
+        # One container: the pod limit is its limit (plus overhead) whatever it used, and the only one
+        # a user can raise. Also when a restart gave it a new ID since the kill (a live read later).
+        return PodVerdict("container_at_limit", real[0], total, sandbox)
     victim = next((m for m in real if m.container_id == victim_container), None)
     if victim is not None and victim.limit_bytes is not None:
         others = others_usage(victim)
