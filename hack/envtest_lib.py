@@ -6,11 +6,11 @@ importlib (``tests/kube/conftest.py`` does).
 
 Binaries come from, in this order (the same rules as controller-runtime's envtest):
 
-1. ``TEST_ASSET_KUBE_APISERVER`` / ``TEST_ASSET_ETCD`` / ``TEST_ASSET_HELM`` / ``TEST_ASSET_PROMTOOL``;
+1. ``TEST_ASSET_<NAME>`` (``TEST_ASSET_KUBE_APISERVER``, ``TEST_ASSET_ETCD``, ``TEST_ASSET_KUBELET``, ...);
 2. ``KUBEBUILDER_ASSETS`` (a directory holding ``kube-apiserver`` and ``etcd``);
-3. the build cache ``~/.cache/oomsight/envtest/<key>/``, where ``<key>`` hashes every ``go.mod`` and
-   ``go.sum`` under ``hack/envtest-go`` together with the build recipe, so only a change of pins
-   rebuilds. ``OOMSIGHT_ENVTEST_CACHE`` moves the cache root.
+3. the build cache ``~/.cache/oomsight/envtest/<key>/``, where ``<key>`` hashes the ``go.mod`` and
+   ``go.sum`` of the binary's own module under ``hack/envtest-go`` together with the build recipe, so
+   only a change of that module's pins rebuilds. ``OOMSIGHT_ENVTEST_CACHE`` moves the cache root.
 
 The control plane: etcd on loopback (no fsync), kube-apiserver on loopback with TLS from a private CA,
 RBAC authorization, service-account signing keys, and an admin client certificate in
@@ -89,6 +89,19 @@ TOOLS: dict[str, Tool] = {
         Tool(
             "kube-apiserver", ".", "k8s.io/kubernetes/cmd/kube-apiserver", "TEST_ASSET_KUBE_APISERVER", True
         ),
+        # The rest of a single-node cluster (hack/envtest up --node), from the same k8s.io/kubernetes pin.
+        Tool(
+            "kube-controller-manager",
+            ".",
+            "k8s.io/kubernetes/cmd/kube-controller-manager",
+            "TEST_ASSET_KUBE_CONTROLLER_MANAGER",
+            False,
+        ),
+        Tool(
+            "kube-scheduler", ".", "k8s.io/kubernetes/cmd/kube-scheduler", "TEST_ASSET_KUBE_SCHEDULER", False
+        ),
+        Tool("kubelet", ".", "k8s.io/kubernetes/cmd/kubelet", "TEST_ASSET_KUBELET", False),
+        Tool("kube-proxy", ".", "k8s.io/kubernetes/cmd/kube-proxy", "TEST_ASSET_KUBE_PROXY", False),
         Tool("etcd", "etcd", "go.etcd.io/etcd/server/v3", "TEST_ASSET_ETCD", True),
         Tool("helm", "helm", "helm.sh/helm/v3/cmd/helm", "TEST_ASSET_HELM", False),
         Tool(
@@ -101,6 +114,10 @@ TOOLS: dict[str, Tool] = {
     )
 }
 CONTROL_PLANE_TOOLS = ("kube-apiserver", "etcd")
+NODE_TOOLS = ("kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy")
+# What `hack/envtest build` builds by default: everything but the node's binaries (``up --node``
+# builds those), so a run that needs no node does not pay for them.
+DEFAULT_TOOLS = tuple(name for name in TOOLS if name not in NODE_TOOLS)
 
 Log = Callable[[str], None]
 
@@ -123,25 +140,37 @@ def cache_root() -> Path:
     return Path(base) / "oomsight" / "envtest"
 
 
-def pin_files(go_root: Path = GO_ROOT) -> list[Path]:
-    """Every go.mod and go.sum under the pinned modules, in a stable order."""
-    files = sorted(p for p in go_root.rglob("go.*") if p.name in ("go.mod", "go.sum"))
+def pin_files(go_root: Path = GO_ROOT, module_dir: str = ".") -> list[Path]:
+    """The go.mod and go.sum of one pinned module (``module_dir`` under ``go_root``)."""
+    module = go_root / module_dir
+    files = [module / name for name in ("go.mod", "go.sum") if (module / name).is_file()]
     if not files:
-        raise BuildError(f"no go.mod under {go_root}")
+        raise BuildError(f"no go.mod in {module}")
     return files
 
 
-def cache_key(go_root: Path = GO_ROOT) -> str:
-    """A short hash of the pins (every go.mod/go.sum) and the build recipe."""
+def cache_key(go_root: Path = GO_ROOT, module_dir: str = ".") -> str:
+    """A short hash of one module's pins (its go.mod/go.sum) and the build recipe.
+
+    One key per module, so moving one pin (or adding a command to one module) rebuilds only the
+    binaries of that module: a new node binary in the root module leaves etcd, helm and promtool cached.
+    """
     digest = hashlib.sha256(BUILD_RECIPE.encode())
-    for path in pin_files(go_root):
-        digest.update(b"\0" + str(path.relative_to(go_root)).encode() + b"\0")
+    digest.update(b"\0" + module_dir.encode() + b"\0")
+    for path in pin_files(go_root, module_dir):
+        digest.update(b"\0" + path.name.encode() + b"\0")
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
 
 
-def cache_dir(go_root: Path = GO_ROOT) -> Path:
-    return cache_root() / cache_key(go_root)
+def cache_dir(go_root: Path = GO_ROOT, module_dir: str = ".") -> Path:
+    """Where the binaries of one pinned module are cached."""
+    return cache_root() / cache_key(go_root, module_dir)
+
+
+def tool_cache_dir(name: str) -> Path:
+    """Where the binary ``name`` is cached (the directory of its module's key)."""
+    return cache_dir(GO_ROOT, TOOLS[name].module_dir)
 
 
 def override_path(tool: Tool, environ: Mapping[str, str] | None = None) -> Path | None:
@@ -169,7 +198,7 @@ def find_binary(name: str, *, environ: Mapping[str, str] | None = None) -> Path:
             source = tool.env_var if (environ or os.environ).get(tool.env_var) else "KUBEBUILDER_ASSETS"
             raise MissingBinaryError(f"{name}: {overridden} (from {source}) is not an executable file")
         return overridden
-    cached = cache_dir() / name
+    cached = tool_cache_dir(name) / name
     if not _is_executable(cached):
         raise MissingBinaryError(f"{name}: not built yet (expected {cached}); run hack/envtest build")
     return cached
@@ -222,7 +251,7 @@ def version_ldflags(tool: Tool, go_root: Path = GO_ROOT) -> list[str]:
     """
     go_mod = go_root / tool.module_dir / "go.mod"
     flags: list[str] = []
-    if tool.name == "kube-apiserver":
+    if tool.module_dir == "." and tool.package.startswith("k8s.io/kubernetes/"):
         version = required_version(go_mod, "k8s.io/kubernetes")
         major, minor = version.lstrip("v").split(".")[:2]
         for pkg in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):
@@ -291,15 +320,15 @@ def _build_one(tool: Tool, dest_dir: Path, log: Log) -> float:
     return elapsed
 
 
-def build(names: Iterable[str] = tuple(TOOLS), *, log: Log = _stderr_log) -> dict[str, Path]:
+def build(names: Iterable[str] = DEFAULT_TOOLS, *, log: Log = _stderr_log) -> dict[str, Path]:
     """Make every named binary available; build into the cache only what is neither overridden nor cached.
 
     Build times are recorded in ``<cache>/<key>/build-times.json``.
     """
     result: dict[str, Path] = {}
-    dest = cache_dir()
     for name in names:
         tool = TOOLS[name]
+        dest = tool_cache_dir(name)
         if override_path(tool) is not None:
             result[name] = find_binary(name)
             log(f"{name}: using {result[name]} from the environment")
@@ -374,8 +403,9 @@ def _signed_cert(pki: Path, name: str, subject: str, extensions: str) -> None:
     (pki / f"{name}.ext").unlink()
 
 
-def make_pki(pki: Path) -> None:
-    """CA, API-server serving cert (127.0.0.1/localhost), admin client cert, service-account key pair.
+def make_pki(pki: Path, extra_ips: Iterable[str] = ()) -> None:
+    """CA, API-server serving cert (127.0.0.1/localhost and ``extra_ips``), admin client cert,
+    service-account key pair.
 
     Existing files are kept, so a restarted API server keeps presenting the same identity.
     """
@@ -409,7 +439,7 @@ def make_pki(pki: Path) -> None:
         "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
         "extendedKeyUsage=serverAuth\n"
         "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,"
-        "DNS:kubernetes.default.svc,IP:10.0.0.1\n",
+        "DNS:kubernetes.default.svc,IP:10.0.0.1" + "".join(f",IP:{ip}" for ip in extra_ips) + "\n",
     )
     _signed_cert(
         pki,
@@ -426,8 +456,8 @@ def _b64(path: Path) -> str:
     return base64.b64encode(path.read_bytes()).decode()
 
 
-def kubeconfig_text(server: str, pki: Path) -> str:
-    """A kubeconfig with the CA and the admin client certificate embedded."""
+def kubeconfig_text(server: str, pki: Path, cert: str = "admin", user: str = ADMIN_USER) -> str:
+    """A kubeconfig with the CA and a client certificate (``pki/<cert>.crt``, the admin's by default)."""
     return (
         "apiVersion: v1\n"
         "kind: Config\n"
@@ -439,8 +469,8 @@ def kubeconfig_text(server: str, pki: Path) -> str:
         "users:\n"
         f"- name: {ADMIN_USER}\n"
         "  user:\n"
-        f"    client-certificate-data: {_b64(pki / 'admin.crt')}\n"
-        f"    client-key-data: {_b64(pki / 'admin.key')}\n"
+        f"    client-certificate-data: {_b64(pki / f'{cert}.crt')}\n"
+        f"    client-key-data: {_b64(pki / f'{cert}.key')}\n"
         "contexts:\n"
         "- name: envtest\n"
         "  context:\n"
@@ -486,10 +516,10 @@ def free_port(taken: Iterable[int] = ()) -> int:
     raise StartError("no free loopback port found")
 
 
-def _port_open(port: int) -> bool:
+def _port_open(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(0.5)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
+        return sock.connect_ex((host, port)) == 0
 
 
 def _pid_alive(pid: int) -> bool:
@@ -605,6 +635,9 @@ class _State:
     etcd_peer_port: int
     apiserver_port: int
     binaries: dict[str, str] = field(default_factory=dict)
+    # The address kube-apiserver binds and advertises; ``node`` switches on what a kubelet needs.
+    host: str = "127.0.0.1"
+    node: bool = False
 
 
 class ControlPlane:
@@ -627,8 +660,15 @@ class ControlPlane:
         binaries: Mapping[str, Path] | None = None,
         startup_timeout: float = DEFAULT_STARTUP_TIMEOUT,
         stop_timeout: float = DEFAULT_STOP_TIMEOUT,
+        host: str = "127.0.0.1",
+        node: bool = False,
     ) -> None:
+        """``host`` and ``node`` apply to start(): the API server's address, and with ``node`` the
+        set-up a real kubelet needs (Node authorizer, the admission plugins a real cluster runs,
+        kubelet client certificates). A directory already started keeps what it recorded."""
         self.directory = Path(directory).resolve()
+        self._host = host
+        self._node = node
         self.startup_timeout = startup_timeout
         self.stop_timeout = stop_timeout
         self._binaries = {k: Path(v) for k, v in (binaries or {}).items()}
@@ -658,7 +698,7 @@ class ControlPlane:
 
     @property
     def server_url(self) -> str:
-        return f"https://127.0.0.1:{self.apiserver_port}"
+        return f"https://{self._require_state().host}:{self.apiserver_port}"
 
     @property
     def etcd_url(self) -> str:
@@ -693,13 +733,20 @@ class ControlPlane:
             raise StartError(f"a control plane is already running in {self.directory}")
         binaries = {name: self.binary(name) for name in CONTROL_PLANE_TOOLS}
         self.directory.mkdir(parents=True, exist_ok=True)
-        make_pki(self.pki)
+        make_pki(self.pki, [self._host] if self._host != "127.0.0.1" else [])
         last_error: StartError | None = None
         for _attempt in range(3):  # a picked port can be taken before the server binds it
             ports: list[int] = []
             for _ in range(3):
                 ports.append(free_port(ports))
-            self._state = _State(ports[0], ports[1], ports[2], {k: str(v) for k, v in binaries.items()})
+            self._state = _State(
+                ports[0],
+                ports[1],
+                ports[2],
+                {k: str(v) for k, v in binaries.items()},
+                host=self._host,
+                node=self._node,
+            )
             self._save_state()
             self.kubeconfig.write_text(kubeconfig_text(self.server_url, self.pki))
             self.kubeconfig.chmod(0o600)
@@ -733,7 +780,8 @@ class ControlPlane:
             raise StartError(f"etcd is not running in {self.directory}; use start()")
         port = self.apiserver_port
         deadline = time.monotonic() + 10.0
-        while _port_open(port):  # a previous server may still be closing its listener
+        # A previous server may still be closing its listener.
+        while _port_open(port, self._require_state().host):
             if time.monotonic() > deadline:
                 raise StartError(f"port {port} is still in use by another process")
             time.sleep(0.2)
@@ -803,12 +851,30 @@ class ControlPlane:
     def _apiserver_argv(self) -> list[str]:
         state = self._require_state()
         pki = self.pki
+        if state.node:
+            # What a real cluster runs: the Node authorizer for the kubelet's system:node identity,
+            # the default admission plugins (ServiceAccount included: kube-controller-manager creates
+            # the "default" ServiceAccounts) plus NodeRestriction, and a client certificate for the
+            # API server's own calls to the kubelet (logs, exec, proxy).
+            access = [
+                "--authorization-mode=Node,RBAC",
+                "--enable-admission-plugins=NodeRestriction",
+                f"--kubelet-client-certificate={pki / 'admin.crt'}",
+                f"--kubelet-client-key={pki / 'admin.key'}",
+                "--kubelet-preferred-address-types=InternalIP",
+            ]
+        else:
+            access = [
+                "--authorization-mode=RBAC",
+                # No controller-manager runs, so nothing would create the "default" ServiceAccount.
+                "--disable-admission-plugins=ServiceAccount",
+            ]
         return [
             str(self.binary("kube-apiserver")),
             f"--etcd-servers=http://127.0.0.1:{state.etcd_client_port}",
             f"--secure-port={state.apiserver_port}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
+            f"--bind-address={state.host}",
+            f"--advertise-address={state.host}",
             f"--cert-dir={self.directory / 'apiserver-certs'}",
             f"--tls-cert-file={pki / 'apiserver.crt'}",
             f"--tls-private-key-file={pki / 'apiserver.key'}",
@@ -817,9 +883,7 @@ class ControlPlane:
             f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
             f"--service-account-key-file={pki / 'sa.pub'}",
             f"--service-account-signing-key-file={pki / 'sa.key'}",
-            "--authorization-mode=RBAC",
-            # No controller-manager runs, so nothing would create the "default" ServiceAccount pods need.
-            "--disable-admission-plugins=ServiceAccount",
+            *access,
             "--allow-privileged=true",
             "--enable-priority-and-fairness=false",
             "--profiling=false",
@@ -887,11 +951,18 @@ class ControlPlane:
 
 USAGE = """usage: hack/envtest COMMAND [ARGS]
 
-  build [--print-env]      build or reuse the pinned binaries; print NAME=path lines
+  build [--print-env] [--node]
+                           build or reuse the pinned binaries; print NAME=path lines
                            (--print-env: 'export KUBEBUILDER_ASSETS=...' and 'export TEST_ASSET_*=...'
-                           lines instead, for eval "$(hack/envtest build --print-env)")
+                           lines instead, for eval "$(hack/envtest build --print-env)";
+                           --node: also the node's kube-controller-manager, kube-scheduler, kubelet,
+                           kube-proxy)
   up DIR                   start etcd + kube-apiserver in DIR; print KUBECONFIG=DIR/kubeconfig
-  down DIR                 stop both and remove their data
+  up --node DIR            a real single-node cluster (hack/envtest_node.py): the control plane plus
+                           kube-controller-manager, kube-scheduler, containerd, kubelet, kube-proxy;
+                           returns when the Node is Ready
+  down DIR                 stop everything started in DIR and remove its data (for a node also its
+                           Pods' containers, cgroups, mounts, netns and iptables rules)
   stop-apiserver DIR       stop only kube-apiserver
   start-apiserver DIR      start kube-apiserver again on the same port
   restart-apiserver DIR    stop-apiserver + start-apiserver
@@ -920,15 +991,20 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
     command, rest = args[0], args[1:]
     try:
         if command == "build":
-            extra = [a for a in rest if a != "--print-env"]
+            extra = [a for a in rest if a not in ("--print-env", "--node")]
             if extra:
                 raise EnvtestError(f"build: unexpected arguments {extra}")
-            _print_paths(build(), out, as_env="--print-env" in rest)
+            names = (*DEFAULT_TOOLS, *NODE_TOOLS) if "--node" in rest else DEFAULT_TOOLS
+            _print_paths(build(names), out, as_env="--print-env" in rest)
             return 0
+        node = command in ("up", "down", "status") and "--node" in rest
+        rest = [a for a in rest if a != "--node"] if node else rest
         if len(rest) != 1:
             print(USAGE, end="", file=sys.stderr)
             return 2
         directory = Path(rest[0])
+        if node or (command in ("down", "status") and (directory / "node.json").exists()):
+            return _node_main(command, directory, out)
         if command == "up":
             binaries = build(CONTROL_PLANE_TOOLS)
             cp = ControlPlane(directory, binaries=binaries).start()
@@ -967,8 +1043,33 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
     return 0
 
 
+def _node_main(command: str, directory: Path, out: TextIO) -> int:
+    """``up --node`` / ``down`` / ``status`` of a node directory (hack/envtest_node.py)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import envtest_node
+
+    cluster = envtest_node.NodeCluster(directory)
+    if command == "up":
+        started = time.monotonic()
+        cluster.up()
+        _stderr_log(f"node {envtest_node.NODE_NAME} Ready after {time.monotonic() - started:.0f}s")
+        print(f"KUBECONFIG={cluster.kubeconfig}", file=out)
+        print(f"APISERVER={cluster.cp.server_url}", file=out)
+    elif command == "down":
+        cluster.down()
+    else:
+        for name in ("etcd", "kube-apiserver"):
+            running = cluster.cp.etcd_running() if name == "etcd" else cluster.cp.apiserver_running()
+            print(f"{name}={'running' if running else 'stopped'}", file=out)
+        for name in cluster.COMPONENTS:
+            print(f"{name}={'running' if cluster.running(name) else 'stopped'}", file=out)
+    return 0
+
+
 __all__ = [
     "CONTROL_PLANE_TOOLS",
+    "DEFAULT_TOOLS",
+    "NODE_TOOLS",
     "TOOLS",
     "BuildError",
     "ControlPlane",
@@ -986,4 +1087,5 @@ __all__ = [
     "kubeconfig_text",
     "main",
     "make_pki",
+    "tool_cache_dir",
 ]

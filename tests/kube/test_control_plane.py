@@ -50,7 +50,7 @@ def test_kubectl_with_the_kubeconfig_lists_the_system_namespaces(kubectl: Kubect
 def pinned(tool: str, binary: Path) -> str | None:
     """The version hack/envtest-go pins for ``tool`` when ``binary`` is the cached build of it
     (None for a binary the environment supplied, which may be any release)."""
-    if binary.parent != envtest.cache_dir():
+    if binary.parent != envtest.tool_cache_dir(tool):
         return None
     module = {"kube-apiserver": "k8s.io/kubernetes", "helm": "helm.sh/helm/v3"}[tool]
     go_mod = envtest.GO_ROOT / envtest.TOOLS[tool].module_dir / "go.mod"
@@ -249,7 +249,7 @@ def test_promtool_version_and_metrics_lint(promtool_bin: Path) -> None:
         [str(promtool_bin), "--version"], capture_output=True, text=True, check=True, timeout=60
     )
     assert (version.stdout + version.stderr).startswith("promtool, version 3.")
-    if promtool_bin.parent == envtest.cache_dir():
+    if promtool_bin.parent == envtest.tool_cache_dir("promtool"):
         stamp = next(f for f in envtest.version_ldflags(envtest.TOOLS["promtool"]) if ".Version=" in f)
         assert version.stdout.startswith(f"promtool, version {stamp.split('=', 1)[1]} ")
 
@@ -310,10 +310,13 @@ def test_kubebuilder_assets_supplies_apiserver_and_etcd_but_not_helm(
 def test_cache_key_changes_when_a_pin_changes_and_only_then(tmp_path: Path) -> None:
     copy = tmp_path / "envtest-go"
     shutil.copytree(envtest.GO_ROOT, copy)
-    key = envtest.cache_key(copy)
-    assert key == envtest.cache_key(envtest.GO_ROOT)
+    key = envtest.cache_key(copy, "helm")
+    root_key = envtest.cache_key(copy, ".")
+    assert key == envtest.cache_key(envtest.GO_ROOT, "helm")
+    assert key != root_key  # one key per module
     (copy / "helm" / "tools.go").write_text("//go:build tools\n\npackage tools\n")
-    assert envtest.cache_key(copy) == key  # not a pin
+    assert envtest.cache_key(copy, "helm") == key  # not a pin
     with (copy / "helm" / "go.sum").open("a") as go_sum:
         go_sum.write("example.com/m v1.0.0 h1:AAAA=\n")
-    assert envtest.cache_key(copy) != key
+    assert envtest.cache_key(copy, "helm") != key
+    assert envtest.cache_key(copy, ".") == root_key  # another module's pin leaves this one cached
