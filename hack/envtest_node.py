@@ -391,6 +391,9 @@ class NodeCluster:
             project = project_image(self.log)
             if project is not None:
                 self.import_image(project)
+            for extra in os.environ.get("OOMSIGHT_NODE_IMAGES", "").split(":"):
+                if extra:  # more image archives (docker-archive or OCI) for the node, e.g. a workload
+                    self.import_image(Path(extra))
             self._start_controllers()
             self._start_kubelet()
             self._start_kube_proxy()
