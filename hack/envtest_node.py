@@ -156,7 +156,10 @@ def project_image(log: Log) -> Path | None:
 
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
-    path: Path = module.project_image(log=log)
+    try:
+        path: Path = module.project_image(log=log)
+    except module.ImageError as exc:
+        raise StartError(f"project image: {exc}") from exc
     return path
 
 
