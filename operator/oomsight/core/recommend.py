@@ -401,19 +401,23 @@ class Recommender:
         ws_sorted = sorted(p.ws for p in peaks)
         p50, p95, wmax = (_rank(ws_sorted, q) for q in (0.5, 0.95, 1.0))
         confidence = self._confidence(s, now)
-        swing = _swing(peaks)
+        per = _per_interval(peaks)
+        swing = _swing(per)
         h = _headroom(cfg.headroom_percent / 100, swing) * (1 + YOUNG_MARGIN * (1 - confidence))
-        typical = _rank(sorted(p.demand for p in peaks), cfg.limit_percentile)
+        demands = sorted(p.demand for p in peaks)
+        typical = _rank(demands, cfg.limit_percentile)
         recent = self._recent_peak(peaks, ooms, now)
-        request = _rank(sorted(p.demand for p in peaks), cfg.percentile) * (1 + h)
+        request = _rank(demands, cfg.percentile) * (1 + h)
         limit = 0.0
         if peaks:
             limit = max(typical, recent[0]) * (1 + h)
             reasons.append(self._limit_reason(len(peaks), typical, recent, swing, confidence))
-            ws_limit = max(
-                _rank(ws_sorted, cfg.limit_percentile) * (1 + h),
-                self._recent_peak(peaks, [], now, ws=True)[0] * (1 + h),
-            )
+            ws_limit = 0.0
+            if any(p.ws > p.demand for p in peaks):
+                ws_limit = max(
+                    _rank(ws_sorted, cfg.limit_percentile) * (1 + h),
+                    self._recent_peak(peaks, [], now, ws=True)[0] * (1 + h),
+                )
             if ws_limit > limit * PAGE_CACHE_NOTE:
                 notes.append("page-cache")
                 reasons.append(
@@ -421,7 +425,7 @@ class Recommender:
                     f" {human_bytes(ws_limit - limit)} of that is reclaimable page cache, so the limit"
                     f" follows anon+shmem+kernel plus a {cfg.cache_allowance_percent:g}% cache allowance"
                 )
-            trend = self._rising_floor(s, peaks, now)
+            trend = self._rising_floor(per)
             if trend:
                 notes.append("rising")
                 reasons.append(trend)
@@ -526,21 +530,19 @@ class Recommender:
             how += f", then widened to +{h * 100:.0f}% for a young history (confidence {confidence:.2f})"
         return f"{rule}; {how}"
 
-    def _rising_floor(self, s: _Series, peaks: list[_Window], now: float) -> str:
+    def _rising_floor(self, per: dict[int, tuple[int, int]]) -> str:
         """A note when the lowest reading of each interval rose for RISING_INTERVALS intervals in a row."""
-        lows: dict[int, int] = {}
-        for p in peaks:
-            lows[p.index] = max(lows.get(p.index, 0), p.low)
-        seq = [lows[i] for i in sorted(lows)][-RISING_INTERVALS:]
+        seq = [per[i][1] for i in sorted(per)][-RISING_INTERVALS:]
         if len(seq) < RISING_INTERVALS or not all(b > a for a, b in pairwise(seq)):
             return ""
         if seq[0] <= 0 or seq[-1] < seq[0] * (1 + RISING_MIN):
             return ""
-        per = (seq[-1] / seq[0]) ** (1 / (len(seq) - 1)) - 1
+        step = (seq[-1] / seq[0]) ** (1 / (len(seq) - 1)) - 1
+        every = _span(self.settings.peak_interval)
         return (
-            f"the lowest reading of each {_span(self.settings.peak_interval)} rose {len(seq)} times in a row,"
-            f" from {human_bytes(seq[0])} to {human_bytes(seq[-1])} (+{per * 100:.0f}% each): a leak or a"
-            f" growing cache; the limit follows it only as its peaks rise"
+            f"the floor (the lowest reading of each {every}) rose {len(seq) - 1} times in a row, from"
+            f" {human_bytes(seq[0])} to {human_bytes(seq[-1])} (+{step * 100:.0f}% per {every}): a leak or"
+            f" a growing cache; the limit follows it only as its peaks rise"
         )
 
     def _jvm_floor(self, jvm: JvmHeap, d_max: float, last_limit: int | None) -> tuple[int, str]:
@@ -635,13 +637,19 @@ class Recommender:
         return r
 
 
-def _swing(peaks: list[_Window]) -> float:
+def _per_interval(peaks: list[_Window]) -> dict[int, tuple[int, int]]:
+    """Interval index -> (highest peak, highest floor) over the replicas."""
+    per: dict[int, tuple[int, int]] = {}
+    for p in peaks:
+        old = per.get(p.index)
+        per[p.index] = (p.demand, p.low) if old is None else (max(old[0], p.demand), max(old[1], p.low))
+    return per
+
+
+def _swing(per: dict[int, tuple[int, int]]) -> float:
     """How far the highest interval peak stands above the median one (0.1 = 10%): the series' own
     interval-to-interval variation, with replicas merged (the highest of them per interval)."""
-    per: dict[int, int] = {}
-    for p in peaks:
-        per[p.index] = max(per.get(p.index, 0), p.demand)
-    values = sorted(per.values())
+    values = sorted(v[0] for v in per.values())
     median = _rank(values, 0.5)
     return values[-1] / median - 1 if median > 0 else 0.0
 
