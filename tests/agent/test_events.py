@@ -18,6 +18,8 @@ from oomsight.core.events import (
     micro_time,
 )
 from oomsight.core.eventspecs import (
+    container_of_field_path,
+    dominant_in_note,
     high_working_set_event,
     node_finding_event,
     oom_event,
@@ -108,7 +110,10 @@ def test_body_has_regarding_pod_related_node_and_reporting_fields():
         "name": POD.name,
         "namespace": "shop",
         "uid": POD.uid,
+        "fieldPath": "spec.containers{app}",
     }
+    assert container_of_field_path(body["regarding"]["fieldPath"]) == "app"
+    assert dominant_in_note(body["note"]) == "anon"
     assert body["related"] == {"apiVersion": "v1", "kind": "Node", "name": "node-a"}
     assert body["reason"] == "OOMKilled" and body["type"] == "Warning" and body["action"] == "OOMKill"
     assert body["eventTime"] == "2026-11-23T13:00:00.123456Z"

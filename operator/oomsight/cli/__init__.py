@@ -1,1 +1,2 @@
-"""Command-line entry points: ``oomsight`` and ``kubectl-oomsight`` (see ``main.SUBCOMMANDS``)."""
+"""Command-line entry points: ``oomsight`` (this machine: ``main.SUBCOMMANDS``) and
+``kubectl-oomsight`` (the cluster: ``kubectl.VERBS``)."""

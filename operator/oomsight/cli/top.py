@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from oomsight.cli.common import add_host_root, add_json, print_json
-from oomsight.core.memory import breakdown
+from oomsight.core.memory import Breakdown, breakdown
 from oomsight.core.processes import ProcessSummary
 from oomsight.core.quantity import human_bytes
 from oomsight.host.cgroupfs import CgroupEntry, CgroupWalker, Sweep, detect_layout
@@ -114,35 +114,67 @@ def _name(entry: CgroupEntry) -> tuple[str, str, str]:
     return kube.pod_uid, cid, kube.qos or ""
 
 
+HEADER = (
+    "POD UID or CGROUP", "CONTAINER", "QOS", "WORKSET", "LIMIT", "LEVEL", "USE%",
+    "ANON", "ACT_FILE", "INACT_FILE", "SHMEM", "KERNEL", "SWAP", "PIDS", "NEXT VICTIM",
+)
+"""The columns of ``oomsight top``; ``kubectl oomsight top`` prints the same ones (``row``, ``render``)."""
+_LEFT = (0, 1, 2, 5, 14)
+
+
+def row(
+    pod: str,
+    container: str,
+    qos: str,
+    working_set: int,
+    limit: int | None,
+    level: str | None,
+    r: float | None,
+    b: Breakdown | None,
+    pids: str = "",
+    victim: str = "",
+) -> tuple[str, ...]:
+    """One table row: sizes in binary units, ``none`` without a limit, ``-`` for unknown kinds."""
+    kinds = (b.anon, b.active_file, b.inactive_file, b.shmem, b.kernel, b.swap) if b else (None,) * 6
+    return (
+        pod, container, qos,
+        human_bytes(working_set),
+        human_bytes(limit) if limit is not None else "none",
+        level or "",
+        f"{r * 100:.0f}%" if r is not None else "",
+        *(human_bytes(v) for v in kinds),
+        pids, victim,
+    )  # fmt: skip
+
+
+def render(rows: list[tuple[str, ...]], first: str = HEADER[0]) -> list[str]:
+    """``HEADER`` (its first title replaced by ``first``) and ``rows`` as aligned lines (names left,
+    numbers right)."""
+    table_rows = [(first, *HEADER[1:]), *rows]
+    widths = [max(len(r[i]) for r in table_rows) for i in range(len(HEADER))]
+    return [
+        "  ".join(c.ljust(w) if i in _LEFT else c.rjust(w)
+                  for i, (c, w) in enumerate(zip(r, widths, strict=True))).rstrip()
+        for r in table_rows
+    ]  # fmt: skip
+
+
 def table(sweep: Sweep, processes: Processes | None = None) -> str:
-    header = (
-        "POD UID or CGROUP", "CONTAINER", "QOS", "WORKSET", "LIMIT", "LEVEL", "USE%",
-        "ANON", "ACT_FILE", "INACT_FILE", "SHMEM", "KERNEL", "SWAP", "PIDS", "NEXT VICTIM",
-    )
-    rows: list[tuple[str, ...]] = [header]
+    rows: list[tuple[str, ...]] = []
     broken: list[CgroupEntry] = []
     for e in sorted(sweep.entries, key=sort_key):
         if e.reading is None:
             broken.append(e)
             continue
-        b = breakdown(e.reading)
-        r = ratio(e)
         pod, cid, qos = _name(e)
-        rows.append((
-            pod, cid, qos,
-            human_bytes(e.reading.working_set_bytes),
-            human_bytes(e.limit.limit_bytes) if e.limit.limit_bytes is not None else "none",
-            e.limit.level or "",
-            f"{r * 100:.0f}%" if r is not None else "",
-            *(human_bytes(v) for v in (b.anon, b.active_file, b.inactive_file, b.shmem, b.kernel, b.swap)),
+        rows.append(row(
+            pod, cid, qos, e.reading.working_set_bytes, e.limit.limit_bytes, e.limit.level, ratio(e),
+            breakdown(e.reading),
             str(len(e.pids)) if e.pids is not None else "",
             _victim((processes or {}).get(e.path)),
-        ))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) if i < 3 or i in (5, 14) else c.rjust(w)
-                       for i, (c, w) in enumerate(zip(row, widths, strict=True))).rstrip()
-             for row in rows]
-    if len(rows) == 1:
+        ))  # fmt: skip
+    lines = render(rows)
+    if not rows:
         lines.append("(no container cgroups found; --all lists every memory cgroup)")
     for e in broken:
         lines.append(f"unreadable: {e.path}: {e.error}")

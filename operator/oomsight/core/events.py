@@ -66,6 +66,8 @@ class ObjectRef:
     namespace: str = ""
     uid: str = ""
     api_version: str = "v1"
+    field_path: str = ""
+    """The part of the object, as the kubelet's Events name a container: ``spec.containers{app}``."""
 
     def as_body(self) -> dict[str, str]:
         body = {"apiVersion": self.api_version, "kind": self.kind, "name": self.name}
@@ -73,6 +75,8 @@ class ObjectRef:
             body["namespace"] = self.namespace
         if self.uid:
             body["uid"] = self.uid
+        if self.field_path:
+            body["fieldPath"] = self.field_path
         return body
 
 

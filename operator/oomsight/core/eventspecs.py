@@ -57,8 +57,29 @@ _KIND_WORDS = {
 }
 
 
-def pod_ref(pod: PodInfo) -> ObjectRef:
-    return ObjectRef(kind="Pod", name=pod.name, namespace=pod.namespace, uid=pod.uid)
+def pod_ref(pod: PodInfo, container: str | None = None) -> ObjectRef:
+    """The Pod, and with ``container`` that container as ``fieldPath`` (the kubelet's own form), so a
+    reader tells the containers of one Pod apart without parsing the note."""
+    return ObjectRef(
+        kind="Pod",
+        name=pod.name,
+        namespace=pod.namespace,
+        uid=pod.uid,
+        field_path=container_field_path(container) if container else "",
+    )
+
+
+def container_field_path(container: str) -> str:
+    return f"spec.containers{{{container}}}"
+
+
+def container_of_field_path(field_path: object) -> str | None:
+    """``spec.containers{app}`` (or ``spec.initContainers{init}``) → ``app``; None for anything else."""
+    text = str(field_path or "")
+    for head in ("spec.containers{", "spec.initContainers{"):
+        if text.startswith(head) and text.endswith("}"):
+            return text[len(head) : -1] or None
+    return None
 
 
 def node_ref(node: str) -> ObjectRef:
@@ -78,6 +99,14 @@ def oom_reason(scope: str | None, container_survived: bool | None) -> str:
 
 def kind_words(kind: str | None) -> str:
     return _KIND_WORDS.get(kind or "", kind or "an unknown kind of memory")
+
+
+def dominant_in_note(note: str) -> str | None:
+    """The kind ``oom_note`` named as dominating (``...; page cache dominated (40.0 MiB).``), or None."""
+    for kind, words in _KIND_WORDS.items():
+        if f"; {words} dominated (" in note:
+            return kind
+    return None
 
 
 def dominant_of(amounts: Mapping[str, int | None]) -> str | None:
@@ -151,7 +180,7 @@ def oom_event(
     return EventSpec(
         name=kill_event_name(pod.name, boot_id, seq),
         namespace=pod.namespace,
-        regarding=pod_ref(pod),
+        regarding=pod_ref(pod, container),
         related=node_ref(node),
         reason=reason,
         action="OOMKill",
