@@ -238,7 +238,8 @@ def _kill_lines(k: Kill, now: float) -> list[str]:
 
 def render(a: PodAnswer, now: float | None = None) -> str:
     now = time.time() if now is None else now
-    out = [f"Pod {a.namespace}/{a.name} ({a.phase}) on node {a.node or '-'}, {a.workload}"]
+    out = wrap(f"Pod {a.namespace}/{a.name} ({a.phase})", WIDTH, "")
+    out.extend(wrap(f"on node {a.node or '-'}, {a.workload}", WIDTH, ""))
     since = f"since {_stamp(a.since)}" if a.since is not None else "all the sources hold"
     out.append(f"OOM kills {since}")
     for c in a.containers:
