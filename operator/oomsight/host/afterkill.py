@@ -62,6 +62,10 @@ def kill_age_seconds(usec: int | None) -> float | None:
     return time.clock_gettime(time.CLOCK_MONOTONIC) - usec / 1e6
 
 
+SCAN_REUSE_SECONDS = 5.0
+"""How long one pass over ``/proc`` (own pid namespace only) serves the kills that follow it."""
+
+
 class AfterKill:
     """Reads what ``oomsight.core.diagnosis.diagnose`` takes as ``aftermath`` for one kill."""
 
@@ -70,6 +74,8 @@ class AfterKill:
         self.v1 = layout.memory_version == "v1"
         self.proc_root = proc_root if proc_root is not None else str(layout.host_root / "proc")
         self.by_cgroup_procs = same_pid_namespace(self.proc_root)
+        self._leaves: dict[str, list[int]] | None = None
+        self._leaves_at = 0.0
 
     # -- the pod's containers
 
@@ -138,18 +144,31 @@ class AfterKill:
         return tuple(out)
 
     def _scan(self, leaf: str) -> list[int]:
+        """The pids whose memory cgroup ends in ``leaf``, from one pass over ``/proc`` kept for
+        ``SCAN_REUSE_SECONDS`` (a storm of kills costs one pass, not one each). A kept pass is sound
+        here: a process gone since shows as gone when its ``status`` is read, and one started since
+        cannot be the first process of a container the pass already saw; a container it did not see
+        is looked for in a fresh pass."""
+        now = time.monotonic()
+        if self._leaves is None or now - self._leaves_at > SCAN_REUSE_SECONDS or leaf not in self._leaves:
+            self._leaves = self._scan_all()
+            self._leaves_at = now
+        return self._leaves.get(leaf, [])
+
+    def _scan_all(self) -> dict[str, list[int]]:
         try:
             names = os.listdir(self.proc_root)
         except OSError as err:
             raise translate_oserror(err, self.proc_root, "list") from err
-        pids = []
+        leaves: dict[str, list[int]] = {}
         for name in names:
             if not name.isdigit():
                 continue
             text = _read(f"{self.proc_root}/{name}/cgroup")
-            if text is not None and memory_cgroup_leaf(text) == leaf:
-                pids.append(int(name))
-        return pids
+            leaf = memory_cgroup_leaf(text) if text is not None else None
+            if leaf:
+                leaves.setdefault(leaf, []).append(int(name))
+        return leaves
 
     # -- both
 
