@@ -238,8 +238,7 @@ def _kill_lines(k: Kill, now: float) -> list[str]:
 
 def render(a: PodAnswer, now: float | None = None) -> str:
     now = time.time() if now is None else now
-    out = wrap(f"Pod {a.namespace}/{a.name} ({a.phase})", WIDTH, "")
-    out.extend(wrap(f"on node {a.node or '-'}, {a.workload}", WIDTH, ""))
+    out = wrap(f"Pod {a.namespace}/{a.name} ({a.phase}) on node {a.node or '-'}, {a.workload}", WIDTH, "")
     since = f"since {_stamp(a.since)}" if a.since is not None else "all the sources hold"
     out.append(f"OOM kills {since}")
     for c in a.containers:
