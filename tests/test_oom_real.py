@@ -379,6 +379,10 @@ def test_kubelet_pod_single_container_main_kill_is_the_containers(
     assert "reached its own memory limit of 32.0 MiB" in inc["explanation"]
     assert any("raise the memory limit of container" in a for a in inc["advice"])
     assert not any("pod-level" in a for a in inc["advice"])
+    capsys.readouterr()
+    assert main(["diagnose"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if f"(pid {proc.pid}) killed" in x)
+    assert "scope container (the kernel hit the pod's limit, the sum of its containers')" in line
 
 
 @retry_on_ratelimit

@@ -85,3 +85,21 @@ def test_pod_from_json_reads_the_policy_threshold_annotation():
     assert pod_from_json({"metadata": meta}).policy_threshold is None
     meta["annotations"] = {ANNOTATION_WARNING_THRESHOLD: "60", "other": "x"}
     assert pod_from_json({"metadata": meta}).policy_threshold == 0.6
+
+
+def test_pod_from_json_reads_the_pod_level_limit_and_overhead():
+    """What the kubelet adds to (``spec.overhead``) or puts instead of (``spec.resources``,
+    PodLevelResources) the sum of the container limits for the pod cgroup."""
+    pod = pod_from_json(
+        {
+            "metadata": {"uid": "u1", "name": "p", "namespace": "n"},
+            "spec": {
+                "resources": {"limits": {"memory": "48Mi"}},
+                "overhead": {"memory": "120Mi", "cpu": "250m"},
+                "containers": [{"name": "a", "resources": {"limits": {"memory": "32Mi"}}}],
+            },
+        }
+    )
+    assert (pod.pod_limit_bytes, pod.overhead_bytes) == (48 << 20, 120 << 20)
+    plain = pod_from_json({"metadata": {"uid": "u2"}, "spec": {"containers": [{"name": "a"}]}})
+    assert (plain.pod_limit_bytes, plain.overhead_bytes) == (None, None)

@@ -262,6 +262,9 @@ def _incident_text(group: list[dict[str, Any]], n: int) -> list[str]:
     v = j["victim"]
     when = j["time"] or "time unknown"
     head = f"  #{n} {when}  {v['comm']} (pid {v['pid']}) killed, scope {j['scope'] or 'unknown'}"
+    level = j.get("limit_level")
+    if j["scope"] == "container" and level == "pod":
+        head += " (the kernel hit the pod's limit, the sum of its containers')"
     if len(group) > 1:
         first = group[0]["time"] or "time unknown"
         head += f"  [{len(group)} kills like this one since {first}]"
