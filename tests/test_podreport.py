@@ -142,7 +142,8 @@ def test_a_policy_that_selects_the_pod_gives_its_recommendation_or_says_it_is_pe
         "spec": {"selector": {"matchLabels": {"app": "web"}}},
         "status": {"workloads": [{"kind": "Pod", "name": "web-0", "containers": [
             {"name": "app", "recommendedRequest": "96Mi", "recommendedLimit": "128Mi",
-             "reason": "an OOM kill", "confidence": 0.05, "currentRequest": "32Mi", "currentLimit": "64Mi"}]}]},
+             "reason": "an OOM kill", "confidence": 0.05, "currentRequest": "32Mi",
+             "currentLimit": "64Mi"}]}]},
     }  # fmt: skip
     assert scene["pod"]["metadata"]["labels"] == {"app": "web"}
     answer = assemble(scene["pod"], scene["events"], parse_report(scene["report"]), [policy], {}, None)
