@@ -126,3 +126,17 @@ def test_parse_rows() -> None:
     assert rows[4].anon_bytes == 100 * MiB and rows[4].limit_bytes is None
     with pytest.raises(ParseError, match="more cells"):
         parse_usage_csv(["timestamp,workload,container,working_set_bytes", "1,a,b,2,3"])
+
+
+def test_a_workload_last_seen_years_before_the_newest_row(capsys: pytest.CaptureFixture[str]) -> None:
+    """Found by bench/fuzz.py: one workload's readings end ~3 years before another's. Its window
+    cut-off (2 ** (age / half-life)) overflowed a float and the CLI died with an OverflowError."""
+    csv_text = (
+        "timestamp,workload,container,working_set_bytes\n"
+        "1700000000,old,app,320000000\n"
+        "2026-11-23T10:00:00Z,new,app,1000\n"
+    )
+    code, out, err = run(["recommend", "--from-csv", "-", "--json"], capsys, stdin=csv_text)
+    assert code == 0, err
+    body = json.loads(out)
+    assert {r["workload"] for r in body["recommendations"]} == {"old", "new"}

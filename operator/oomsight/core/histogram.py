@@ -30,6 +30,8 @@ comfortably); VPA's ``maxDecayExponent`` is 100."""
 
 PRUNE = 1e-9
 """On re-basing, drop buckets lighter than this share of the total: they cannot move a percentile."""
+_NO_WEIGHT_REACHES = 1000.0
+"""A bucket's weight stays below ``2**MAX_EXPONENT`` times its sample count, far below ``2**1000``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +152,10 @@ class DecayingHistogram:
             return 0.0
         items = sorted(self.weights.items())
         if now is not None and window is not None:
-            cutoff = 2.0 ** ((now - window - self.ref) / self.half_life) * (1.0 - 1e-9)
+            exponent = (now - window - self.ref) / self.half_life
+            if exponent > _NO_WEIGHT_REACHES:
+                return 0.0  # every sample is older than the window (and 2.0**exponent would overflow)
+            cutoff = 2.0**exponent * (1.0 - 1e-9)
             items = [(i, w) for i, w in items if w >= cutoff]
             if not items:
                 return 0.0
