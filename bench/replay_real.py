@@ -47,7 +47,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -303,13 +303,15 @@ def table(title: str, result: dict[str, dict[str, Score]]) -> str:
     return "\n".join(lines)
 
 
-def check_cli(path: str, traces: Sequence[Trace], cuts: Sequence[float], n: int, history: float) -> int:
+def check_cli(
+    traces: Sequence[Trace], cuts: Sequence[float], n: int, history: float, settings: RecommendSettings,
+    flags: Sequence[str],
+) -> int:  # fmt: skip
     """Run ``oomsight recommend --from-csv`` on ``n`` cuts (history-only CSVs) and compare with in-process."""
     rng = random.Random(13)
     picks = [(rng.choice(list(traces)), rng.choice(list(cuts))) for _ in range(n)]
     bad = 0
     exe = Path(sys.executable).with_name("oomsight")
-    settings = RecommendSettings()
     for tr, cut in picks:
         lo = bisect.bisect_left(tr.times, cut - history)
         hi = bisect.bisect_left(tr.times, cut)
@@ -318,7 +320,7 @@ def check_cli(path: str, traces: Sequence[Trace], cuts: Sequence[float], n: int,
             body.append(f"{r.t:.0f},{r.workload},{r.container},{r.working_set_bytes},{r.limit_bytes or ''}")
         now = datetime.fromtimestamp(cut, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         out = subprocess.run(
-            [str(exe), "recommend", "--from-csv", "-", "--json", "--now", now],
+            [str(exe), "recommend", "--from-csv", "-", "--json", "--now", now, *flags],
             input="\n".join(body) + "\n", capture_output=True, text=True, check=True,
         )  # fmt: skip
         (cli,) = json.loads(out.stdout)["recommendations"]
@@ -343,13 +345,21 @@ def main(argv: list[str] | None = None) -> int:
         "--half", type=int, choices=(1, 2),
         help="every other series, sorted by name: 1 = 1st, 3rd, ...; 2 = 2nd, 4th, ... (leave-half-out)",
     )  # fmt: skip
+    p.add_argument(
+        "--setting", action="append", default=[], metavar="FIELD=VALUE",
+        help="an engine setting (a RecommendSettings field, e.g. headroom_percent=25), repeatable",
+    )  # fmt: skip
     p.add_argument("--json", action="store_true")
     p.add_argument("--check-cli", type=int, default=0, metavar="N", help="compare with the CLI on N cuts")
     a = p.parse_args(argv)
     if not a.csv and not a.synthetic:
         p.error("give a CSV file, --synthetic, or both")
     history, every = a.history * DAY, a.every * DAY
-    settings = RecommendSettings()
+    try:
+        changes = {k: float(v) for k, _, v in (x.partition("=") for x in a.setting)}
+        settings = replace(RecommendSettings(), **changes)
+    except (TypeError, ValueError) as err:
+        p.error(f"--setting: {err}")
     results: dict[str, dict[str, dict[str, Score]]] = {}
     started = time.perf_counter()
     try:
@@ -364,7 +374,8 @@ def main(argv: list[str] | None = None) -> int:
             end = max(t.times[-1] for t in traces)
             cuts = cuts_of(start, end, history, every)
             results[a.csv] = run(traces, cuts, history, settings)
-            if a.check_cli and check_cli(a.csv, traces, cuts, a.check_cli, history):
+            flags = [f"--{k.replace('_', '-')}={v}" for k, _, v in (x.partition("=") for x in a.setting)]
+            if a.check_cli and check_cli(traces, cuts, a.check_cli, history, settings, flags):
                 print("replay_real: the CLI and the in-process engine disagree", file=sys.stderr)
                 return 1
         if a.synthetic:
