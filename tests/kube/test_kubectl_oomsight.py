@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from kube.agentkit import AgentProc, ensure_crds, make_scene, rest_for, wait_for
+from kube.conftest import tool_path
 from kube.crdkit import apply_crds
 from kube.kubectlkit import (
     exec_plugin,
@@ -28,7 +29,14 @@ from kube.kubectlkit import (
     with_context,
     write,
 )
-from kube.kubehelpers import Kubectl, container_status, load_envtest, patch_pod_status, running_pod_status
+from kube.kubehelpers import (
+    Kubectl,
+    container_status,
+    kubectl_binary,
+    load_envtest,
+    patch_pod_status,
+    running_pod_status,
+)
 from kube.opkit import (
     MI,
     OperatorProc,
@@ -36,6 +44,7 @@ from kube.opkit import (
     create_node,
     create_peering,
     create_pod,
+    create_statefulset,
     policy,
     profile,
     report_status,
@@ -402,3 +411,66 @@ def test_unknown_pod_and_workload_and_unreachable_cluster_get_one_line(
     assert "cluster-info" in line
     out = kubectl_oomsight(tmp_path / "nothing-here.yaml", "why", "p")
     assert out.returncode == 2 and "no kubeconfig found" in one_line(out)
+
+
+@pytest.mark.kube
+def test_statefulset_and_job_names_resolve_to_their_pods_newest_first(
+    kubeconfig: Path, kubectl: Kubectl, namespace: str
+) -> None:
+    sts = create_statefulset(kubectl, namespace, "db", {"app": "db"})
+    for i in (0, 1):
+        create_pod(kubectl, namespace, f"db-{i}", "node-x", {"app": "db"}, sts)
+        time.sleep(1.1)  # creationTimestamp has second resolution
+    job = kubectl.create({
+        "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "backup", "namespace": namespace},
+        "spec": {"template": {"metadata": {"labels": {"job": "backup"}}, "spec": {
+            "restartPolicy": "Never",
+            "containers": [{"name": "app", "image": "registry.k8s.io/pause:3.10"}]}}},
+    })  # fmt: skip
+    selector = job["spec"]["selector"]["matchLabels"]
+    create_pod(kubectl, namespace, "backup-x", "node-x", selector, job)
+    create_pod(kubectl, namespace, "stray", "node-x", selector)  # matches the labels, owned by no one
+    docs = why_json(kubeconfig, "sts/db", "-n", namespace)
+    assert [d["pod"]["name"] for d in docs] == ["db-1", "db-0"]
+    assert {d["pod"]["workload"] for d in docs} == {"StatefulSet/db"}
+    docs = why_json(kubeconfig, "job/backup", "-n", namespace)
+    assert [(d["pod"]["name"], d["pod"]["workload"]) for d in docs] == [("backup-x", "Job/backup")]
+    none = kubectl_oomsight(kubeconfig, "why", "sts/db", "-n", namespace, "--pods", "1")
+    assert none.returncode == 0 and "1 more pods of sts/db not shown (--pods 2)" in none.stderr
+
+
+@pytest.mark.kube
+@pytest.mark.slow
+def test_a_cluster_without_oomsight_still_shows_what_the_kubelet_knows(tmp_path: Path) -> None:
+    """A control plane of its own: the shared one has the CRDs from other tests."""
+    binaries = {name: tool_path(name) for name in envtest.CONTROL_PLANE_TOOLS}
+    cp = envtest.ControlPlane(tmp_path / "bare", binaries=binaries)
+    try:
+        cp.start()
+        bare = Kubectl(cp.kubeconfig, kubectl_binary() or "kubectl")
+        bare.run("create", "namespace", "shop")
+        create_pod(bare, "shop", "web-0", "node-1", {"app": "web"})
+        st = container_status("app", restart_count=1, last_terminated={
+            "exitCode": 137, "reason": "OOMKilled", "finishedAt": rfc3339(time.time() - 30)})  # fmt: skip
+        patch_pod_status(bare, "shop", "web-0", running_pod_status([st]))
+        out = kubectl_oomsight(cp.kubeconfig, "why", "web-0", "-n", "shop")
+        assert out.returncode == 0, out.stderr
+        assert "Kubernetes saw it, from kubelet lastState" in " ".join(out.stdout.split())
+        err = out.stderr.strip().splitlines()
+        assert len(err) == 2 and "Traceback" not in out.stderr
+        assert err[0].startswith(
+            "kubectl oomsight why: oomsight is not installed in this cluster (no NodeMemoryReport"
+        )
+        assert err[1] == (
+            "kubectl oomsight why: the oomsight operator is not installed (no MemoryPolicy CRD): "
+            "no recommendation"
+        )
+        nodes = kubectl_oomsight(cp.kubeconfig, "nodes")
+        assert nodes.returncode == 1
+        assert "the cluster has no NodeMemoryReport resource" in one_line(
+            nodes
+        ) and "helm install" in one_line(nodes)
+        top = kubectl_oomsight(cp.kubeconfig, "top", "-A")
+        assert top.returncode == 1 and "oomsight's CRDs are not installed" in one_line(top)
+    finally:
+        cp.stop()

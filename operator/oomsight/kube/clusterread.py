@@ -210,7 +210,10 @@ class CrdMissing(OomsightError):
     """The cluster does not serve this oomsight kind: the chart (CRDs) is not installed."""
 
     def __init__(self, kind: str) -> None:
-        super().__init__(f"the cluster has no {kind} resource (oomsight's CRDs are not installed)")
+        super().__init__(
+            f"the cluster has no {kind} resource (oomsight's CRDs are not installed)",
+            "install the chart (helm install oomsight charts/oomsight -n oomsight --create-namespace)",
+        )
         self.kind = kind
 
 
