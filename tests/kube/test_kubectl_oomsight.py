@@ -19,6 +19,7 @@ from kube.agentkit import AgentProc, ensure_crds, make_scene, rest_for, wait_for
 from kube.conftest import tool_path
 from kube.crdkit import apply_crds
 from kube.kubectlkit import (
+    b64,
     exec_plugin,
     exec_user,
     kubectl_oomsight,
@@ -382,6 +383,27 @@ def test_rbac_denials_name_the_missing_verb_and_resource(
     nodes = kubectl_oomsight(cfg, "nodes")
     assert nodes.returncode == 1
     assert "RBAC denies list nodememoryreports.oomsight.io (cluster-wide)" in one_line(nodes)
+
+    # The same token from a tokenFile (relative to the kubeconfig, as kubectl reads it) works too.
+    (tmp_path / "token").write_text(token)
+    doc["users"] = [{"name": "reader", "user": {"tokenFile": "token"}}]
+    assert kubectl_oomsight(write(tmp_path / "file.yaml", doc), "why", "p1").returncode == 0
+    # An OIDC id-token this API server does not trust (no --oidc-issuer-url): the loader sends it,
+    # the server answers 401, and that is one line.
+    claims = b64(
+        json.dumps({"iss": "https://idp.example", "sub": "me", "exp": int(time.time()) + 3600}).encode()
+    )
+    jwt = ".".join(
+        part.rstrip("=").replace("+", "-").replace("/", "_")
+        for part in (b64(b'{"alg":"none"}'), claims, "c2ln")
+    )
+    doc["users"] = [{"name": "reader", "user": {"auth-provider": {"name": "oidc", "config": {
+        "id-token": jwt, "idp-issuer-url": "https://idp.example", "client-id": "oomsight"}}}}]  # fmt: skip
+    out = kubectl_oomsight(write(tmp_path / "oidc.yaml", doc), "why", "p1")
+    assert (
+        out.returncode == 1
+        and "refused the credentials of user 'reader' of context 'sa' (401" in one_line(out)
+    )
 
 
 @pytest.mark.kube
