@@ -78,6 +78,11 @@ def test_table_from_stdin_with_flags(capsys: pytest.CaptureFixture[str]) -> None
          "line 3, column working_set_bytes: 'ten' is not a number of bytes"),
         ("timestamp,workload,container,working_set_bytes\nyesterday,a,b,10\n",
          "line 2, column timestamp: 'yesterday' is not a time"),
+        # Found by bench/fuzz.py: float() reads these as inf/nan, and the replay died on them.
+        ("timestamp,workload,container,working_set_bytes\n1703.2e+0800,a,b,10\n",
+         "line 2, column timestamp: '1703.2e+0800' is not a time"),
+        ("timestamp,workload,container,working_set_bytes\nnan,a,b,10\n", "'nan' is not a time"),
+        ("timestamp,workload,container,working_set_bytes\n1e13,a,b,10\n", "'1e13' is not a time"),
         ("timestamp,workload,container,working_set_bytes,oom_killed\n1,a,b,10,maybe\n",
          "line 2, column oom_killed: 'maybe' is not a boolean"),
         ("timestamp,workload,container,working_set_bytes\n1,,b,10\n", "line 2, column workload: empty"),

@@ -25,6 +25,8 @@ REQUIRED = ("timestamp", "workload", "container", "working_set_bytes")
 OPTIONAL = (
     "pod", "limit_bytes", "oom_killed", "anon_bytes", "shmem_bytes", "kernel_bytes", "jvm_max_heap_bytes",
 )  # fmt: skip
+_EPOCH_LIMIT = 253402300800.0
+"""Epoch seconds of 10000-01-01: the end of what ISO 8601 timestamps (and ``datetime``) can say."""
 _TRUE = {"1", "true", "yes", "y", "t"}
 _FALSE = {"0", "false", "no", "n", "f", ""}
 
@@ -51,17 +53,23 @@ def _where(source: str, line: int, column: str) -> str:
 
 def parse_timestamp(text: str, source: str, line: int) -> float:
     s = text.strip()
+    bad = ParseError(
+        f"{_where(source, line, 'timestamp')}: {text!r} is not a time",
+        "use ISO 8601 (2026-11-23T10:00:00Z) or epoch seconds",
+    )
     try:
-        return float(s)
+        epoch = float(s)
     except ValueError:
         pass
+    else:
+        # inf, nan and seconds past year 9999 are no time (float("1e999") is inf, not an error).
+        if not math.isfinite(epoch) or abs(epoch) >= _EPOCH_LIMIT:
+            raise bad
+        return epoch
     try:
         dt = datetime.fromisoformat(s)
     except ValueError:
-        raise ParseError(
-            f"{_where(source, line, 'timestamp')}: {text!r} is not a time",
-            "use ISO 8601 (2026-11-23T10:00:00Z) or epoch seconds",
-        ) from None
+        raise bad from None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     return dt.timestamp()
