@@ -107,6 +107,8 @@ def test_why_shows_real_kills_of_a_main_process_and_a_child_from_the_right_sourc
         assert k["sources"] == ["event", "report"] and k["victim"]["pid"] and k["dominant"] == "anon"
         assert "kept running" in k["explanation"] and "Kubernetes will not report" in k["note"]
 
+        incidents = kubectl.get(crd.NODE_REPORT_PLURAL, node)["status"]["incidents"]
+        assert [i["dominant"] for i in incidents] == ["anon", "anon"]  # kept past the Events' 1 h TTL
         kills = wait_for(lambda: joined("main-0"), 60, "the main kill from the Event and the report", 1)
         assert len(kills) == 1 and kills[0]["reason"] == "OOMKilled" and kills[0]["kubernetes_saw"] is None
         # The kubelet then reports it (the stand-in writes what a kubelet writes): the same kill, shown once.

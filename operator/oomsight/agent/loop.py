@@ -40,7 +40,7 @@ from oomsight.agent.settings import Settings
 from oomsight.agent.state import Cursor as SavedCursor
 from oomsight.agent.state import StateDir
 from oomsight.core.aftermath import Aftermath
-from oomsight.core.diagnosis import diagnose
+from oomsight.core.diagnosis import KINDS, diagnose
 from oomsight.core.errors import OomsightError
 from oomsight.core.events import Aggregator, EventSpec
 from oomsight.core.eventspecs import high_working_set_event, node_finding_event, oom_event, stuck_event
@@ -506,6 +506,8 @@ class Agent:
             item["victim"]["containerSurvived"] = bool(survived)
         if diag.get("limit_bytes") is not None:
             item["limit"] = int(diag["limit_bytes"])
+        if diag.get("dominant") in KINDS:
+            item["dominant"] = diag["dominant"]
         self.incidents.append(item)
         log.info(
             "oom: %s %s/%s container %s (seq %s): %s",

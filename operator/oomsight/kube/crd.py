@@ -30,7 +30,8 @@ these constants against it); this module only holds the strings, so that nobody 
     ``oomKills``, ``xmx``,
     ``maxRAMPercentage``}, ``incidents[]`` (≤20) {``time``, ``namespace``, ``pod``, ``podUID``,
     ``container``, ``scope`` (container|pod|ancestor|node), ``victim`` {``pid``, ``comm``, ``rss``,
-    ``containerSurvived``}, ``limit``, ``explanation``, ``bootID``, ``seq``}. All sizes are bytes.
+    ``containerSurvived``}, ``limit``, ``dominant`` (anon|file|shmem|kernel), ``explanation``, ``bootID``,
+    ``seq``}. All sizes are bytes.
     Create the object with ``spec`` only, then write ``status`` through the status subresource.
 """
 
