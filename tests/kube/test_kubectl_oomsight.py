@@ -206,6 +206,11 @@ def test_why_deploy_shows_the_policy_recommendation_for_the_newest_pods(
         assert all(
             r["working_set_bytes"] == 150 * MI and r["working_set_ratio"] == round(150 / 256, 4) for r in rows
         )
+        elsewhere = kubectl_oomsight(kubeconfig, "top", "-A", "--node", "elsewhere", "--json")
+        assert json.loads(elsewhere.stdout)["containers"] == []
+        everywhere = json.loads(kubectl_oomsight(kubeconfig, "top", "-A", "--node", node, "--json").stdout)
+        assert {(r["namespace"], r["pod"]) for r in everywhere["containers"]} == {
+            (namespace, "web-old"), (namespace, "web-new")}  # fmt: skip
         table = kubectl_oomsight(kubeconfig, "top", "-n", namespace)
         assert table.stdout.splitlines()[0].split()[:4] == ["POD", "CONTAINER", "QOS", "WORKSET"]
         assert "web-new" in table.stdout and "150Mi" in table.stdout and "59%" in table.stdout

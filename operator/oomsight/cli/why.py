@@ -284,7 +284,8 @@ def render(a: PodAnswer, now: float | None = None) -> str:
             wrap(
                 f"node {rep.node}: kernel {rep.kernel or '?'}, cgroup {rep.cgroup}, "
                 f"kmem {rep.kmem_accounting or '?'}"
-                f"{f', {dying} dying memcgs' if dying is not None else ''}, risk {rep.risk or '?'}",
+                f"{f', {dying} dying memcgs' if dying is not None else ''}, risk {rep.risk or '?'} "
+                f"(report written {_ago(rep.report_time, now)})",
                 WIDTH,
                 "",
             )
