@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,9 @@ def test_an_event_and_an_incident_of_the_same_kill_are_one_kill_with_both_source
     assert "Kubernetes will not report" in child.note and "kept running" in child.explanation
     what, fix = summary(child)
     assert what == child.note and fix.startswith("Fix to consider")
+    # An explanation the agent cut at 1 KiB mid-word keeps whole clauses only.
+    cut = replace(child, note="", explanation="It died. Fix to consider: raise it; the kubelet ra")
+    assert summary(cut) == ("It died.", "Fix to consider: raise it.")
 
 
 def test_each_source_alone_still_gives_every_kill_once(scene):

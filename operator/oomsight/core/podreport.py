@@ -332,7 +332,12 @@ def _join(event: Kill, incident: Kill) -> Kill:
 def summary(k: Kill) -> tuple[str, str]:
     """(what happened, what to consider) for a short screen: the Event's note (one sentence with
     the numbers) or the explanation's first sentence, and its "Fix to consider" sentence."""
-    sentences = [s.strip() for s in k.explanation.replace("\n", " ").split(". ") if s.strip()]
+    text = k.explanation.replace("\n", " ").strip()
+    sentences = [s.strip() for s in text.split(". ") if s.strip()]
+    if sentences and not text.endswith((".", "...")):
+        # Cut by the report's 1 KiB bound mid-sentence: keep the last sentence up to its last clause.
+        head, sep, _ = sentences[-1].rpartition("; ")
+        sentences[-1] = head if sep else ""
     what = k.note or (sentences[0].rstrip(".") + "." if sentences else "")
     fix = next((s for s in sentences if s.startswith("Fix to consider")), "")
     return what, (fix.rstrip(".") + "." if fix else "")
@@ -590,7 +595,7 @@ def first_step(a: PodAnswer) -> str:
         if rec and rec.limit and not rec.pending:
             conf = f", confidence {rec.confidence:.2f}" if rec.confidence is not None else ""
             step = f"Set {target}'s memory limit to {rec.limit} (MemoryPolicy {rec.policy}{conf})"
-        elif k.scope == "pod":
+        elif k.scope == "pod" and len(a.containers) > 1:  # alone, its own limit is the pod's: raise it
             step = "Raise the pod's total memory: its containers together hit the pod-level limit"
         else:
             lim = c.effective_limit or c.limit
