@@ -228,7 +228,7 @@ class Run:
         kubepods.set_limit(160 * MIB)
         a = kubelet_pod(kit, [128 * MIB])
         b = kubelet_pod(kit, [128 * MIB])
-        self.keep(spawn(a.container, "--anon", "56"))  # below what the grower reaches: the grower is the victim
+        self.keep(spawn(a.container, "--anon", "56"))  # less than the grower reaches: it dies
         spawn(b.container, "--grow-anon-mib", "4", ready=False)
         wait_for("kubepods: oom_kill", lambda: events(kubepods).get("oom_kill", 0) >= 1)
         time.sleep(1)

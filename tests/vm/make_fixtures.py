@@ -26,7 +26,8 @@ _STAMP = re.compile(r"^\[\s*(\d+)\.(\d+)\]")
 def header(results: dict, series: str, scenario: str, fmt: str) -> str:
     doc = (results["scenarios"][scenario].get("doc") or "").strip()
     return (
-        f"# kernel: {results['kernel']} (Debian {SUITES[series]} linux-image-amd64, qemu TCG guest, cgroup v2)\n"
+        f"# kernel: {results['kernel']} (Debian {SUITES[series]} linux-image-amd64,"
+        " qemu TCG guest, cgroup v2)\n"
         f"# source: captured on this machine in a hack/vm guest: hack/vm run --kernel {series} --mem 1G"
         f" --share OUT -- python3 tests/vm/guest_scenarios.py OUT, scenario {scenario}"
         f" (tests/vm/make_fixtures.py)\n"
