@@ -632,8 +632,6 @@ def qemu_argv(
         "8250.nr_uarts=1",
         f"oomsight.cgroup={spec.cgroup}",
     ]
-    if spec.cgroup == "v1":
-        append.append("cgroup_no_v1=none")
     argv = [
         "qemu-system-x86_64",
         "-accel", "tcg,thread=multi" if spec.cpus > 1 else "tcg",

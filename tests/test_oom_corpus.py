@@ -954,6 +954,158 @@ EXPECTED += [
         ],
     ),
     (
+        "vm-5.10-v2-group-kill-kmsg.log",
+        "kmsg",
+        [
+            {
+                "pid": 128,
+                "comm": 'python3',
+                "scope": 'container',
+                "dominant": 'anon',
+                "survived": False,
+                "by_adj": False,
+                "limit": 100663296,
+                "kernel": '5.10.0-32-amd64',
+                "header_missing": False,
+                "pod": 'ca1aa650-f6dc-4791-9bf3-5fa992cd9fb1',
+                "cid": '92da9adb9179',
+            },
+        ],
+    ),
+    (
+        "vm-5.10-v2-group-kill-dmesg.log",
+        "dmesg",
+        [
+            {
+                "pid": 128,
+                "comm": 'python3',
+                "scope": 'container',
+                "dominant": 'anon',
+                "survived": False,
+                "by_adj": False,
+                "limit": 100663296,
+                "kernel": '5.10.0-32-amd64',
+                "header_missing": False,
+                "pod": 'ca1aa650-f6dc-4791-9bf3-5fa992cd9fb1',
+                "cid": '92da9adb9179',
+            },
+        ],
+    ),
+    (
+        "vm-5.10-v2-shmem-kmsg.log",
+        "kmsg",
+        [
+            {
+                "pid": 136,
+                "comm": 'python3',
+                "scope": 'container',
+                "dominant": 'shmem',
+                "survived": False,
+                "by_adj": False,
+                "limit": 100663296,
+                "kernel": '5.10.0-32-amd64',
+                "header_missing": False,
+                "pod": '3624633f-f331-4a17-8c17-97fc4e7401de',
+                "cid": '2ecb9ec018b2',
+            },
+        ],
+    ),
+    (
+        "vm-5.10-v2-shmem-dmesg.log",
+        "dmesg",
+        [
+            {
+                "pid": 136,
+                "comm": 'python3',
+                "scope": 'container',
+                "dominant": 'shmem',
+                "survived": False,
+                "by_adj": False,
+                "limit": 100663296,
+                "kernel": '5.10.0-32-amd64',
+                "header_missing": False,
+                "pod": '3624633f-f331-4a17-8c17-97fc4e7401de',
+                "cid": '2ecb9ec018b2',
+            },
+        ],
+    ),
+    (
+        "vm-6.1-v2-group-kill-kmsg.log",
+        "kmsg",
+        [
+            {
+                "pid": 142,
+                "comm": 'python3',
+                "scope": 'container',
+                "dominant": 'anon',
+                "survived": False,
+                "by_adj": False,
+                "limit": 100663296,
+                "kernel": '6.1.0-50-amd64',
+                "header_missing": False,
+                "pod": 'f4ddefda-e04e-4583-9b5c-b342b937f5da',
+                "cid": '9be59f00e546',
+            },
+        ],
+    ),
+    (
+        "vm-6.1-v2-group-kill-dmesg.log",
+        "dmesg",
+        [
+            {
+                "pid": 142,
+                "comm": 'python3',
+                "scope": 'container',
+                "dominant": 'anon',
+                "survived": False,
+                "by_adj": False,
+                "limit": 100663296,
+                "kernel": '6.1.0-50-amd64',
+                "header_missing": False,
+                "pod": 'f4ddefda-e04e-4583-9b5c-b342b937f5da',
+                "cid": '9be59f00e546',
+            },
+        ],
+    ),
+    (
+        "vm-6.1-v2-shmem-kmsg.log",
+        "kmsg",
+        [
+            {
+                "pid": 150,
+                "comm": 'python3',
+                "scope": 'container',
+                "dominant": 'shmem',
+                "survived": False,
+                "by_adj": False,
+                "limit": 100663296,
+                "kernel": '6.1.0-50-amd64',
+                "header_missing": False,
+                "pod": 'cc25e9f7-2f3b-4370-b837-1713659c67cc',
+                "cid": '6bb1bf0b6289',
+            },
+        ],
+    ),
+    (
+        "vm-6.1-v2-shmem-dmesg.log",
+        "dmesg",
+        [
+            {
+                "pid": 150,
+                "comm": 'python3',
+                "scope": 'container',
+                "dominant": 'shmem',
+                "survived": False,
+                "by_adj": False,
+                "limit": 100663296,
+                "kernel": '6.1.0-50-amd64',
+                "header_missing": False,
+                "pod": 'cc25e9f7-2f3b-4370-b837-1713659c67cc',
+                "cid": '6bb1bf0b6289',
+            },
+        ],
+    ),
+    (
         "cakemanny-6.1.90-v2-own-cgroup.log",
         "bare",
         [
@@ -1526,3 +1678,38 @@ def test_a_multi_line_kmsg_record_is_read_line_by_line() -> None:
     (inc,) = asm.flush()
     assert inc.stats("/x")["shmem"] == 12582912
     assert all(seq == 421 for seq, text in inc.evidence if text.startswith(("anon ", "shmem ")))
+
+
+VM_KERNELS = {"5.10": "5.10.0-32-amd64", "6.1": "6.1.0-50-amd64"}
+
+
+@pytest.mark.parametrize("series", sorted(VM_KERNELS))
+def test_v2_memory_stat_is_one_record_on_5_10_and_6_1_and_both_renderings_agree(series: str) -> None:
+    """Captured in hack/vm guests (tests/vm/make_fixtures.py): 5.10 and 6.1 print the OOM memcg's
+    memory.stat with one printk (``pr_info("%s", buf)``), so /dev/kmsg holds it as one record with
+    ``\\x0a`` between the keys, and dmesg prints its later lines indented with no timestamp."""
+    raw = (CORPUS / f"vm-{series}-v2-shmem-kmsg.log").read_text()
+    (stat,) = [line for line in raw.splitlines() if ";anon " in line]
+    assert stat.count("\\x0a") > 20
+    dmesg = (CORPUS / f"vm-{series}-v2-shmem-dmesg.log").read_text().splitlines()
+    assert any(line.startswith(" ") and line.strip().startswith("shmem ") for line in dmesg)
+    (k,) = _incidents(f"vm-{series}-v2-shmem-kmsg.log")[1]
+    (d,) = _incidents(f"vm-{series}-v2-shmem-dmesg.log")[1]
+    assert k.kernel == d.kernel == VM_KERNELS[series]
+    assert k.stats() == d.stats() and len(k.stats()) > 20
+    charged = diagnose(k).as_json()["charged"]
+    assert charged == diagnose(d).as_json()["charged"]
+    # 70 MiB written to /dev/shm, to within the kernel's per-CPU stat batching
+    assert 70 * 1024 * 1024 - 64 * 4096 <= charged["shmem"] <= 70 * 1024 * 1024
+
+
+@pytest.mark.parametrize("series", sorted(VM_KERNELS))
+def test_group_kill_of_a_real_v2_container_names_every_process(series: str) -> None:
+    """memory.oom.group=1 on a container of four processes: one incident, four kills."""
+    for fmt in ("kmsg", "dmesg"):
+        (inc,) = _incidents(f"vm-{series}-v2-group-kill-{fmt}.log")[1]
+        assert inc.group_kill and inc.group_cgroup == inc.oom_memcg
+        assert len({v.pid for v in inc.victims}) == 4
+        j = diagnose(inc).as_json()
+        assert j["group_kill"] and len(j["also_killed"]) == 3
+        assert j["container_survived"] is False

@@ -143,10 +143,11 @@ def test_diagnose_explains_each_kill_once(guest: dict[str, Any], name: str) -> N
 
 def test_the_charged_breakdown_is_the_kernels_own(guest: dict[str, Any]) -> None:
     """The report's memory.stat (one printk record on 5.10/6.1) fills charged: the 70 MiB written to
-    /dev/shm is shmem, exactly."""
+    /dev/shm is shmem, to within the per-CPU stat batching (5.10 printed one page less)."""
     s = scenario(guest, "shmem")
     (inc,) = incidents_for(guest["diagnose"]["json"]["incidents"], s)
-    assert inc["charged"]["shmem"] == s["shm_bytes"] == 70 * MIB
+    assert s["shm_bytes"] == 70 * MIB
+    assert 70 * MIB - 64 * 4096 <= inc["charged"]["shmem"] <= 70 * MIB
     assert inc["charged"]["anon"] > 0
 
 
