@@ -73,6 +73,15 @@ CASES = {
             "thp-always": "info",
         },
     ),
+    "debian-6.12-v2-vm": (
+        "6.12.117+deb13-amd64", "v2", "unknown", True, (14, 1, 13),
+        {
+            "kmem-accounting-on": "info",
+            "memcg-dying": "info",
+            "swap-off": "info",
+            "thp-always": "info",
+        },
+    ),
     "debian-6.1-v2-vm": (
         "6.1.0-50-amd64", "v2", "unknown", True, (14, 1, 13),
         {

@@ -392,9 +392,10 @@ class OomAssembler:
 
         One printk call may hold several lines: 5.10 and 6.1 print the whole v2 ``memory.stat`` of
         the OOM memcg as one record (``pr_info("%s", buf)`` in mem_cgroup_print_oom_meminfo), which
-        /dev/kmsg hands out with its newlines escaped (``\\x0a``, undone by ``core.kmsg.unescape``).
-        Each of its lines is read as a record of its own, with the record's sequence number and time.
-        """
+        /dev/kmsg hands out with its newlines escaped (``\\x0a``, undone by ``core.kmsg.unescape``);
+        6.7 and later print it a line per record (``seq_buf_do_printk``). Each line of a record is
+        read as a record of its own, with the record's sequence number and time (captures of all
+        three kernels: tests/fixtures/oom/vm-*-v2-*.log)."""
         if "\n" not in record.text:
             return self._feed_line(record, record.text)
         out: list[Incident] = []
