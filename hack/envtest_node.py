@@ -85,6 +85,7 @@ PACKAGES = {
     "gcc": "gcc",
     "iptables": "iptables",
     "conntrack": "conntrack",
+    "dnsmasq": "dnsmasq-base",
 }
 CNI_BIN_DIR = Path("/usr/lib/cni")
 CNI_PLUGINS = ("bridge", "host-local", "loopback")
@@ -262,6 +263,7 @@ enforceNodeAllocatable: [pods]
 kubeReserved: {{memory: "{state.kube_reserved}"}}
 systemReserved: {{memory: "{state.system_reserved}"}}
 clusterDomain: cluster.local
+clusterDNS: ["{GATEWAY}"]
 resolvConf: /etc/resolv.conf
 serializeImagePulls: false
 rotateCertificates: false
@@ -323,7 +325,14 @@ class NodeCluster:
     >>> node.down()                           # doctest: +SKIP
     """
 
-    COMPONENTS = ("containerd", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy")
+    COMPONENTS = (
+        "dnsmasq",
+        "containerd",
+        "kube-controller-manager",
+        "kube-scheduler",
+        "kubelet",
+        "kube-proxy",
+    )
 
     def __init__(self, directory: Path | str, *, log: Log = envtest_lib._stderr_log) -> None:
         self.directory = Path(directory).resolve()
@@ -346,8 +355,8 @@ class NodeCluster:
         return self.directory / "containerd" / "containerd.sock"
 
     def binary(self, name: str) -> str:
-        if name == "containerd":
-            return shutil.which("containerd") or "/usr/bin/containerd"
+        if name in ("containerd", "dnsmasq"):
+            return shutil.which(name) or f"/usr/sbin/{name}"
         return str(self.cp.binary(name))
 
     def running(self, name: str) -> bool:
@@ -386,6 +395,7 @@ class NodeCluster:
             self.cp = envtest_lib.ControlPlane(self.directory, binaries=binaries, host=GATEWAY, node=True)
             self.cp.start()
             self._write_files()
+            self._start("dnsmasq", self._dnsmasq_argv())
             self._start(
                 "containerd", [self.binary("containerd"), "--config", str(self.directory / "containerd.toml")]
             )
@@ -423,7 +433,7 @@ class NodeCluster:
             attempt(f"stop {name}", lambda name=name: self._stop(name))
         if self.running("kubelet") and self.cp.started and self.cp.apiserver_running():
             attempt("delete pods", self._delete_all_pods)
-        for name in ("kubelet", "kube-proxy"):
+        for name in ("kubelet", "kube-proxy", "dnsmasq"):
             attempt(f"stop {name}", lambda name=name: self._stop(name))
         if self.running("containerd"):
             attempt("remove containers", self._remove_containers)
@@ -547,6 +557,28 @@ class NodeCluster:
 
     def _write_kubelet_config(self) -> None:
         (self.directory / "kubelet.yaml").write_text(kubelet_config(self.directory, self.state))
+
+    def _dnsmasq_argv(self) -> list[str]:
+        """Cluster DNS, the part of it the chart needs: ``kubernetes.default.svc`` (kopf's in-cluster
+        login uses that name). dnsmasq (Debian's dnsmasq-base) on the bridge address only, authoritative
+        for cluster.local, no upstream servers: no query ever leaves this machine."""
+        service_ip = envtest_lib.SERVICE_CLUSTER_IP_RANGE.rsplit(".", 1)[0] + ".1"
+        return [
+            self.binary("dnsmasq"),
+            "--keep-in-foreground",
+            "--log-facility=-",
+            "--conf-file=/dev/null",
+            "--pid-file=",
+            "--user=root",
+            "--no-resolv",
+            "--no-hosts",
+            "--no-poll",
+            f"--listen-address={GATEWAY}",
+            "--bind-interfaces",
+            "--port=53",
+            "--local=/cluster.local/",
+            f"--host-record=kubernetes.default.svc.cluster.local,{service_ip}",
+        ]
 
     def _start_controllers(self) -> None:
         d, pki = self.directory, self.directory / "pki"

@@ -167,8 +167,9 @@ def deployment(
     limit: str | None = "64Mi",
     request: str | None = "32Mi",
     labels: Mapping[str, str] | None = None,
+    replicas: int = 1,
 ) -> dict[str, Any]:
-    """A one-replica Deployment of the project image running ``python3 args...``."""
+    """A Deployment of the project image running ``python3 args...`` (one replica by default)."""
     resources: dict[str, Any] = {}
     if limit:
         resources["limits"] = {"memory": limit}
@@ -180,7 +181,7 @@ def deployment(
         "kind": "Deployment",
         "metadata": {"name": name, "labels": match},
         "spec": {
-            "replicas": 1,
+            "replicas": replicas,
             "selector": {"matchLabels": {"app": name}},
             "template": {
                 "metadata": {"labels": match},

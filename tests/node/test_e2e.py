@@ -8,21 +8,26 @@ matter, and every wait polls with a generous deadline (no timed asserts).
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
+import envtest_node
 import pytest
 
 from node.nodekit import (
     CHILD,
     CREEP,
     GROW,
+    SYSTEM_NS,
     Chart,
+    MiB,
     apply,
     container_status,
     create_namespace,
     deployment,
     oomsight_events,
     reasons,
+    series_total,
     service_get,
     the_pod,
     wait_for,
@@ -119,3 +124,107 @@ def test_working_set_warning_comes_before_the_kill(chart: Chart) -> None:
         KILL_DEADLINE,
         "the OOM kill after the warning",
     )
+
+
+def test_memory_policy_gets_status_recommendation_and_pod_annotations(chart: Chart) -> None:
+    kubectl = chart.kubectl
+    ns = create_namespace(kubectl, "e2e-policy")
+    # A steady workload: grows to ~40 MiB and stays (no kill).
+    steady = "import time\nchunks = [b'\\x01' * (4 << 20) for _ in range(8)]\ntime.sleep(86400)"
+    apply(kubectl, ns, deployment("web", [steady], limit="128Mi", request="64Mi", labels={"team": "shop"}))
+    policy = {
+        "apiVersion": "oomsight.io/v1alpha1",
+        "kind": "MemoryPolicy",
+        "metadata": {"name": "shop"},
+        "spec": {
+            "selector": {"matchLabels": {"team": "shop"}},
+            "actions": {"annotatePods": True, "emitEvents": True},
+        },
+    }
+    apply(kubectl, ns, policy)
+
+    def recommended() -> dict[str, Any] | None:
+        status = kubectl.json("get", "memorypolicy", "shop", "-n", ns).get("status") or {}
+        for workload in status.get("workloads") or []:
+            if (workload["kind"], workload["name"]) == ("Deployment", "web"):
+                for container in workload.get("containers") or []:
+                    if container["name"] == "hog" and container.get("recommendedLimit"):
+                        return status
+        return None
+
+    # The agent reports each node at most once a minute; the operator reconciles after that.
+    status = wait_for(recommended, 300, "the MemoryPolicy status with a recommendation for web")
+    assert status["podsObserved"] == 1 and status["mode"] == "agents", status
+    pod = the_pod(kubectl, ns, "web")
+    assert pod is not None
+
+    def annotated() -> str | None:
+        got = the_pod(kubectl, ns, "web") or {}
+        return (got.get("metadata", {}).get("annotations") or {}).get("oomsight.io/memory-recommendation")
+
+    value = json.loads(wait_for(annotated, 120, "the recommendation annotation on the real Pod"))
+    assert value["policy"] == "shop" and value["containers"]["hog"]["limit"], value
+    table = kubectl.run("get", "mp", "-n", ns).stdout
+    header, row = table.splitlines()[:2]
+    assert header.split()[:3] == ["NAME", "PODS", "AT"] and row.split()[:2] == ["shop", "1"], table
+
+
+def test_agent_pod_deleted_while_kills_happen_reports_each_kill_once(chart: Chart) -> None:
+    kubectl = chart.kubectl
+    ns = create_namespace(kubectl, "e2e-restart")
+    kills = 6
+    # PID 1 starts a growing child every 5 s, six times; each child is OOM-killed, PID 1 lives on.
+    apply(kubectl, ns, deployment("burst", [CHILD, str(kills), "5"], limit="64Mi", request="32Mi"))
+
+    def logs() -> str:
+        pod = the_pod(kubectl, ns, "burst")
+        return kubectl.run("logs", "-n", ns, pod["metadata"]["name"], check=False).stdout if pod else ""
+
+    wait_for(lambda: "kills 2" in logs(), KILL_DEADLINE, "the first two kills")
+    old = {p["metadata"]["name"] for p in chart.agent_pods()}
+    kubectl.run("delete", "pod", "-n", SYSTEM_NS, *old, "--wait=false")
+    wait_for(
+        lambda: [p for p in chart.agent_pods() if p["metadata"]["name"] not in old and _ready(p)],
+        KILL_DEADLINE,
+        "a new agent Pod",
+    )
+    done = wait_for(lambda: "done" in logs() and logs(), KILL_DEADLINE * 2, "all the kills")
+    killed = done.count("child exit -9")
+    assert killed == kills, done
+    pod = the_pod(kubectl, ns, "burst")
+    assert pod is not None and container_status(pod)["restartCount"] == 0
+    name = pod["metadata"]["name"]
+
+    def reported() -> list[dict[str, Any]] | None:
+        got = [e for e in oomsight_events(kubectl, ns, name) if e["reason"].startswith("OOMKilled")]
+        return got if series_total(got) >= killed else None
+
+    events = wait_for(reported, EVENT_DEADLINE, f"{killed} kills reported")
+    assert series_total(events) == killed, [(e["reason"], e.get("series")) for e in events]
+    assert set(reasons(events)) == {"OOMKilledChild"}, reasons(events)
+
+
+def test_node_allocatable_hit_by_best_effort_pods(chart: Chart, node: Any) -> None:
+    kubectl = chart.kubectl
+    usage = int(Path("/sys/fs/cgroup/memory/kubepods/memory.usage_in_bytes").read_text())
+    node.set_allocatable(usage + 384 * MiB)  # restarts the kubelet: kubepods' limit shrinks
+    try:
+        ns = create_namespace(kubectl, "e2e-alloc")
+        # BestEffort (no requests, no limits): only kubepods (node allocatable) bounds them.
+        apply(kubectl, ns, deployment("besteffort", [GROW], limit=None, request=None, replicas=2))
+
+        def ancestor_kill() -> list[dict[str, Any]]:
+            got = oomsight_events(kubectl, ns)
+            return [e for e in got if e["reason"] == "OOMKilledAncestorLimit"]
+
+        events = wait_for(ancestor_kill, KILL_DEADLINE, "oomsight's OOMKilledAncestorLimit Event")
+        assert "above the pod" in events[0]["note"], events[0]["note"]
+        assert events[0]["regarding"]["name"].startswith("besteffort-")
+        kubectl.run("delete", "namespace", ns, "--wait=false")
+    finally:
+        node.set_allocatable(envtest_node.DEFAULT_ALLOCATABLE)
+
+
+def _ready(pod: dict[str, Any]) -> bool:
+    conditions = pod.get("status", {}).get("conditions") or []
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
