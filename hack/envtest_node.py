@@ -42,6 +42,8 @@ K8S_NAMESPACE = "k8s.io"  # the containerd namespace the kubelet (CRI) uses
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 KUBEPODS = "kubepods"
 NETNS_DIR = Path("/run/netns")
+# One node per machine: the bridge, its address and the kubepods cgroups are machine-wide.
+OWNER_FILE = Path("/run/oomsight-envtest-node")
 HACK_NODE = envtest_lib.REPO_ROOT / "hack" / "node"
 DEFAULT_ALLOCATABLE = 4 << 30  # the kubepods (node allocatable) memory limit unless a test asks
 READY_TIMEOUT = 180.0
@@ -377,6 +379,9 @@ class NodeCluster:
         """Start every part; return once the Node is Ready. On failure, tear down what started."""
         if self.cp.started and (self.cp.apiserver_running() or self.cp.etcd_running()):
             raise StartError(f"a cluster is already running in {self.directory}; hack/envtest down it first")
+        other = _read(OWNER_FILE)
+        if other and other != str(self.directory) and NodeCluster(other).anything_running():
+            raise StartError(f"a node already runs on this machine from {other}; hack/envtest down {other}")
         ensure_packages(self.log)
         binaries = envtest_lib.build(
             (*envtest_lib.CONTROL_PLANE_TOOLS, *envtest_lib.NODE_TOOLS), log=self.log
@@ -389,6 +394,7 @@ class NodeCluster:
         )
         self._reserve(allocatable)
         self._save()
+        OWNER_FILE.write_text(str(self.directory))
         try:
             self._cgroup_mount_shared()
             self._bridge_up()
@@ -450,8 +456,16 @@ class NodeCluster:
             attempt("control plane", self.cp.stop)
         for sub in ("containerd", "kubelet", "cni"):
             shutil.rmtree(self.directory / sub, ignore_errors=True)
+        if _read(OWNER_FILE) == str(self.directory):
+            OWNER_FILE.unlink(missing_ok=True)
         if errors:
             raise EnvtestError("down: " + "; ".join(errors))
+
+    def anything_running(self) -> bool:
+        """True while any process of this node (or its control plane) still runs."""
+        if self.cp.started and (self.cp.etcd_running() or self.cp.apiserver_running()):
+            return True
+        return any(self.running(name) for name in self.COMPONENTS)
 
     def wait_node_ready(self, timeout: float = READY_TIMEOUT) -> None:
         def ready() -> bool:
