@@ -218,7 +218,7 @@ def test_node_allocatable_hit_by_best_effort_pods(chart: Chart, node: Any) -> No
             return [e for e in got if e["reason"] == "OOMKilledAncestorLimit"]
 
         events = wait_for(ancestor_kill, KILL_DEADLINE, "oomsight's OOMKilledAncestorLimit Event")
-        assert "above the pod" in events[0]["note"], events[0]["note"]
+        assert "node allocatable" in events[0]["note"], events[0]["note"]
         assert events[0]["regarding"]["name"].startswith("besteffort-")
         kubectl.run("delete", "namespace", ns, "--wait=false")
     finally:
