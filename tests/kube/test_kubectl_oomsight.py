@@ -349,6 +349,19 @@ def test_an_exec_plugin_user_with_a_client_certificate_works_and_a_failing_one_g
     assert out.returncode == 2 and f"the exec plugin '{failing}'" in line and "failed" in line
     assert "token expired: run aws sso login" in line
 
+    # A plugin that returns a bearer token (a ServiceAccount's, which has no RBAC here): the API server
+    # authenticates it, and the denial names the kubeconfig user.
+    token_plugin = tmp_path / "token-plugin"
+    token_plugin.write_text(
+        "#!/bin/sh\nprintf '%s' '" + json.dumps({"apiVersion": "client.authentication.k8s.io/v1",
+        "kind": "ExecCredential", "status": {"token": sa_token(kubectl, namespace, "via-exec")}}) + "'\n"
+    )  # fmt: skip
+    token_plugin.chmod(0o755)
+    doc["users"] = [{"name": "exec-user", "user": exec_user(token_plugin)}]
+    out = kubectl_oomsight(write(tmp_path / "token.yaml", doc), "why", "p0")
+    assert out.returncode == 1 and "RBAC denies get pods in namespace" in one_line(out)
+    assert "user 'exec-user' of context 'exec'" in one_line(out)
+
     doc["users"] = [{"name": "exec-user", "user": exec_user(tmp_path / "not-installed")}]
     out = kubectl_oomsight(write(tmp_path / "absent.yaml", doc), "why", "p0")
     assert out.returncode == 2 and "not-installed" in one_line(out) and "failed" in one_line(out)
