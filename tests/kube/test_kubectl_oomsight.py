@@ -57,6 +57,7 @@ from oomsight.core.policy import rfc3339
 from oomsight.core.reportview import parse_time
 from oomsight.kube import crd
 from oomsight.kube.clientconfig import load_target
+from oomsight.kube.clusterread import ApiReadError, ClusterRead
 
 envtest = load_envtest()
 
@@ -516,3 +517,37 @@ def test_a_cluster_without_oomsight_still_shows_what_the_kubelet_knows(tmp_path:
         assert top.returncode == 1 and "oomsight's CRDs are not installed" in one_line(top)
     finally:
         cp.stop()
+
+
+@pytest.mark.kube
+def test_in_a_pod_the_service_account_is_used_with_its_namespace(
+    control_plane: Any, kubeconfig: Path, kubectl: Kubectl, namespace: str, tmp_path: Path
+) -> None:
+    sa = tmp_path / "serviceaccount"
+    sa.mkdir()
+    (sa / "token").write_text(sa_token(kubectl, namespace, "in-pod"))
+    (sa / "ca.crt").write_bytes(control_plane.ca_file.read_bytes())
+    (sa / "namespace").write_text(namespace)
+    port = str(control_plane.apiserver_port)
+    env = {"KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": port, "HOME": str(tmp_path)}
+    target = load_target(environ=env, sa_dir=sa)
+    assert target.namespace == namespace and target.context is None
+    assert target.server == f"https://127.0.0.1:{control_plane.apiserver_port}"
+    create_pod(kubectl, namespace, "p2", "node-x", {"a": "b"})
+    with pytest.raises(
+        ApiReadError, match=f"RBAC denies get pods in namespace {namespace} to this ServiceAccount"
+    ):
+        ClusterRead(target).pod(namespace, "p2")
+    kubectl.run("create", "role", "get-pods", "-n", namespace, "--verb=get", "--resource=pods")
+    kubectl.run("create", "rolebinding", "in-pod", "-n", namespace, "--role=get-pods",
+                f"--serviceaccount={namespace}:in-pod")  # fmt: skip
+    got = op_wait_for(lambda: _try_pod(target, namespace, "p2"), 30, "the RoleBinding to take effect")
+    assert got["metadata"]["name"] == "p2"
+    assert load_target(namespace="other", environ=env, sa_dir=sa).namespace == "other"
+
+
+def _try_pod(target: Any, namespace: str, name: str) -> dict[str, Any] | None:
+    try:
+        return ClusterRead(target).pod(namespace, name)
+    except ApiReadError:
+        return None

@@ -41,7 +41,7 @@ from oomsight.core.errors import UsageError
 kube_config: Any = _kube_config  # the library is untyped; Any keeps mypy from flagging each call
 incluster_config: Any = _incluster_config
 
-SA_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 REQUEST_TIMEOUT = (5.0, 30.0)
 """(connect, read) seconds for each API read: an unreachable cluster answers in seconds, not minutes."""
 
@@ -74,7 +74,7 @@ def kubeconfig_files(flag: str | None, environ: dict[str, str] | None = None) ->
     if listed:
         paths = [os.path.expanduser(p) for p in listed.split(os.pathsep) if p]
         return [p for p in paths if os.path.isfile(p)], f"KUBECONFIG={listed}"
-    home = os.path.expanduser("~/.kube/config")
+    home = os.path.join(env.get("HOME") or os.path.expanduser("~"), ".kube", "config")
     return ([home] if os.path.isfile(home) else []), "~/.kube/config"
 
 
@@ -120,13 +120,14 @@ def load_target(
     context: str | None = None,
     namespace: str | None = None,
     environ: dict[str, str] | None = None,
+    sa_dir: Path = SA_DIR,
 ) -> ClusterTarget:
     """Resolve the kubeconfig as kubectl does and build an API client; ``UsageError`` (one line) else."""
     env = os.environ if environ is None else environ
     files, origin = kubeconfig_files(kubeconfig, dict(env))
     if not files:
         if env.get("KUBERNETES_SERVICE_HOST") and not kubeconfig and not env.get("KUBECONFIG"):
-            return _in_cluster(namespace, env)
+            return _in_cluster(namespace, env, sa_dir)
         raise UsageError(
             f"no kubeconfig found ({origin} names no existing file)",
             "pass --kubeconfig FILE or set KUBECONFIG, as for kubectl",
@@ -200,19 +201,18 @@ def _has_credentials(loader: Any) -> bool:
     return "token" in loader.__dict__ or bool(loader.__dict__.get("cert_file"))
 
 
-def _in_cluster(namespace: str | None, env: Any) -> ClusterTarget:
+def _in_cluster(namespace: str | None, env: Any, sa_dir: Path) -> ClusterTarget:
     cfg = _configuration()
     try:
         incluster_config.InClusterConfigLoader(
-            token_filename=incluster_config.SERVICE_TOKEN_FILENAME,
-            cert_filename=incluster_config.SERVICE_CERT_FILENAME,
+            token_filename=str(sa_dir / "token"), cert_filename=str(sa_dir / "ca.crt"), environ=env
         ).load_and_set(cfg)
     except ConfigException as err:
         raise UsageError(f"in-cluster configuration: {err}", "pass --kubeconfig FILE") from err
     ns = namespace or env.get("POD_NAMESPACE")
     if not ns:
         try:
-            ns = SA_NAMESPACE.read_text().strip()
+            ns = (sa_dir / "namespace").read_text().strip()
         except OSError:
             ns = "default"
     return ClusterTarget(
