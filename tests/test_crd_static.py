@@ -101,3 +101,11 @@ def test_the_report_builder_caps_lists_at_the_schema_bounds() -> None:
         crd.MAX_REPORT_INCIDENTS,
     )
     assert report.MAX_BYTES <= crd.MAX_REPORT_BYTES
+
+
+def test_recommendation_schema_lists_exactly_what_the_engine_reads() -> None:
+    """A field the engine reads but the schema lacks is pruned by the API server: set, yet never seen."""
+    from oomsight.core.recommend import SPEC_FIELDS
+
+    mp = _load("memorypolicies.oomsight.io.yaml")["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    assert set(_prop(mp, "spec.recommendation")["properties"]) == set(SPEC_FIELDS)

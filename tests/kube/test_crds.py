@@ -96,6 +96,9 @@ def test_a_full_policy_is_accepted_and_defaults_are_filled(crds: Kubectl, namesp
             "historyWindow": "192h",
             "oomBumpRatio": 1.2,
             "oomMinBump": "100Mi",
+            "limitPercentile": 0.8,
+            "peakInterval": "1h",
+            "cacheAllowancePercent": 10,
         },
         actions={"annotatePods": True},
     )
@@ -110,6 +113,7 @@ def test_a_full_policy_is_accepted_and_defaults_are_filled(crds: Kubectl, namesp
     assert stored["spec"]["warningThresholdPercent"] == 90
     assert stored["spec"]["actions"] == {"annotatePods": True, "emitEvents": True}
     assert stored["spec"]["recommendation"]["maximum"] == 17179869184
+    assert stored["spec"]["recommendation"]["limitPercentile"] == 0.8  # kept, not pruned
 
     minimal = crds.create(policy("minimal", namespace, selector={}))
     assert minimal["spec"]["actions"] == {"annotatePods": False, "emitEvents": True}
@@ -130,6 +134,21 @@ POLICY_RULES = [
         "negative headroom",
         {"recommendation": {"headroomPercent": -5}},
         ["spec.recommendation.headroomPercent", "[0, 1000]"],
+    ),
+    (
+        "limit percentile above 1",
+        {"recommendation": {"limitPercentile": 2}},
+        ["spec.recommendation.limitPercentile", "(0, 1]"],
+    ),
+    (
+        "peak interval in days",
+        {"recommendation": {"peakInterval": "1d"}},
+        ["spec.recommendation.peakInterval", "positive duration"],
+    ),
+    (
+        "negative cache allowance",
+        {"recommendation": {"cacheAllowancePercent": -1}},
+        ["spec.recommendation.cacheAllowancePercent", "[0, 1000]"],
     ),
     (
         "bump ratio below 1",

@@ -95,6 +95,15 @@ PAGE_CACHE_NOTE = 1.10
 """Say "page cache" in the reason when the working-set estimate exceeds the demand estimate by 10%+."""
 
 
+SPEC_FIELDS = frozenset(
+    {
+        "percentile", "limitPercentile", "headroomPercent", "minimum", "maximum", "halfLife",
+        "historyWindow", "oomBumpRatio", "oomMinBump", "peakInterval", "cacheAllowancePercent",
+    }
+)  # fmt: skip
+"""The keys of a MemoryPolicy's ``spec.recommendation`` (the CRD schema lists exactly these)."""
+
+
 @dataclass(frozen=True, slots=True)
 class RecommendSettings:
     """The MemoryPolicy ``spec.recommendation`` block, in bytes and seconds (``from_spec`` parses it)."""
@@ -145,13 +154,11 @@ class RecommendSettings:
     def from_spec(spec: Mapping[str, Any] | None) -> RecommendSettings:
         """Parse a MemoryPolicy ``recommendation`` block (camelCase keys, ``512Mi``, ``24h``)."""
         spec = dict(spec or {})
-        known = {
-            "percentile", "limitPercentile", "headroomPercent", "minimum", "maximum", "halfLife",
-            "historyWindow", "oomBumpRatio", "oomMinBump", "peakInterval", "cacheAllowancePercent",
-        }  # fmt: skip
-        unknown = sorted(set(spec) - known)
+        unknown = sorted(set(spec) - SPEC_FIELDS)
         if unknown:
-            raise UsageError(f"recommendation: unknown field(s) {', '.join(unknown)}", f"use {sorted(known)}")
+            raise UsageError(
+                f"recommendation: unknown field(s) {', '.join(unknown)}", f"use {sorted(SPEC_FIELDS)}"
+            )
         d = RecommendSettings()
 
         def num(name: str, default: float) -> float:
