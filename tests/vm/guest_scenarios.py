@@ -346,12 +346,42 @@ class Run:
                 "pressure": None if full.pressure is None else vars_of(full.pressure),
                 "oom_group": full.oom_group,
             }
+        diags = [diagnose(i).as_json() for i in incidents]
         return {
             "records": len(records),
             "gaps": len(gaps),
-            "incidents": [diagnose(i).as_json() for i in incidents],
+            "incidents": diags,
             "cgroups": cgroups,
+            "spooled": self.spool(incidents, diags),
         }
+
+    def spool(self, incidents: list[Any], diags: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The Events the agent would post, written to its own spool (``agent.state.StateDir``), for
+        the pods the scenarios made (what the API server would have listed on this node)."""
+        from datetime import UTC, datetime
+
+        from oomsight.agent.state import StateDir
+        from oomsight.core.eventspecs import oom_event
+        from oomsight.core.podinfo import ContainerInfo, PodInfo
+        from oomsight.host.kmsg import read_boot_id
+
+        pods: dict[str, PodInfo] = {}
+        for name, s in self.results["scenarios"].items():
+            uids = s.get("pod_uids") or ([s["pod_uid"]] if "pod_uid" in s else [])
+            cids = s.get("container_ids") or ([s["container_id"]] if "container_id" in s else [])
+            for n, uid in enumerate(uids):
+                containers = tuple(ContainerInfo(f"c{j}", cid, None, None) for j, cid in enumerate(cids))
+                pods[uid] = PodInfo(uid, "vm", f"{name.replace('_', '-')}-{n}", "oomsight-vm", containers)
+        state = StateDir(self.out / "agent-state")
+        boot_id = read_boot_id()
+        for inc, diag in zip(incidents, diags, strict=True):
+            pod = pods.get(diag.get("pod_uid") or "")
+            if pod is None:
+                continue
+            cont = next((c.name for c in pod.containers if c.container_id == diag.get("container_id")), None)
+            seq = inc.seq if inc.seq is not None else 0
+            state.put(oom_event(diag, pod, cont, "oomsight-vm", boot_id, seq, datetime.now(UTC)))
+        return [spec.to_json() for spec in state.pending()]
 
 
 def capture_node(out: Path) -> None:

@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from oomsight.core import events
 from realparts import unavailable
 
 pytestmark = pytest.mark.vm
@@ -240,3 +241,24 @@ def test_node_reports_dying_memcgs_psi_and_swap_on_v2(guest: dict[str, Any]) -> 
     ids = {f["id"] for f in node["findings"]}
     assert "swap-off" in ids
     assert not ids & {"kmem-leak-kernel", "kernel-old-memcg"}  # the v1 / 3.10-only findings
+
+
+def test_agent_spools_one_event_per_kill_with_the_right_reason(guest: dict[str, Any]) -> None:
+    """The Events the agent would post for the scenarios' pods, from its own spool (agent.state)."""
+    reasons = {
+        "node_wide": events.REASON_OOM_NODE,
+        "main_killed": events.REASON_OOM_CONTAINER,
+        "child_killed": events.REASON_OOM_CHILD,
+        "group_kill": events.REASON_OOM_CONTAINER,
+        "pod_limit": events.REASON_OOM_POD,
+        "kubepods_limit": events.REASON_OOM_ANCESTOR,
+        "shmem": events.REASON_OOM_CONTAINER,
+    }
+    spooled = guest["agent"]["spooled"]
+    for name, reason in reasons.items():
+        s = scenario(guest, name)
+        mine = [e for e in spooled if e["regarding"]["uid"] in pods_of(s)]
+        assert [e["reason"] for e in mine] == [reason], (name, [e["reason"] for e in mine])
+        assert mine[0]["type"] == "Warning" and mine[0]["regarding"]["field_path"]
+    for name in QUIET:
+        assert not [e for e in spooled if e["regarding"]["uid"] in pods_of(scenario(guest, name))]
