@@ -31,9 +31,27 @@ pytestmark = pytest.mark.vm
 
 REPO = Path(__file__).resolve().parent.parent.parent
 KERNELS = os.environ.get("OOMSIGHT_VM_KERNELS", "5.10 6.1 6.12").split()
+SMOKE_KERNELS = set(os.environ.get("OOMSIGHT_VM_SMOKE", "").split())
+"""Kernels that run only ``SMOKE`` (when CI time is short: the full matrix on one kernel)."""
 MIB = 1 << 20
 KILLS = ("node_wide", "main_killed", "child_killed", "group_kill", "pod_limit", "kubepods_limit", "shmem")
 QUIET = ("page_cache", "memory_high")
+SMOKE = ("main_killed", "child_killed", "shmem", "page_cache")
+
+
+def uses(*names: str) -> Any:
+    """Name the scenarios a test reads (tests/vm/conftest.py deselects it on a smoke kernel without them)."""
+
+    def mark(fn: Any) -> Any:
+        fn.scenarios = names
+        return fn
+
+    return mark
+
+
+def ran(guest: dict[str, Any], names: tuple[str, ...]) -> list[str]:
+    """Those of ``names`` this guest ran (all of them, but on a smoke kernel)."""
+    return [n for n in names if n in guest["scenarios"]]
 
 
 def vm_lib() -> ModuleType:
@@ -73,6 +91,7 @@ def guest(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         [
             str(REPO / "hack" / "vm"), "run", "--kernel", series, "--mem", "1G", "--share", str(out),
             "--", "python3", "tests/vm/guest_scenarios.py", str(out),
+            *(SMOKE if series in SMOKE_KERNELS else ()),
         ],
         cwd=REPO, capture_output=True, text=True, check=False, timeout=1800,
     )  # fmt: skip
@@ -142,6 +161,7 @@ def test_diagnose_explains_each_kill_once(guest: dict[str, Any], name: str) -> N
         assert 1 + len(inc["also_killed"]) >= exp["killed_at_least"]
 
 
+@uses("shmem")
 def test_the_charged_breakdown_is_the_kernels_own(guest: dict[str, Any]) -> None:
     """The report's memory.stat (one printk record on 5.10/6.1) fills charged: the 70 MiB written to
     /dev/shm is shmem, to within the per-CPU stat batching (5.10 printed one page less)."""
@@ -152,6 +172,7 @@ def test_the_charged_breakdown_is_the_kernels_own(guest: dict[str, Any]) -> None
     assert inc["charged"]["anon"] > 0
 
 
+@uses("pod_limit")
 def test_pod_limit_names_the_pod_and_the_grower(guest: dict[str, Any]) -> None:
     s = scenario(guest, "pod_limit")
     (inc,) = incidents_for(guest["diagnose"]["json"]["incidents"], s)
@@ -159,6 +180,7 @@ def test_pod_limit_names_the_pod_and_the_grower(guest: dict[str, Any]) -> None:
     assert inc["container_id"] in s["container_ids"]
 
 
+@uses("kubepods_limit")
 def test_kubepods_limit_is_the_node_allocatable_cgroup(guest: dict[str, Any]) -> None:
     s = scenario(guest, "kubepods_limit")
     (inc,) = incidents_for(guest["diagnose"]["json"]["incidents"], s)
@@ -166,6 +188,7 @@ def test_kubepods_limit_is_the_node_allocatable_cgroup(guest: dict[str, Any]) ->
     assert inc["limit_level"] == "kubepods"
 
 
+@uses("child_killed")
 def test_child_killed_leaves_the_container_running(guest: dict[str, Any]) -> None:
     s = scenario(guest, "child_killed")
     assert s["main_alive"] and s["events"]["oom_kill"] == 1
@@ -185,6 +208,7 @@ def test_no_incident_where_the_kernel_killed_nothing(guest: dict[str, Any], name
     assert incidents_for(guest["agent"]["incidents"], s) == []
 
 
+@uses("page_cache")
 def test_page_cache_fills_the_limit_without_a_kill(guest: dict[str, Any]) -> None:
     s = scenario(guest, "page_cache")
     assert s["events"]["max"] > 0  # it hit memory.max, and reclaim freed page cache each time
@@ -195,6 +219,7 @@ def test_page_cache_fills_the_limit_without_a_kill(guest: dict[str, Any]) -> Non
     assert live["working_set_bytes"] < live["usage_bytes"]
 
 
+@uses("memory_high")
 def test_memory_high_throttles_without_a_kill(guest: dict[str, Any]) -> None:
     s = scenario(guest, "memory_high")
     assert s["events"]["high"] > 0
@@ -207,7 +232,7 @@ def test_memory_high_throttles_without_a_kill(guest: dict[str, Any]) -> None:
 def test_agent_detection_path_agrees_with_diagnose(guest: dict[str, Any]) -> None:
     agent = guest["agent"]
     assert agent["gaps"] == 0
-    for name in KILLS:
+    for name in ran(guest, KILLS):
         s = scenario(guest, name)
         (a,) = incidents_for(agent["incidents"], s)
         (d,) = incidents_for(guest["diagnose"]["json"]["incidents"], s)
@@ -219,7 +244,7 @@ def test_agent_counters_are_the_kernels_memory_events(guest: dict[str, Any]) -> 
     cgroups = guest["agent"]["cgroups"]
     at_least_5_17 = release_tuple(guest["kernel"]) >= (5, 17)
     at_least_5_19 = release_tuple(guest["kernel"]) >= (5, 19)
-    for name in ("main_killed", "child_killed", "group_kill", "shmem"):
+    for name in ran(guest, ("main_killed", "child_killed", "group_kill", "shmem")):
         s = scenario(guest, name)
         c = cgroups[s["cgroup"]]
         assert c["oom_kills"] == s["events"]["oom_kill"]
@@ -227,7 +252,7 @@ def test_agent_counters_are_the_kernels_memory_events(guest: dict[str, Any]) -> 
         assert (c["events"]["oom_group_kill"] is not None) is at_least_5_17
         assert (c["peak_bytes"] is not None) is at_least_5_19
         assert c["oom_group"] is (name != "child_killed")
-    if at_least_5_17:
+    if at_least_5_17 and "group_kill" in guest["scenarios"]:
         assert cgroups[scenario(guest, "group_kill")["cgroup"]]["events"]["oom_group_kill"] == 1
     if at_least_5_19:
         assert cgroups[scenario(guest, "shmem")["cgroup"]]["peak_bytes"] >= 90 * MIB
@@ -256,9 +281,11 @@ def test_agent_spools_one_event_per_kill_with_the_right_reason(guest: dict[str, 
     }
     spooled = guest["agent"]["spooled"]
     for name, reason in reasons.items():
+        if name not in guest["scenarios"]:
+            continue  # a smoke kernel
         s = scenario(guest, name)
         mine = [e for e in spooled if e["regarding"]["uid"] in pods_of(s)]
         assert [e["reason"] for e in mine] == [reason], (name, [e["reason"] for e in mine])
         assert mine[0]["type"] == "Warning" and mine[0]["regarding"]["field_path"]
-    for name in QUIET:
+    for name in ran(guest, QUIET):
         assert not [e for e in spooled if e["regarding"]["uid"] in pods_of(scenario(guest, name))]
