@@ -674,17 +674,11 @@ class _Relay:
             os.write(self.out, data)
 
 
-def check_spec(spec: RunSpec, kern: Kernel) -> None:
+def check_spec(spec: RunSpec, kern: Kernel | None = None) -> None:
+    """One line for a run that cannot work: checked before anything is fetched, and again with the
+    kernel (``--cgroup v1`` needs its v1 memory controller)."""
     if spec.cgroup not in ("v1", "v2"):
         raise VmError(f"--cgroup {spec.cgroup!r}: choose v2 or v1")
-    if spec.cgroup == "v1" and kern.config("MEMCG_V1") is None and kern.config("MEMCG") is not None:
-        # 6.11 split the v1 memory controller out behind CONFIG_MEMCG_V1 (mm/memcontrol-v1.c).
-        major, minor = (int(x) for x in kern.release.split(".")[:2])
-        if (major, minor) >= (6, 11):
-            raise VmError(
-                f"kernel {kern.release} is built without CONFIG_MEMCG_V1: it has no cgroup v1 memory"
-                " controller; use --cgroup v2 or another kernel"
-            )
     for p in spec.shares:
         if not p.is_dir():
             raise VmError(f"--share {p}: not a directory")
@@ -692,10 +686,19 @@ def check_spec(spec: RunSpec, kern: Kernel) -> None:
         raise VmError(f"--mem {spec.mem!r}: give a size like 512M or 2G")
     if not spec.command:
         raise VmError("no command: hack/vm run --kernel 6.1 -- COMMAND...")
+    if kern is not None and spec.cgroup == "v1" and kern.config("MEMCG_V1") is None:
+        # 6.11 split the v1 memory controller out behind CONFIG_MEMCG_V1 (mm/memcontrol-v1.c).
+        major, minor = (int(x) for x in kern.release.split(".")[:2])
+        if (major, minor) >= (6, 11):
+            raise VmError(
+                f"kernel {kern.release} is built without CONFIG_MEMCG_V1: it has no cgroup v1 memory"
+                " controller; use --cgroup v2 or another kernel"
+            )
 
 
 def run(spec: RunSpec, log: Log = _stderr_log, repo: Path = REPO) -> int:
     """Boot ``spec.series``, run the command in the guest, relay its output; its exit status."""
+    check_spec(spec)
     ensure_host_tools(log)
     check_tcg()
     kern = kernel(spec.series, log)
