@@ -53,7 +53,17 @@ def test_no_temp_files_left_and_files_are_json(tmp_path):
     st.save_cursor(Cursor(BOOT, 42))
     names = sorted(p.name for p in tmp_path.rglob("*") if p.is_file())
     assert names == ["cursor.json", f"{spec(3).name}.json"]
-    assert json.loads((tmp_path / "cursor.json").read_text()) == {"boot_id": BOOT, "seq": 42}
+    assert json.loads((tmp_path / "cursor.json").read_text()) == {"boot_id": BOOT, "seq": 42, "source": "kmsg"}
+
+
+def test_cursor_keeps_its_source_and_older_files_mean_kmsg(tmp_path):
+    st = StateDir(tmp_path)
+    st.save_cursor(Cursor(BOOT, 7_000_000_123, "syslog"), {"/kubepods/pod1/c1": 2})
+    assert st.load_cursor() == Cursor(BOOT, 7_000_000_123, "syslog")
+    assert st.resume_cursor(BOOT) == Cursor(BOOT, 7_000_000_123, "syslog")
+    assert st.load_oom_accounted(BOOT) == {"/kubepods/pod1/c1": 2}
+    (tmp_path / "cursor.json").write_text(json.dumps({"boot_id": BOOT, "seq": 5}))  # before sources
+    assert st.load_cursor() == Cursor(BOOT, 5, "kmsg")
 
 
 def test_resume_cursor_is_max_of_saved_and_spooled_for_this_boot(tmp_path):

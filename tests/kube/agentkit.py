@@ -201,12 +201,15 @@ class AgentProc:
     proc: subprocess.Popen[bytes] | None = None
     extra: tuple[str, ...] = ()
     host_root: str = "/"
+    wrap: tuple[str, ...] = ()
+    """A command the agent runs under (it must exec its arguments): a cgroup move, capsh."""
 
     def start(self) -> AgentProc:
         self.log_path = self.log_path or self.state_dir.parent / f"agent-{self.node}.log"
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         self.proc = subprocess.Popen(
             [
+                *self.wrap,
                 sys.executable,
                 "-m",
                 "oomsight",

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from kube.agentkit import AgentProc, make_scene, rest_for
 from kube.kubehelpers import Kubectl, kubectl_binary, load_envtest, unique_name
 from realparts import unavailable
 
@@ -93,3 +95,51 @@ def helm_bin() -> Path:
 @pytest.fixture(scope="session")
 def promtool_bin() -> Path:
     return tool_path("promtool")
+
+
+# ---- the agent's scenes (tests/kube/test_agent_*.py): a node name, Pods with cgroups, the agent ----
+
+
+@pytest.fixture
+def node() -> str:
+    return f"node-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def rest(kubeconfig):
+    return rest_for(kubeconfig)
+
+
+@pytest.fixture
+def scenes(rest, cgroups, namespace, node):
+    """``scenes()`` builds a Pod + cgroup scene; its processes are stopped after the test."""
+    made = []
+
+    def make(**kw):
+        made.append(make_scene(rest, cgroups, namespace, node, **kw))
+        return made[-1]
+
+    yield make
+    for s in made:
+        s.stop_procs()
+
+
+@pytest.fixture
+def agent(kubeconfig, node, tmp_path):
+    procs: list[AgentProc] = []
+
+    def start(state_dir: Path | None = None, host_root: str = "/", wrap: tuple[str, ...] = ()) -> AgentProc:
+        a = AgentProc(
+            str(kubeconfig),
+            node,
+            state_dir or tmp_path / "state",
+            log_path=tmp_path / "agent.log",
+            host_root=host_root,
+            wrap=wrap,
+        )
+        procs.append(a.start())
+        return a
+
+    yield start
+    for a in procs:
+        a.kill()

@@ -11,60 +11,15 @@ import os
 import shutil
 import subprocess
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 
-from kube.agentkit import AgentProc, ensure_crds, make_scene, rest_for, sample, series_total, wait_for
+from kube.agentkit import ensure_crds, sample, series_total, wait_for
 from oomsight.core.report import PEAK_INTERVAL_SECONDS
 from realparts import require_binary
 
 pytestmark = [pytest.mark.kube, pytest.mark.cgroup, pytest.mark.kmsg, pytest.mark.slow]
-
-
-@pytest.fixture
-def node() -> str:
-    return f"node-{uuid.uuid4().hex[:8]}"
-
-
-@pytest.fixture
-def rest(kubeconfig):
-    return rest_for(kubeconfig)
-
-
-@pytest.fixture
-def scenes(rest, cgroups, namespace, node):
-    """``scenes()`` builds a Pod + cgroup scene; its processes are stopped after the test."""
-    made = []
-
-    def make(**kw):
-        made.append(make_scene(rest, cgroups, namespace, node, **kw))
-        return made[-1]
-
-    yield make
-    for s in made:
-        s.stop_procs()
-
-
-@pytest.fixture
-def agent(kubeconfig, node, tmp_path):
-    procs: list[AgentProc] = []
-
-    def start(state_dir: Path | None = None, host_root: str = "/") -> AgentProc:
-        a = AgentProc(
-            str(kubeconfig),
-            node,
-            state_dir or tmp_path / "state",
-            log_path=tmp_path / "agent.log",
-            host_root=host_root,
-        )
-        procs.append(a.start())
-        return a
-
-    yield start
-    for a in procs:
-        a.kill()
 
 
 def test_oom_kill_becomes_an_event_on_the_pod(rest, scenes, namespace, node, agent):

@@ -2,9 +2,9 @@
 
 Threads (all daemons; the main thread owns every piece of mutable agent state):
 
-- main: blocks on ``/dev/kmsg`` with poll(2) until a record comes or the next sweep is due. A kill
-  line becomes an incident, a diagnosis and a spooled Event within milliseconds; then the sender is
-  woken. Every ``--interval`` it sweeps the memory cgroups.
+- main: waits for the kernel log (``oomsight.host.kernlog``: ``/dev/kmsg`` with poll(2), or syslog(2)
+  polled) until a record comes or the next sweep is due. A kill line becomes an incident, a diagnosis
+  and a spooled Event; then the sender is woken. Every ``--interval`` it sweeps the memory cgroups.
 - ``pod-watch`` (``oomsight.kube.pods``): the Pods bound to this node.
 - ``event-sender`` (``oomsight.agent.delivery``): drains the spool into the API with backoff.
 - ``metrics``: ``/metrics`` and ``/healthz``.
@@ -12,6 +12,11 @@ Threads (all daemons; the main thread owns every piece of mutable agent state):
 No loss, no duplicates (see ``oomsight.agent.state``): an incident is spooled before the cursor
 moves; on restart reading resumes ``REWIND`` records before the cursor (so a report cut by the
 restart is read whole) and incidents at or before the cursor are dropped as already handled.
+
+The floor under the log: each container cgroup's OOM-kill counter. A kill the log does not explain
+(no log can be read, or its lines were overwritten before they were read) is reported from the
+counter alone (``counted_kill_event``), once the log has had ``OOM_QUIET_SECONDS`` to explain it;
+the counts accounted are saved with the cursor, so a restart does not report them again.
 """
 
 from __future__ import annotations
@@ -43,7 +48,13 @@ from oomsight.core.aftermath import Aftermath
 from oomsight.core.diagnosis import KINDS, diagnose
 from oomsight.core.errors import OomsightError
 from oomsight.core.events import Aggregator, EventSpec
-from oomsight.core.eventspecs import high_working_set_event, node_finding_event, oom_event, stuck_event
+from oomsight.core.eventspecs import (
+    counted_kill_event,
+    high_working_set_event,
+    node_finding_event,
+    oom_event,
+    stuck_event,
+)
 from oomsight.core.findings import Finding
 from oomsight.core.kubepath import parse_cgroup_path
 from oomsight.core.memory import breakdown
@@ -57,6 +68,8 @@ from oomsight.core.watermark import Watermark, step
 from oomsight.host.afterkill import AfterKill, kill_age_seconds
 from oomsight.host.cgroupfs import CgroupWalker, detect_layout
 from oomsight.host.jvm import JvmScanner
+from oomsight.host.kernlog import open_kernel_log
+from oomsight.host.klogctl import KlogctlReader
 from oomsight.host.kmsg import Cursor as KmsgCursor
 from oomsight.host.kmsg import Gap, KmsgReader, read_boot_id
 from oomsight.host.nodeinfo import read_node_facts
@@ -123,7 +136,11 @@ class Agent:
         self.book = ProfileBook()
         self.snapshot = Snapshot()
         self.assembler = OomAssembler()
-        self.reader: KmsgReader | None = None
+        self.reader: KmsgReader | KlogctlReader | None = None
+        self.source = "none"
+        """The kernel log source in use: kmsg, syslog or none (host.kernlog)."""
+        self.source_why = ""
+        """Why the sources before it did not open (one line each, joined)."""
         self.boot_id = ""
         self.floor = -1
         """Incidents at or below this kmsg sequence were handled by an earlier run."""
@@ -135,6 +152,11 @@ class Agent:
         since. The counter running ahead of it means kills the agent has not placed yet."""
         self.last_kill = 0.0
         """Monotonic time of the last kill attributed; counters are re-synchronised only when quiet."""
+        self.surplus_since: dict[str, float] = {}
+        """Per container cgroup: since when its counter has been ahead of the kills the log explained."""
+        self._saved_accounted: dict[str, int] = {}
+        self._fresh = True
+        """No accounted counts saved for this boot: the first sweep takes counters as history."""
         self.logged_once: set[str] = set()
         self.incidents: deque[dict[str, Any]] = deque(maxlen=MAX_INCIDENTS)
         self.kill_times: deque[float] = deque(maxlen=100_000)
@@ -195,21 +217,45 @@ class Agent:
         self.deliverer.kick()
 
     # ---- start and stop -----------------------------------------------------------------
-    def _open_kmsg(self) -> None:
+    def _open_log(self) -> None:
         self.boot_id = read_boot_id(str(self.s.host_root / "proc/sys/kernel/random/boot_id"))
         saved = self.state.resume_cursor(self.boot_id)
         cursor = None
+        if saved is not None and saved.seq >= 0:
+            cursor = KmsgCursor(self.boot_id, saved.seq + 1)
+        opened = open_kernel_log(
+            str(self.s.host_root),
+            choice=self.s.kernel_log,  # type: ignore[arg-type]
+            cursor=cursor,
+            rewind=REWIND,
+            source_of_cursor=saved.source if saved is not None else None,
+        )
+        self.reader, self.source, self.source_why = opened.reader, opened.source, opened.why()
+        self._fresh = saved is None
         if saved is not None:
-            self.floor = saved.seq
-            self._saved_seq = saved.seq
-            cursor = KmsgCursor(self.boot_id, max(0, saved.seq + 1 - REWIND))
-            log.info("kmsg: resuming after record %d of boot %s", saved.seq, self.boot_id)
-        else:
-            log.info("kmsg: no cursor for boot %s; reading the whole ring buffer", self.boot_id)
-        self.reader = KmsgReader.from_host_root(str(self.s.host_root), cursor=cursor, start="boot")
-        if saved is not None:
+            if saved.source == self.source:
+                self.floor = self._saved_seq = saved.seq
             self.oom_accounted = self.state.load_oom_accounted(self.boot_id)
+            self._saved_accounted = dict(self.oom_accounted)
             self.last_kill = time.monotonic()  # not "quiet": the replay may place kills against these
+        where = {"kmsg": "/dev/kmsg", "syslog": "syslog(2) READ_ALL, polled"}.get(self.source, "")
+        if self.reader is None:
+            log.warning(
+                "kernel log: none readable (%s); OOM kills are reported from each container's OOM-kill "
+                "counter only, without the process killed or the limit hit",
+                self.source_why or f"--kernel-log {self.s.kernel_log}",
+            )
+        elif saved is not None and saved.source == self.source and saved.seq >= 0:
+            log.info("kernel log: %s (%s), resuming after record %d of boot %s", self.source, where,
+                     saved.seq, self.boot_id)
+        elif saved is not None:
+            log.info("kernel log: %s (%s), from its newest record (the cursor was saved by %s); the "
+                     "OOM-kill counters cover the time in between", self.source, where, saved.source)
+        else:
+            log.info("kernel log: %s (%s), no cursor for boot %s: reading the whole ring buffer",
+                     self.source, where, self.boot_id)
+        if self.reader is not None and self.source_why:
+            log.info("kernel log: not used: %s", self.source_why)
 
     def _install_signals(self) -> None:
         def on_term(signum: int, _frame: object) -> None:
@@ -223,7 +269,11 @@ class Agent:
         self._install_signals()
         if self.s.metrics_port:
             collector = AgentCollector(
-                lambda: self.snapshot, self.counters, self.state.count, self.s.node_name
+                lambda: self.snapshot,
+                self.counters,
+                self.state.count,
+                self.s.node_name,
+                source=lambda: self.source,
             )
             try:
                 self.metrics = MetricsServer(
@@ -235,16 +285,18 @@ class Agent:
                     "pick a free port with --metrics-port (or OOMSIGHT_METRICS_PORT)",
                 ) from err
             self.metrics.start()
-        self._open_kmsg()
+        self._open_log()
         self.pods.start()
         self.deliverer.start()
         self._check_node()
         log.info(
-            "agent: node %s, host root %s, state %s, sweep every %gs, %d Events spooled from before",
+            "agent: node %s, host root %s, state %s, sweep every %gs, kernel log %s, "
+            "%d Events spooled from before",
             self.s.node_name,
             self.s.host_root,
             self.s.state_dir,
             self.s.interval,
+            self.source,
             self.deliverer.pending,
         )
         while not self.stop.is_set() and not self.pods.wait_synced(0.5):
@@ -257,7 +309,7 @@ class Agent:
 
     def _shutdown(self) -> None:
         # Without pods, kills could not be attributed: leave them to the next run.
-        if self.pods.synced.is_set():
+        if self.pods.synced.is_set() and self.reader is not None:
             with contextlib.suppress(OomsightError, OSError):
                 self._process_kmsg(final=True)
         self._save_cursor(force=True)
@@ -276,7 +328,6 @@ class Agent:
 
     # ---- the loop -----------------------------------------------------------------------
     def _loop(self) -> None:
-        assert self.reader is not None
         next_sweep = time.monotonic()
         while not self.stop.is_set():
             now = time.monotonic()
@@ -294,7 +345,9 @@ class Agent:
                 continue
             timeout = min(next_sweep - now, 0.5)
             try:
-                if self.reader.wait(timeout):
+                if self.reader is None:
+                    self.stop.wait(timeout)
+                elif self.reader.wait(timeout):
                     self._process_kmsg()
                 self._retry_unresolved()
                 self._save_cursor()
@@ -314,6 +367,13 @@ class Agent:
         burst_end = time.monotonic() + BURST_SECONDS
         while True:
             for item in self.reader.read_available(limit=5000):
+                if isinstance(item, Gap) and item.unknown:
+                    self.counters.inc("oomsight_agent_kmsg_gaps_total")
+                    log.warning(
+                        "kernel log: the ring buffer was overwritten between two polls of syslog(2): "
+                        "an unknown number of records lost; the OOM-kill counters cover any kill among them"
+                    )
+                    continue
                 if isinstance(item, Gap):
                     lost = item.next_seq - max(item.expected_seq, self.floor + 1)
                     # The first gap of a fresh start is only "older than the ring buffer": not a loss.
@@ -366,8 +426,9 @@ class Agent:
         for i, (inc, diag) in enumerate(todo):
             cg = diag.get("task_cgroup")
             if cg:
-                if cg in self.oom_accounted:  # placed: the counter may run ahead by this much less
-                    self.oom_accounted[cg] += max(1, len(inc.victims))  # a group kill counts each task
+                # Explained by the log: the counter may run ahead by this much less (a group kill
+                # counts each task). Kept for a cgroup the sweep has not seen yet, too.
+                self.oom_accounted[cg] = self.oom_accounted.get(cg, 0) + max(1, len(inc.victims))
             elif diag.get("pod_uid") is None and inc.oom_memcg is None:
                 headerless.append(i)
         if headerless:
@@ -521,26 +582,24 @@ class Agent:
         return True
 
     def _save_cursor(self, force: bool = False) -> None:
-        if self.reader is None:
-            return
-        cur = self.reader.cursor
-        if cur is None:
-            return
-        seq = cur.next_seq - 1
         now = time.monotonic()
-        if seq <= self._saved_seq or (not force and now - self._last_cursor_save < CURSOR_SAVE_SECONDS):
+        if not force and now - self._last_cursor_save < CURSOR_SAVE_SECONDS:
             return
+        cur = self.reader.cursor if self.reader is not None else None
+        seq = cur.next_seq - 1 if cur is not None else self._saved_seq
         if self.unresolved:  # not handled yet: do not move past them
             seq = min(seq, min((u.incident.seq or seq) for u in self.unresolved) - 1)
-            if seq <= self._saved_seq:
-                return
+        seq = max(seq, self._saved_seq)
+        if seq == self._saved_seq and self.oom_accounted == self._saved_accounted:
+            return
         try:
-            self.state.save_cursor(SavedCursor(self.boot_id, seq), self.oom_accounted)
+            self.state.save_cursor(SavedCursor(self.boot_id, seq, self.source), self.oom_accounted)
         except OSError as err:
             self._error("cursor_write")
-            self._once("cursor", "state: cannot save the kmsg cursor: %s", err)
+            self._once("cursor", "state: cannot save the kernel log cursor: %s", err)
             return
         self._saved_seq = seq
+        self._saved_accounted = dict(self.oom_accounted)
         self._last_cursor_save = now
 
     # ---- node facts ---------------------------------------------------------------------
@@ -592,6 +651,7 @@ class Agent:
         sweep = self.walker.sweep()
         quiet = time.monotonic() - self.last_kill > OOM_QUIET_SECONDS
         accounted, self.oom_accounted = self.oom_accounted, {}
+        counted: list[tuple[PodInfo, str, str, int, int, int | None]] = []
         now_wall = time.time()
         when = datetime.now(UTC)
         samples: list[ContainerSample] = []
@@ -621,9 +681,11 @@ class Agent:
             level = e.limit.level or "node"
             readings.append((e.path, r))
             if r.oom_kills is not None:
-                # First sight, or no kill for a while (nothing in flight): take the counter as is.
-                before = accounted.get(e.path)
-                self.oom_accounted[e.path] = r.oom_kills if before is None or quiet else before
+                acc, report = self._account(e.path, r.oom_kills, accounted.get(e.path), quiet)
+                if report:
+                    counted.append((pod, cont.name, e.path, acc, r.oom_kills, limit))
+                    acc = r.oom_kills
+                self.oom_accounted[e.path] = acc
             key = (pod.uid, cont.name)
             live_keys.add(key)
             live_paths.add(e.path)
@@ -657,6 +719,16 @@ class Agent:
                 )
             )
             self._watermark(pod, cont.name, ws, limit, level, bd, when)
+        all_paths = {e.path for e in sweep.entries}
+        for path, n in accounted.items():  # explained by the log before the sweep matched them
+            if path not in self.oom_accounted and path in all_paths:
+                self.oom_accounted[path] = n
+        for path in [p for p in self.surplus_since if p not in self.oom_accounted]:
+            del self.surplus_since[path]
+        self._fresh = False
+        for pod, name, path, first, last, limit in counted:
+            for n in range(first + 1, last + 1):
+                self._counted_kill(pod, name, path, n, limit, when)
         self._stuck(readings, when)
         self._pods_without_cgroup(seen_ids)
         if sweep.vanished:
@@ -672,6 +744,65 @@ class Agent:
         if time.monotonic() - self._last_node_check > NODE_CHECK_SECONDS:
             self._check_node()
         self._write_report(now_wall)
+
+    def _account(self, path: str, counter: int, before: int | None, quiet: bool) -> tuple[int, bool]:
+        """The kills of ``path`` accounted so far, and whether the counter's lead is to be reported now.
+
+        First sight: on a fresh start the counter holds history (taken as is); later, a cgroup is
+        new and all its kills are ours (only those the log explained are accounted). A counter
+        ahead of the log is reported once the log had ``OOM_QUIET_SECONDS`` to explain it (at once
+        when there is no log); behind it (a group kill counted twice), it is taken when quiet.
+        """
+        if before is None:
+            before = counter if self._fresh else 0
+        if self._fresh:
+            before = max(before, counter)
+        if counter <= before:
+            self.surplus_since.pop(path, None)
+            return (counter if quiet else before), False
+        since = self.surplus_since.setdefault(path, time.monotonic())
+        if self.reader is None or (quiet and time.monotonic() - since >= OOM_QUIET_SECONDS):
+            self.surplus_since.pop(path, None)
+            return before, True  # the caller reports kills before+1 .. counter
+        return before, False
+
+    def _counted_kill(
+        self, pod: PodInfo, container: str, path: str, n: int, limit: int | None, when: datetime
+    ) -> None:
+        """Report the ``n``-th kill of ``path`` from its counter alone (no log line explains it)."""
+        why = (
+            "the kernel log is not readable here"
+            if self.reader is None
+            else "its kernel log lines were lost (ring buffer overwritten or rate-limited)"
+        )
+        spec = counted_kill_event(pod, container, self.s.node_name, self.boot_id, path, n, limit, why, when)
+        self._emit(spec)
+        self.counters.inc("oomsight_agent_counted_kills_total", source=self.source)
+        self.counters.inc(
+            "oomsight_oom_kills_total",
+            namespace=pod.namespace,
+            pod=pod.name,
+            container=container,
+            scope="unknown",
+            container_survived="unknown",
+            reason=spec.reason,
+        )
+        self.book.oom(pod.uid, container, pod.namespace, pod.name)
+        self.kill_times.append(when.timestamp())
+        item: dict[str, Any] = {
+            "time": when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "namespace": pod.namespace,
+            "pod": pod.name,
+            "podUID": pod.uid,
+            "container": container,
+            "scope": "container",
+            "explanation": spec.note[:1024],
+            "bootID": self.boot_id,
+            "seq": 0,
+        }
+        self.incidents.append(item)
+        log.info("oom: %s %s/%s container %s (counted, kill %d of %s): %s", spec.reason, pod.namespace,
+                 pod.name, container, n, path, spec.note)
 
     def _pods_without_cgroup(self, seen_ids: set[str]) -> None:
         """A running container whose cgroup the sweep did not find: logged once and counted."""
@@ -760,6 +891,7 @@ class Agent:
             profiles=self.book.profiles.values(),
             incidents=list(self.incidents),
             oom_kills_24h=len(self.kill_times),
+            kernel_log={"source": self.source, "refused": self.source_why},
         )
         if self.reports.maybe_write(status, now):
             self.counters.inc("oomsight_agent_reports_written_total")

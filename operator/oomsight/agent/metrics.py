@@ -24,6 +24,7 @@ from prometheus_client.registry import Collector
 log = logging.getLogger(__name__)
 
 CONTAINER_LABELS = ["namespace", "pod", "container"]
+KERNEL_LOG_SOURCES = ("kmsg", "syslog", "none")
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,8 +86,16 @@ COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
         "kill lines without their report (kernel rate limit), located by the cgroup's oom_kill counter",
         (),
     ),
-    "oomsight_agent_kmsg_records_total": ("kernel log records read from /dev/kmsg", ()),
-    "oomsight_agent_kmsg_gaps_total": ("times the kernel overwrote kmsg records before they were read", ()),
+    "oomsight_agent_kmsg_records_total": ("kernel log records read (/dev/kmsg or syslog(2))", ()),
+    "oomsight_agent_kmsg_gaps_total": (
+        "times the kernel overwrote log records before they were read (syslog(2): count unknown)",
+        (),
+    ),
+    "oomsight_agent_counted_kills_total": (
+        "OOM kills reported from a cgroup's OOM-kill counter alone, no log line explaining them, "
+        "by the kernel log source in use",
+        ("source",),
+    ),
     "oomsight_agent_kmsg_lost_records_total": ("kmsg records overwritten before they were read", ()),
     "oomsight_agent_kmsg_malformed_total": ("kmsg records that did not parse", ()),
     "oomsight_agent_sweeps_total": ("cgroup sweeps done", ()),
@@ -112,11 +121,13 @@ class AgentCollector(Collector):
         counters: Counters,
         pending: Callable[[], int],
         node: str,
+        source: Callable[[], str] = lambda: "none",
     ) -> None:
         self.snapshot = snapshot
         self.counters = counters
         self.pending = pending
         self.node = node
+        self.source = source
 
     def collect(self) -> Iterator[Metric]:
         snap = self.snapshot()
@@ -167,6 +178,16 @@ class AgentCollector(Collector):
                 fam.add_metric([row_labels.get(k, "") for k in labels], value)
             yield fam
 
+        in_use = self.source()
+        src = GaugeMetricFamily(
+            "oomsight_agent_kernel_log_source",
+            "1 for the kernel log source the agent reads (kmsg: /dev/kmsg, syslog: syslog(2), none: "
+            "OOM-kill counters only), 0 for the others",
+            labels=["source"],
+        )
+        for name in KERNEL_LOG_SOURCES:
+            src.add_metric([name], 1.0 if name == in_use else 0.0)
+        yield src
         yield GaugeMetricFamily(
             "oomsight_agent_events_pending",
             "Events spooled on disk, not yet accepted by the API",

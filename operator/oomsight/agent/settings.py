@@ -13,6 +13,8 @@ DEFAULT_STATE_DIR = "/var/lib/oomsight"
 DEFAULT_INTERVAL = 10.0
 DEFAULT_METRICS_PORT = 9808
 REPORT_MIN_INTERVAL = 60.0
+KERNEL_LOG_CHOICES = ("auto", "kmsg", "syslog", "none")
+"""oomsight.host.kernlog.CHOICES (the agent's settings do not import the host layer)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +37,9 @@ class Settings:
     """``--warn-threshold``/``OOMSIGHT_WARN_THRESHOLD``: working set ÷ limit that raises HighWorkingSet."""
     report_interval: float = REPORT_MIN_INTERVAL
     """``--report-interval``: minimum seconds between NodeMemoryReport writes (at least 60 in a cluster)."""
+    kernel_log: str = "auto"
+    """``--kernel-log``/``OOMSIGHT_KERNEL_LOG``: the first kernel log source to try (``auto`` = kmsg,
+    then syslog, then none; ``none`` = the OOM-kill counters alone). oomsight.host.kernlog."""
 
 
 ENV = {
@@ -47,6 +52,7 @@ ENV = {
     "metrics_address": "OOMSIGHT_METRICS_ADDRESS",
     "warn_threshold": "OOMSIGHT_WARN_THRESHOLD",
     "report_interval": "OOMSIGHT_REPORT_INTERVAL",
+    "kernel_log": "OOMSIGHT_KERNEL_LOG",
 }
 
 
@@ -75,6 +81,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "(env OOMSIGHT_WARN_THRESHOLD; default 90)",
     )
     add("--report-interval", help="minimum seconds between NodeMemoryReport writes (default 60)")
+    add(
+        "--kernel-log",
+        help="first kernel log source to try: auto (= kmsg), kmsg (/dev/kmsg), syslog (syslog(2), "
+        "needs CAP_SYSLOG), none (OOM-kill counters only); each falls back to the next "
+        "(env OOMSIGHT_KERNEL_LOG; default auto)",
+    )
 
 
 def _pick(args: argparse.Namespace, field: str) -> str | None:
@@ -117,6 +129,12 @@ def from_args(args: argparse.Namespace) -> Settings:
     if port != int(port):
         raise UsageError(f"--metrics-port={port} is not a whole number", "give a port between 1 and 65535")
     threshold = _number(args, "warn_threshold", 90.0, 1, 100)
+    kernel_log = _pick(args, "kernel_log") or "auto"
+    if kernel_log not in KERNEL_LOG_CHOICES:
+        raise UsageError(
+            f"--kernel-log={kernel_log!r} is not a kernel log source",
+            f"give one of {', '.join(KERNEL_LOG_CHOICES)} (or set OOMSIGHT_KERNEL_LOG)",
+        )
     kubeconfig = _pick(args, "kubeconfig")
     if kubeconfig and not Path(kubeconfig).is_file():
         raise UsageError(f"--kubeconfig {kubeconfig} does not exist", "give the path of a kubeconfig file")
@@ -130,4 +148,5 @@ def from_args(args: argparse.Namespace) -> Settings:
         metrics_address=_pick(args, "metrics_address") or "",
         warn_threshold=threshold / 100.0,
         report_interval=_number(args, "report_interval", REPORT_MIN_INTERVAL, 1, 86400),
+        kernel_log=kernel_log,
     )

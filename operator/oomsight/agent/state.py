@@ -2,7 +2,9 @@
 
 Layout (``--state-dir``, a hostPath in the DaemonSet so it survives pod restarts)::
 
-    cursor.json            {"boot_id": ..., "seq": N}  last kmsg record fully processed
+    cursor.json            {"boot_id": ..., "seq": N, "source": "kmsg|syslog|none",
+                            "oom_accounted": {cgroup: kills}}  last kernel log record fully
+                            processed (seq -1: none), and each container's OOM-kill count accounted
     spool/<event>.json     the full desired state of one Event not yet acknowledged by the API
 
 Every file is written to a temporary name, fsync'd, renamed over the old one and the directory
@@ -35,6 +37,8 @@ log = logging.getLogger(__name__)
 class Cursor:
     boot_id: str
     seq: int
+    source: str = "kmsg"
+    """The kernel log source whose sequence numbers ``seq`` counts (host.kernlog); older files: kmsg."""
 
 
 def _fsync_dir(path: Path) -> None:
@@ -84,7 +88,7 @@ class StateDir:
         path = self.root / "cursor.json"
         try:
             data = json.loads(path.read_text())
-            return Cursor(str(data["boot_id"]), int(data["seq"]))
+            return Cursor(str(data["boot_id"]), int(data["seq"]), str(data.get("source") or "kmsg"))
         except FileNotFoundError:
             return None
         except (OSError, ValueError, KeyError, TypeError) as err:
@@ -96,7 +100,7 @@ class StateDir:
         """Save where reading resumes, with each container cgroup's accounted OOM-kill count at that
         point (so that kills the kernel logged without their report while the agent was down can
         still be placed by their cgroup's counter)."""
-        data: dict[str, Any] = {"boot_id": cursor.boot_id, "seq": cursor.seq}
+        data: dict[str, Any] = {"boot_id": cursor.boot_id, "seq": cursor.seq, "source": cursor.source}
         if oom_accounted:
             data["oom_accounted"] = dict(oom_accounted)
         atomic_write(self.root / "cursor.json", json.dumps(data).encode())
@@ -118,7 +122,7 @@ class StateDir:
         for spec in self.pending():
             if spec.boot_id == boot_id and spec.seq is not None and (best is None or spec.seq > best):
                 best = spec.seq
-        return None if best is None else Cursor(boot_id, best)
+        return None if best is None else Cursor(boot_id, best, saved.source if saved else "kmsg")
 
     # ---- spool --------------------------------------------------------------------------
     def put(self, spec: EventSpec) -> int:

@@ -193,6 +193,43 @@ def oom_event(
     )
 
 
+def counted_kill_event(
+    pod: PodInfo,
+    container: str | None,
+    node: str,
+    boot_id: str,
+    cgroup: str,
+    count: int,
+    limit: int | None,
+    why: str,
+    when: datetime,
+) -> EventSpec:
+    """A kill known only from the cgroup's OOM-kill counter (no kernel log line for it).
+
+    Named after the cgroup and the counter's value (the ``count``-th kill in it), so a restart that
+    counts the same kill again patches the same Event. ``why`` says why no log line explains it.
+    """
+    target = f"container {container}" if container else "this pod"
+    lim = f" Its memory limit is {prose_bytes(limit)}." if limit else ""
+    note = (
+        f"A process in {target} was OOM-killed (kill {count} counted by its memory cgroup); {why}, "
+        f"so which process died and which limit was hit are not known.{lim}"
+    )
+    return EventSpec(
+        name=keyed_event_name(pod.name, boot_id, f"oomcount|{cgroup}|{count}"),
+        namespace=pod.namespace,
+        regarding=pod_ref(pod),
+        related=node_ref(node),
+        reason=REASON_OOM_CONTAINER,
+        action="OOMKill",
+        note=note,
+        type="Warning",
+        event_time=when,
+        key=f"oom|{pod.uid}|{container or ''}",
+        boot_id=boot_id,
+    )
+
+
 def high_working_set_event(
     pod: PodInfo,
     container: str,

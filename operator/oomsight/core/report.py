@@ -186,8 +186,12 @@ def build_status(
     profiles: Iterable[Profile],
     incidents: Iterable[Mapping[str, Any]],
     oom_kills_24h: int,
+    kernel_log: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The ``status`` of a NodeMemoryReport, bounded to the schema's list limits and ``MAX_BYTES``."""
+    """The ``status`` of a NodeMemoryReport, bounded to the schema's list limits and ``MAX_BYTES``.
+
+    ``kernel_log``: ``{"source": kmsg|syslog|none, "refused": why the sources before it failed}``.
+    """
     found = list(findings)
     sev = worst(found)
     all_profiles = list(profiles)
@@ -203,6 +207,10 @@ def build_status(
         "containers": [p.as_status() for p in select_containers(all_profiles)],
         "incidents": [dict(i) for i in list(incidents)[-MAX_INCIDENTS:]],
     }
+    if kernel_log:
+        status["kernelLog"] = {"source": kernel_log["source"]}
+        if kernel_log.get("refused"):
+            status["kernelLog"]["refused"] = kernel_log["refused"][:1024]
     return fit(status)
 
 

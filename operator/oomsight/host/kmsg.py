@@ -69,10 +69,12 @@ class Gap:
     next_seq: int
     usec: int | None = None
     """Monotonic time of the first record after the gap (the lost ones are older)."""
+    unknown: bool = False
+    """How many were lost is not known (syslog(2) has no sequence numbers): ``lost`` is 0."""
 
     @property
     def lost(self) -> int:
-        return self.next_seq - self.expected_seq
+        return 0 if self.unknown else self.next_seq - self.expected_seq
 
     def as_json(self) -> dict[str, int | None]:
         return {"expected_seq": self.expected_seq, "next_seq": self.next_seq, "lost": self.lost}
@@ -157,6 +159,12 @@ def open_error(err: OSError, path: str, proc_root: str = "/proc") -> HostError:
             hint = (
                 f"the file mode of {path} does not let uid {os.geteuid()} read it: run as root or "
                 "mount it readable"
+            )
+        elif has_cap:
+            hint = (
+                "this process has CAP_SYSLOG, so the container's device cgroup does not allow char 1:11 "
+                "(runc's default for an unprivileged container) or a security module denies it; "
+                "syslog(2) with CAP_SYSLOG reads the same log without the device"
             )
         else:
             hint = (

@@ -19,7 +19,8 @@ these constants against it); this module only holds the strings, so that nobody 
 
 ``NodeMemoryReport`` (cluster-scoped, ``nmr``, named after the node)
     ``spec``: ``nodeName`` (= ``metadata.name``, immutable). ``status`` (agent): ``reportTime``,
-    ``agentVersion``, ``bootID``, ``node`` {``kernel``, ``cgroupVersion`` (v1|v2|hybrid),
+    ``agentVersion``, ``bootID``, ``kernelLog`` {``source`` (kmsg|syslog|none), ``refused``},
+    ``node`` {``kernel``, ``cgroupVersion`` (v1|v2|hybrid),
     ``memoryController`` (v1|v2), ``cgroupDriver``, ``kmemAccounting`` (enabled|disabled|unknown),
     ``memTotal``, ``memoryCgroups`` {``counted``, ``live``}, ``swap`` {``total``, ``used``}, ``thp``},
     ``risk`` (none|warning|critical), ``findings[]`` (≤16, ``Finding.as_dict()``), ``oomKills24h``,
