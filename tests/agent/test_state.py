@@ -53,7 +53,8 @@ def test_no_temp_files_left_and_files_are_json(tmp_path):
     st.save_cursor(Cursor(BOOT, 42))
     names = sorted(p.name for p in tmp_path.rglob("*") if p.is_file())
     assert names == ["cursor.json", f"{spec(3).name}.json"]
-    assert json.loads((tmp_path / "cursor.json").read_text()) == {"boot_id": BOOT, "seq": 42, "source": "kmsg"}
+    saved = json.loads((tmp_path / "cursor.json").read_text())
+    assert saved == {"boot_id": BOOT, "seq": 42, "source": "kmsg"}
 
 
 def test_cursor_keeps_its_source_and_older_files_mean_kmsg(tmp_path):

@@ -152,6 +152,10 @@ class Agent:
         since. The counter running ahead of it means kills the agent has not placed yet."""
         self.last_kill = 0.0
         """Monotonic time of the last kill attributed; counters are re-synchronised only when quiet."""
+        self.explained: dict[str, int] = {}
+        """Kills accounted in cgroups the sweep has not matched to a container (yet): explained by the
+        log, or loaded from the state file. Taken over when the sweep first matches the cgroup; kept
+        apart so that ``place_unreported`` only weighs cgroups whose counter baseline is known."""
         self.surplus_since: dict[str, float] = {}
         """Per container cgroup: since when its counter has been ahead of the kills the log explained."""
         self._saved_accounted: dict[str, int] = {}
@@ -235,8 +239,8 @@ class Agent:
         if saved is not None:
             if saved.source == self.source:
                 self.floor = self._saved_seq = saved.seq
-            self.oom_accounted = self.state.load_oom_accounted(self.boot_id)
-            self._saved_accounted = dict(self.oom_accounted)
+            self.explained = self.state.load_oom_accounted(self.boot_id)
+            self._saved_accounted = dict(self.explained)
             self.last_kill = time.monotonic()  # not "quiet": the replay may place kills against these
         where = {"kmsg": "/dev/kmsg", "syslog": "syslog(2) READ_ALL, polled"}.get(self.source, "")
         if self.reader is None:
@@ -427,8 +431,9 @@ class Agent:
             cg = diag.get("task_cgroup")
             if cg:
                 # Explained by the log: the counter may run ahead by this much less (a group kill
-                # counts each task). Kept for a cgroup the sweep has not seen yet, too.
-                self.oom_accounted[cg] = self.oom_accounted.get(cg, 0) + max(1, len(inc.victims))
+                # counts each task). Kept for a cgroup the sweep has not matched yet, too.
+                book = self.oom_accounted if cg in self.oom_accounted else self.explained
+                book[cg] = book.get(cg, 0) + max(1, len(inc.victims))
             elif diag.get("pod_uid") is None and inc.oom_memcg is None:
                 headerless.append(i)
         if headerless:
@@ -590,16 +595,17 @@ class Agent:
         if self.unresolved:  # not handled yet: do not move past them
             seq = min(seq, min((u.incident.seq or seq) for u in self.unresolved) - 1)
         seq = max(seq, self._saved_seq)
-        if seq == self._saved_seq and self.oom_accounted == self._saved_accounted:
+        accounted = {**self.explained, **self.oom_accounted}
+        if seq == self._saved_seq and accounted == self._saved_accounted:
             return
         try:
-            self.state.save_cursor(SavedCursor(self.boot_id, seq, self.source), self.oom_accounted)
+            self.state.save_cursor(SavedCursor(self.boot_id, seq, self.source), accounted)
         except OSError as err:
             self._error("cursor_write")
             self._once("cursor", "state: cannot save the kernel log cursor: %s", err)
             return
         self._saved_seq = seq
-        self._saved_accounted = dict(self.oom_accounted)
+        self._saved_accounted = accounted
         self._last_cursor_save = now
 
     # ---- node facts ---------------------------------------------------------------------
@@ -720,9 +726,11 @@ class Agent:
             )
             self._watermark(pod, cont.name, ws, limit, level, bd, when)
         all_paths = {e.path for e in sweep.entries}
-        for path, n in accounted.items():  # explained by the log before the sweep matched them
-            if path not in self.oom_accounted and path in all_paths:
-                self.oom_accounted[path] = n
+        for path, n in accounted.items():  # matched before, not now (its pod went): keep its count
+            if path not in self.oom_accounted:
+                self.explained[path] = n
+        for path in [p for p in self.explained if p not in all_paths]:
+            del self.explained[path]
         for path in [p for p in self.surplus_since if p not in self.oom_accounted]:
             del self.surplus_since[path]
         self._fresh = False
@@ -753,6 +761,8 @@ class Agent:
         ahead of the log is reported once the log had ``OOM_QUIET_SECONDS`` to explain it (at once
         when there is no log); behind it (a group kill counted twice), it is taken when quiet.
         """
+        if before is None:
+            before = self.explained.pop(path, None)
         if before is None:
             before = counter if self._fresh else 0
         if self._fresh:

@@ -217,7 +217,7 @@ class KlogctlReader:
         except OSError as err:
             raise syslog_error(err, self.proc_root) from err
         self.polls += 1
-        return self._buf.raw[:n]
+        return ctypes.string_at(self._buf, n)  # copies n bytes (``.raw`` would copy the whole buffer)
 
     def _gap(self, expected: int, nxt: int, usec: int | None) -> None:
         gap = Gap(expected, nxt, usec, unknown=True)
