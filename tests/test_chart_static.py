@@ -112,7 +112,12 @@ def test_schema_rejects_unknown_keys_in_every_block() -> None:
 def test_agent_security_context_is_not_privileged() -> None:
     """Static guard on the DaemonSet template; the rendered pod is checked in tests/kube/test_chart.py."""
     text = (CHART / "templates" / "agent-daemonset.yaml").read_text()
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert values["agent"]["privileged"] is False  # opt-in only
+    assert values["agent"]["kernelLog"] == "auto"
+    # privileged only inside the agent.privileged branch
+    assert text.count("privileged: true") == 1
+    assert "{{- if .Values.agent.privileged }}\n            privileged: true" in text
     assert "privileged: false" in text
-    assert "privileged: true" not in text
     assert "drop: [ALL]" in text
     assert "readOnlyRootFilesystem: true" in text

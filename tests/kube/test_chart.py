@@ -194,11 +194,26 @@ def test_helm_install_creates_every_object(
         config = kubectl.get("configmap", f"{release}-oomsight-config", namespace)["data"]
         assert config["OOMSIGHT_PEERING"] == release
         assert config["OOMSIGHT_HOST_ROOT"] == "/host"
+        assert config["OOMSIGHT_KERNEL_LOG"] == "auto"  # kmsg where it opens, else syslog(2), else counters
 
         notes = helm(helm_bin, kubeconfig, "get", "notes", release, "--namespace", namespace).stdout
         assert "kubectl get memorypolicies" in notes and f'ClusterKopfPeering "{release}"' in notes
     finally:
         helm(helm_bin, kubeconfig, "uninstall", release, "--namespace", namespace, check=False)
+
+
+def test_privileged_is_opt_in_and_renders_a_valid_security_context(helm_bin: Path, kubeconfig: Path) -> None:
+    def agent_sc(extra: Sequence[str]) -> dict[str, Any]:
+        docs = rendered(helm_bin, kubeconfig, "priv", "oomsight-system", extra)
+        (ds,) = [d for d in docs if d["kind"] == "DaemonSet"]
+        return dict(ds["spec"]["template"]["spec"]["containers"][0]["securityContext"])
+
+    sc = agent_sc([])
+    assert sc["privileged"] is False and sc["allowPrivilegeEscalation"] is False
+    sc = agent_sc(["--set", "agent.privileged=true", "--set", "agent.kernelLog=kmsg"])
+    # the API server refuses privileged with allowPrivilegeEscalation=false: it must be left out
+    assert sc["privileged"] is True and "allowPrivilegeEscalation" not in sc
+    assert sc["capabilities"]["drop"] == ["ALL"]
 
 
 BAD_VALUES = [
@@ -208,6 +223,7 @@ BAD_VALUES = [
     (["--set", "agent.intervall=5"], ["intervall"]),
     (["--set", "metrics.agentPort=70000"], ["agentPort", "maximum", "65,535"]),
     (["--set", "agent.reportInterval=5"], ["reportInterval", "60"]),
+    (["--set", "agent.kernelLog=dmesg"], ["kernelLog", "auto", "syslog"]),
 ]
 
 

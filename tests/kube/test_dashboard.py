@@ -374,6 +374,7 @@ def test_both_objects_render_only_when_asked(helm_bin: Path, tmp_path: Path) -> 
         "OomsightContainerNearLimit",
         "OomsightMemoryCgroupStuck",
         "OomsightKmsgRecordsLost",
+        "OomsightKernelLogUnreadable",
         "OomsightAgentDown",
     }
     assert alerts["OomsightContainerNearLimit"]["for"] == "10m"
@@ -415,7 +416,7 @@ def test_rules_pass_promtool_check(helm_bin: Path, promtool_bin: Path, tmp_path:
         [str(promtool_bin), "check", "rules", str(path)], capture_output=True, text=True, check=False
     )
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "SUCCESS: 7 rules found" in out.stdout
+    assert "SUCCESS: 8 rules found" in out.stdout
 
 
 WHERE = {"namespace": "shop", "pod": "web-0", "container": "app", "node": "n1"}
