@@ -65,13 +65,15 @@ class PodScene:
     """With ``make_scene(kubelet=True)``: the pod laid out exactly as the kubelet does (pod limit = the
     container's, a pause-like process in the sandbox cgroup)."""
 
-    def oom_kill_main(self, timeout: float = 30.0) -> None:
-        """Run a process that grows until the kernel OOM-kills it (the container's main process)."""
+    def oom_kill_main(self, timeout: float = 30.0) -> int:
+        """Run a process that grows until the kernel OOM-kills it (the container's main process);
+        return its pid (``sh`` execs memhog, so the kill line names this pid)."""
         p = self.cgroup.spawn("--grow-anon-mib", "8", ready=False)
         p.wait(timeout=timeout)
         if p.stdout is not None:
             p.stdout.close()
         assert p.returncode == -signal.SIGKILL, f"memhog ended with {p.returncode}, not an OOM kill"
+        return p.pid
 
     def oom_kill_child(self, timeout: float = 30.0) -> subprocess.Popen[str]:
         """A child grows until it is killed; the parent (the "container") keeps running."""
