@@ -57,6 +57,16 @@ def drain(reader: KlogctlReader, timeout: float = 3.0) -> list[Record | Gap]:
     return out
 
 
+def test_pacer_is_slow_when_quiet_fast_after_news_and_settles_after_an_oom_line() -> None:
+    p = Pacer(slow=1.0, fast=0.1, settle=0.005)
+    p.polled(100.0, b"")
+    assert p.next_at == 101.0
+    p.polled(100.0, b"<6>[  1.000000] eth0: link up\n")
+    assert p.next_at == 100.1
+    p.polled(100.0, b"<4>[  1.000000] python invoked oom-killer: gfp_mask=0xcc0\n")
+    assert p.next_at == 100.005
+
+
 def test_follows_new_records_once_each_in_order(tag: str) -> None:
     reader = KlogctlReader(start="now", pacer=Pacer(slow=0.05, fast=0.05))
     assert list(reader.read_available()) == []

@@ -22,6 +22,7 @@ def parse(argv, monkeypatch, env=None):
         "OOMSIGHT_INTERVAL",
         "OOMSIGHT_METRICS_PORT",
         "OOMSIGHT_WARN_THRESHOLD",
+        "OOMSIGHT_KERNEL_LOG",
     ):
         monkeypatch.delenv(k, raising=False)
     for k, v in (env or {}).items():
@@ -98,6 +99,7 @@ def test_flag_beats_env(monkeypatch):
         (["--node-name", "n", "--metrics-port", "70000"], "--metrics-port=70000 is out of range"),
         (["--node-name", "n", "--host-root", "/nonexistent-root"], "is not a directory"),
         (["--node-name", "n", "--kubeconfig", "/nonexistent/kc"], "does not exist"),
+        (["--node-name", "n", "--kernel-log", "dmesg"], "--kernel-log='dmesg' is not a kernel log source"),
     ],
 )
 def test_bad_flags(argv, message, monkeypatch):
@@ -157,3 +159,16 @@ def test_unreadable_kubeconfig_is_one_line(tmp_path):
 )
 def test_api_status_classification(code, outcome):
     assert classify(code) == outcome
+
+
+def test_kernel_log_choice_from_flag_or_env(monkeypatch):
+    assert parse(["--node-name", "n"], monkeypatch).kernel_log == "auto"
+    assert parse(["--node-name", "n", "--kernel-log", "syslog"], monkeypatch).kernel_log == "syslog"
+    assert parse(["--node-name", "n"], monkeypatch, env={"OOMSIGHT_KERNEL_LOG": "none"}).kernel_log == "none"
+
+
+def test_settings_choices_are_the_host_layers():
+    from oomsight.agent.settings import KERNEL_LOG_CHOICES
+    from oomsight.host.kernlog import CHOICES
+
+    assert KERNEL_LOG_CHOICES == CHOICES
