@@ -655,6 +655,11 @@ class Agent:
         if self.reader is not None and self.reader.wait(0):
             self._process_kmsg()  # account every kill already logged before reading the counters
         sweep = self.walker.sweep()
+        if self.reader is not None and self.reader.wait(0):
+            # ... and those logged while the walk read them: a cgroup seen for the first time on a
+            # fresh start takes its counter as history, and a kill counted in it but accounted only
+            # later would be counted twice (and a headerless kill then found no cgroup to go to).
+            self._process_kmsg()
         quiet = time.monotonic() - self.last_kill > OOM_QUIET_SECONDS
         accounted, self.oom_accounted = self.oom_accounted, {}
         counted: list[tuple[PodInfo, str, str, int, int, int | None]] = []
