@@ -30,6 +30,20 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from oomsight.core.apply import (
+    APPLY_MODES,
+    APPLY_OFF,
+    COND_RESIZE_IN_PROGRESS,
+    COND_RESIZE_PENDING,
+    DEFAULT_RESIZE_INTERVAL,
+    ApplyRecord,
+    ApplySettings,
+    Decision,
+    PodContainer,
+    decide,
+    record_from_status,
+    record_to_status,
+)
 from oomsight.core.errors import OomsightError, UsageError
 from oomsight.core.memory import Breakdown
 from oomsight.core.podinfo import ANNOTATION_WARNING_THRESHOLD, memory_resources
@@ -62,6 +76,7 @@ COND_INVALID = "Invalid"
 REASON_SELECTOR_EMPTY = "SelectorMatchesNothing"
 REASON_SELECTOR_UNSUPPORTED = "UnsupportedSelector"
 REASON_BAD_SETTINGS = "BadRecommendationSettings"
+REASON_BAD_APPLY = "BadApplySettings"
 REASON_MAX_BELOW_PEAK = "MaximumBelowObservedPeak"
 REASON_VALID = "Valid"
 REASON_RECONCILED = "Reconciled"
@@ -153,6 +168,8 @@ class PolicySpec:
     annotate_pods: bool = False
     emit_events: bool = True
     error: tuple[str, str] | None = None
+    apply: ApplySettings = field(default_factory=ApplySettings)
+    """``spec.actions.apply`` and its bounds (the interval is the operator's, set at reconcile)."""
 
     @property
     def key(self) -> tuple[str, str]:
@@ -179,6 +196,11 @@ def parse_policy(obj: Mapping[str, Any]) -> PolicySpec:
         threshold = float(spec.get("warningThresholdPercent", 90))
     except (TypeError, ValueError):
         threshold = 90.0
+    apply = ApplySettings()
+    try:
+        apply = parse_apply(actions)
+    except OomsightError as err:
+        error = error or (REASON_BAD_APPLY, str(err))
     return PolicySpec(
         namespace=str(meta.get("namespace", "")),
         name=str(meta.get("name", "")),
@@ -190,7 +212,27 @@ def parse_policy(obj: Mapping[str, Any]) -> PolicySpec:
         annotate_pods=bool(actions.get("annotatePods", False)),
         emit_events=bool(actions.get("emitEvents", True)),
         error=error,
+        apply=apply,
     )
+
+
+def parse_apply(actions: Mapping[str, Any]) -> ApplySettings:
+    """``spec.actions`` → ApplySettings (the CRD validates the same; this guards a CRD-less server)."""
+    mode = actions.get("apply", APPLY_OFF)
+    if mode not in APPLY_MODES:
+        raise UsageError(f"spec.actions.apply is {mode!r}", f"use one of {', '.join(APPLY_MODES)}")
+    try:
+        conf = float(actions.get("minConfidence", 0.5))
+        pct = float(actions.get("maxChangePercent", 50))
+    except (TypeError, ValueError) as exc:
+        raise UsageError(
+            "spec.actions.minConfidence/maxChangePercent must be numbers", "e.g. 0.5 and 50"
+        ) from exc
+    if not 0 <= conf <= 1:
+        raise UsageError(f"spec.actions.minConfidence is {conf:g}", "use a fraction in [0, 1], e.g. 0.5")
+    if not 0 < pct <= 100:
+        raise UsageError(f"spec.actions.maxChangePercent is {pct:g}", "use a percentage in (0, 100], e.g. 50")
+    return ApplySettings(str(mode), conf, pct, bool(actions.get("allowRestarts", False)))
 
 
 # --- pods and workloads ------------------------------------------------------------------------
@@ -213,6 +255,8 @@ class ContainerView:
     restart_count: int = 0
     last_oom: float | None = None
     """``lastState.terminated.finishedAt`` (Unix s) when its reason is OOMKilled."""
+    restart_policy: str = "NotRequired"
+    """``resizePolicy[]`` for memory (NotRequired when absent, as the API server defaults it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,6 +273,9 @@ class PodView:
     containers: tuple[ContainerView, ...]
     annotations: tuple[tuple[str, str], ...] = ()
     """Only the oomsight.io annotations, to patch them only when they change."""
+    resize_pending: tuple[str, str] | None = None
+    """(reason, message) of the ``PodResizePending`` condition, when True."""
+    resize_in_progress: bool = False
 
     @property
     def label_map(self) -> dict[str, str]:
@@ -267,6 +314,14 @@ def pod_view(obj: Mapping[str, Any]) -> PodView:
         term = (st.get("lastState") or {}).get("terminated") or {}
         last_oom = parse_time(term.get("finishedAt")) if term.get("reason") == "OOMKilled" else None
         request, limit = memory_resources(c)
+        restart = next(
+            (
+                str(r.get("restartPolicy"))
+                for r in c.get("resizePolicy") or []
+                if r.get("resourceName") == "memory"
+            ),
+            "NotRequired",
+        )
         containers.append(
             ContainerView(
                 name=str(c.get("name", "")),
@@ -274,9 +329,16 @@ def pod_view(obj: Mapping[str, Any]) -> PodView:
                 limit=limit,
                 restart_count=int(st.get("restartCount") or 0),
                 last_oom=last_oom,
+                restart_policy=restart,
             )
         )
     ann = meta.get("annotations") or {}
+    conds = {
+        str(c.get("type")): c
+        for c in (obj.get("status") or {}).get("conditions") or []
+        if c.get("status") == "True"
+    }
+    pending = conds.get(COND_RESIZE_PENDING)
     return PodView(
         namespace=str(meta.get("namespace", "")),
         name=str(meta.get("name", "")),
@@ -286,6 +348,10 @@ def pod_view(obj: Mapping[str, Any]) -> PodView:
         owner=owner,
         containers=tuple(containers),
         annotations=tuple(sorted((k, str(v)) for k, v in ann.items() if k in OUR_ANNOTATIONS)),
+        resize_pending=(str(pending.get("reason") or ""), str(pending.get("message") or "")[:512])
+        if pending
+        else None,
+        resize_in_progress=COND_RESIZE_IN_PROGRESS in conds,
     )
 
 
@@ -505,6 +571,8 @@ class PolicyMemory:
     """Evidence up to this time was already counted in the previous status (seeded on start)."""
     last_recs: dict[str, tuple[int, int]] = field(default_factory=dict)
     """"Kind/name/container" → (request, limit) last reported, to emit Events only on real changes."""
+    applies: dict[str, ApplyRecord] = field(default_factory=dict)
+    """"Kind/name/container" → what ``spec.actions.apply`` did to it (persisted in the status)."""
     history: dict[str, dict[int, list[int]]] = field(default_factory=dict)
     """"Kind/name/container" → peak interval index → [interval start, working set, demand], the highest
     of all replicas: persisted in the status (``history.peaks``) and replayed after a restart."""
@@ -544,11 +612,38 @@ class RecommendationChange:
 
 
 @dataclass(frozen=True, slots=True)
+class ApplyOutcome:
+    """One workload container's apply decision, for the controller to carry out."""
+
+    workload: Workload
+    container: str
+    key: str
+    before: ApplyRecord
+    decision: Decision
+    entry: dict[str, Any]
+    """Its status entry (the controller puts ``before`` back there when a write fails)."""
+
+
+@dataclass(frozen=True, slots=True)
 class PolicyResult:
     status: dict[str, Any]
     annotations: dict[str, dict[str, str | None]]
     """pod name → {annotation: new value (None removes)}; only pods whose value changes."""
     changes: tuple[RecommendationChange, ...]
+    applies: tuple[ApplyOutcome, ...] = ()
+    """Decisions that write (a resize, a template patch, a rollback)."""
+
+
+APPLY_FIELDS = ("applied", "rolledBack", "resize", "applyNote")
+
+
+def set_apply_fields(entry: dict[str, Any], record: ApplyRecord, note: str = "") -> None:
+    """Replace the apply fields of a status container entry with ``record`` (and ``note``)."""
+    for k in APPLY_FIELDS:
+        entry.pop(k, None)
+    entry.update(record_to_status(record))
+    if note:
+        entry["applyNote"] = note[:512]
 
 
 def memory_for(policy: PolicySpec, previous_status: Mapping[str, Any] | None) -> PolicyMemory:
@@ -568,6 +663,9 @@ def memory_for(policy: PolicySpec, previous_status: Mapping[str, Any] | None) ->
                 limit = parse_quantity(str(cur)) if cur is not None else None
             except (OomsightError, TypeError, ValueError):
                 continue
+            record = record_from_status(c, parse_quantity, parse_time)
+            if record != ApplyRecord():
+                mem.applies[key] = record
             if t is not None and n > 0:
                 for _ in range(n):
                     mem.recommender.add_oom(key, t, limit)
@@ -655,6 +753,7 @@ def reconcile(
     now: float,
     annotate: set[str] | frozenset[str] | None = None,
     threshold_pods: set[str] | frozenset[str] | None = None,
+    resize_interval: float = DEFAULT_RESIZE_INTERVAL,
 ) -> PolicyResult:
     """One policy's status, annotations and Event-worthy changes.
 
@@ -691,6 +790,11 @@ def reconcile(
     pod_recs: dict[str, dict[str, dict[str, Any]]] = {}
     pod_last_oom: dict[str, OomEvent] = {}
     peak_violations: list[str] = []
+    applies: list[ApplyOutcome] = []
+    apply_cfg = ApplySettings(
+        policy.apply.mode, policy.apply.min_confidence, policy.apply.max_change_percent,
+        policy.apply.allow_restart, resize_interval,
+    )  # fmt: skip
 
     for wl, members in groups.items():
         names = sorted({c.name for p in members for c in p.containers})[:MAX_CONTAINERS]
@@ -702,6 +806,8 @@ def reconcile(
             cur_req: int | None = None
             cur_lim: int | None = None
             risky = False
+            kills: list[float] = []
+            now_pods: list[PodContainer] = []
             for p in members:
                 cv = next((c for c in p.containers if c.name == cname), None)
                 if cv is None:
@@ -709,6 +815,10 @@ def reconcile(
                 cur_req = max(filter(None, (cur_req, cv.request)), default=None)
                 cur_lim = max(filter(None, (cur_lim, cv.limit)), default=None)
                 prof = profiles.get((p.uid, cname))
+                now_pods.append(PodContainer(
+                    p.name, cv.request, cv.limit, prof.working_set if prof is not None else None,
+                    cv.restart_policy, p.resize_pending, p.resize_in_progress,
+                ))  # fmt: skip
                 if prof is not None:
                     for t, b in prof.peaks:
                         bd = _scaled_breakdown(prof.breakdown, prof.working_set, b)
@@ -720,6 +830,8 @@ def reconcile(
                     if prof.working_set is not None and limit:
                         risky |= prof.working_set * 100 >= policy.threshold_percent * limit
                 for ev in ooms.of(p.uid, cname):
+                    if ev.scope in CENSORING_SCOPES:
+                        kills.append(ev.time)
                     last = pod_last_oom.get(p.name)
                     if last is None or ev.time > last.time:
                         pod_last_oom[p.name] = ev
@@ -783,6 +895,20 @@ def reconcile(
                             "limit": _q(r.limit_bytes),
                             "confidence": round(r.confidence, 2),
                         }
+            before = mem.applies.get(key, ApplyRecord())
+            if apply_cfg.mode != APPLY_OFF or before != ApplyRecord():
+                rec3 = None if r is None else (r.request_bytes, r.limit_bytes, r.confidence)
+                peak = r.max if r is not None and r.samples > 0 else None
+                d = decide(
+                    apply_cfg, wl.kind, wl.name, cname, rec3, peak, now_pods, before, kills, now, window
+                )
+                set_apply_fields(entry, d.record, d.note)
+                if d.record != ApplyRecord():
+                    mem.applies[key] = d.record
+                else:
+                    mem.applies.pop(key, None)
+                if d.event:
+                    applies.append(ApplyOutcome(wl, cname, key, before, d, entry))
             if risky:
                 wl_risk += 1
             containers.append(entry)
@@ -866,7 +992,7 @@ def reconcile(
         diff = {k: v for k, v in want.items() if p.annotation(k) != v}
         if diff:
             annotations.setdefault(p.name, {}).update(diff)
-    return PolicyResult(status, annotations, tuple(changes))
+    return PolicyResult(status, annotations, tuple(changes), tuple(applies))
 
 
 def _annotation_policy(value: str | None) -> str | None:
