@@ -146,7 +146,15 @@ _fields = {
     "recommendation": _recommendation,
     "actions": st.one_of(
         st.fixed_dictionaries(
-            {}, optional={"annotatePods": st.one_of(st.booleans(), _wrong), "emitEvents": st.booleans()}
+            {},
+            optional={
+                "annotatePods": st.one_of(st.booleans(), _wrong),
+                "emitEvents": st.booleans(),
+                "apply": st.one_of(st.sampled_from(["Off", "InPlace", "Recreate", "inplace", ""]), _wrong),
+                "minConfidence": st.one_of(_numbers, _wrong),
+                "maxChangePercent": st.one_of(_numbers, _wrong),
+                "allowRestarts": st.one_of(st.booleans(), _wrong),
+            },
         ),
         _wrong,
     ),

@@ -111,16 +111,17 @@ def test_a_full_policy_is_accepted_and_defaults_are_filled(crds: Kubectl, namesp
     }
     stored = crds.create(obj)
     assert stored["spec"]["warningThresholdPercent"] == 90
-    assert stored["spec"]["actions"] == {"annotatePods": True, "emitEvents": True}
+    assert stored["spec"]["actions"] == {"annotatePods": True, "emitEvents": True, **APPLY_DEFAULTS}
     assert stored["spec"]["recommendation"]["maximum"] == 17179869184
     assert stored["spec"]["recommendation"]["limitPercentile"] == 0.8  # kept, not pruned
 
     minimal = crds.create(policy("minimal", namespace, selector={}))
-    assert minimal["spec"]["actions"] == {"annotatePods": False, "emitEvents": True}
+    assert minimal["spec"]["actions"] == {"annotatePods": False, "emitEvents": True, **APPLY_DEFAULTS}
     assert minimal["spec"]["recommendation"] == {}
 
 
 # One case per rule: (what is wrong, spec overrides, fragments the error must contain).
+APPLY_DEFAULTS = {"apply": "Off", "minConfidence": 0.5, "maxChangePercent": 50, "allowRestarts": False}
 POLICY_RULES = [
     ("percentile 0", {"recommendation": {"percentile": 0}}, ["spec.recommendation.percentile", "(0, 1]"]),
     (
@@ -203,6 +204,11 @@ POLICY_RULES = [
     ),
     ("selector missing", {"selector": None}, ["spec.selector", "Required value"]),
     ("wrong type", {"actions": {"annotatePods": "yes"}}, ["spec.actions.annotatePods", "boolean"]),
+    ("apply value", {"actions": {"apply": "Sometimes"}}, ["spec.actions.apply", "Unsupported value", "InPlace"]),
+    ("apply as YAML 1.1 false", {"actions": {"apply": False}}, ["spec.actions.apply", "string"]),
+    ("minConfidence above 1", {"actions": {"minConfidence": 1.5}}, ["spec.actions.minConfidence", "1"]),
+    ("maxChangePercent 0", {"actions": {"maxChangePercent": 0}}, ["spec.actions.maxChangePercent", "0"]),
+    ("maxChangePercent above 100", {"actions": {"maxChangePercent": 150}}, ["spec.actions.maxChangePercent"]),
 ]
 
 

@@ -8,13 +8,18 @@ these constants against it); this module only holds the strings, so that nobody 
     ``spec``: ``selector`` (LabelSelector), ``warningThresholdPercent`` (default 90),
     ``recommendation`` {``percentile``, ``headroomPercent``, ``minimum``, ``maximum`` (quantities),
     ``halfLife``, ``historyWindow`` (Go durations: ``24h``), ``oomBumpRatio``, ``oomMinBump``
-    (quantity)}, ``actions`` {``annotatePods`` (default false), ``emitEvents`` (default true)}.
+    (quantity)}, ``actions`` {``annotatePods`` (default false), ``emitEvents`` (default true),
+    ``apply`` (Off|InPlace|Recreate, default Off), ``minConfidence`` (default 0.5), ``maxChangePercent``
+    (default 50), ``allowRestarts`` (default false)}.
     ``status`` (operator): ``observedGeneration``, ``podsObserved``, ``atRisk``, ``oomKills24h``,
     ``mode`` (``agents`` | ``kubelet-only``), ``lastUpdateTime``, ``workloadsOmitted``,
     ``workloads[]`` (≤200) {``kind``, ``name``, ``replicas``, ``containers[]`` (≤16) {``name``,
     ``currentRequest``, ``currentLimit``, ``workingSet`` {``p50``, ``p95``, ``max``}, ``oomKills``,
     ``lastOOM``, ``recommendedRequest``, ``recommendedLimit``, ``reason``, ``confidence``, ``history``
-    {``peaks`` (≤32) [[interval start, working set, demand]] (bytes: the operator's memory across restarts)}}}
+    {``peaks`` (≤32) [[interval start, working set, demand]] (bytes: the operator's memory across restarts)},
+    ``applied`` {``request``, ``limit``, ``previousRequest``, ``previousLimit``, ``time``, ``how``, ``reason``},
+    ``rolledBack`` {``time``, ``request``, ``limit``, ``fromLimit``, ``oomTime``, ``holdUntil``}, ``resize``
+    {``state`` (Infeasible|Deferred), ``message``, ``since``}, ``applyNote``}}
     (quantities as strings such as ``"512Mi"``), ``conditions[]`` (metav1.Condition).
 
 ``NodeMemoryReport`` (cluster-scoped, ``nmr``, named after the node)
