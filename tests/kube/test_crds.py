@@ -204,7 +204,7 @@ POLICY_RULES = [
     ),
     ("selector missing", {"selector": None}, ["spec.selector", "Required value"]),
     ("wrong type", {"actions": {"annotatePods": "yes"}}, ["spec.actions.annotatePods", "boolean"]),
-    ("apply value", {"actions": {"apply": "Sometimes"}}, ["spec.actions.apply", "Unsupported value", "InPlace"]),
+    ("apply value", {"actions": {"apply": "Sometimes"}}, ["spec.actions.apply", "Unsupported value"]),
     ("apply as YAML 1.1 false", {"actions": {"apply": False}}, ["spec.actions.apply", "string"]),
     ("minConfidence above 1", {"actions": {"minConfidence": 1.5}}, ["spec.actions.minConfidence", "1"]),
     ("maxChangePercent 0", {"actions": {"maxChangePercent": 0}}, ["spec.actions.maxChangePercent", "0"]),

@@ -42,6 +42,9 @@ AGENT_DENIED = [
     ("list", "secrets"),
     ("watch", "secrets"),
     ("patch", "pods"),
+    ("patch", "pods/resize"),
+    ("update", "pods/resize"),
+    ("patch", "deployments.apps"),
     ("delete", "pods"),
     ("create", "pods"),
     ("delete", "nodememoryreports.oomsight.io"),
@@ -56,6 +59,8 @@ OPERATOR_ALLOWED = [
     ("update", "memorypolicies.oomsight.io/status"),
     *[(v, "nodememoryreports.oomsight.io") for v in ("get", "list", "watch")],
     *[(v, "pods") for v in ("get", "list", "watch", "patch")],
+    ("patch", "pods/resize"),
+    *[("patch", f"{r}.apps") for r in ("deployments", "statefulsets", "daemonsets")],
     *[
         (v, f"{r}.apps")
         for r in ("replicasets", "deployments", "statefulsets", "daemonsets")
@@ -90,8 +95,12 @@ OPERATOR_DENIED = [
     ("patch", "nodememoryreports.oomsight.io"),
     ("delete", "memorypolicies.oomsight.io"),
     ("create", "memorypolicies.oomsight.io"),
-    ("patch", "deployments.apps"),
     ("update", "deployments.apps"),
+    ("delete", "deployments.apps"),
+    ("patch", "replicasets.apps"),
+    ("update", "pods/resize"),
+    ("patch", "pods/status"),
+    ("patch", "jobs.batch"),
     ("patch", "customresourcedefinitions.apiextensions.k8s.io"),
     ("delete", "clusterkopfpeerings.kopf.dev"),
     ("create", "namespaces"),
@@ -176,3 +185,5 @@ def test_an_unrelated_service_account_gets_nothing(release: tuple[str, str, Kube
     sa = f"system:serviceaccount:{release[1]}:default"
     assert not can_i(release[2], sa, "list", "pods")
     assert not can_i(release[2], sa, "create", "nodememoryreports.oomsight.io")
+    assert not can_i(release[2], sa, "patch", "pods/resize")
+    assert not can_i(release[2], sa, "patch", "deployments.apps")

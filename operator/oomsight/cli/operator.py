@@ -18,6 +18,7 @@ import socket
 
 from oomsight.cli.common import add_log_level
 from oomsight.core.errors import UsageError
+from oomsight.core.quantity import parse_seconds
 
 HELP = "run the operator: MemoryPolicy recommendations, pod annotations, node risk flags (kopf, HA)"
 
@@ -67,6 +68,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--debounce", type=_positive, default=1.0, help="seconds to coalesce changes (1)")
     parser.add_argument("--resync", type=_positive, default=60.0, help="seconds between full reconciles (60)")
+    parser.add_argument(
+        "--resize-interval",
+        help="at most one memory change per container this often when a MemoryPolicy applies its "
+        "recommendations (env OOMSIGHT_RESIZE_INTERVAL; default 1h; e.g. 30m, 2h, or seconds)",
+    )
     parser.add_argument(
         "--peering-lifetime",
         type=int,
@@ -136,6 +142,9 @@ def run(args: argparse.Namespace) -> int:
         if not str(port).isdigit() or not 0 < int(port) < 65536:
             raise UsageError(f"metrics port {port!r} is not a port number", "pass --metrics-port 8080")
         metrics_port = int(port)
+    resize_interval = parse_seconds(
+        args.resize_interval or os.environ.get("OOMSIGHT_RESIZE_INTERVAL") or "1h", "--resize-interval"
+    )
     namespaces = sorted(set(args.namespace))
     clusterwide = not namespaces
     kubeconfig = args.kubeconfig or os.environ.get("KUBECONFIG") or None
@@ -149,7 +158,6 @@ def run(args: argparse.Namespace) -> int:
     _check_cluster(rest, namespaces, peering, clusterwide)
     if kubeconfig:
         os.environ["KUBECONFIG"] = kubeconfig  # kopf logs in through the kubernetes client's loader
-
 
     import asyncio
 
@@ -176,6 +184,7 @@ def run(args: argparse.Namespace) -> int:
         resync=args.resync,
         peering_lifetime=args.peering_lifetime,
         in_cluster=not kubeconfig,
+        resize_interval=resize_interval,
     )
     op = Operator(cfg, rest)
     with contextlib.suppress(KeyboardInterrupt):

@@ -36,15 +36,19 @@ from aiohttp import web
 
 from oomsight.controller.metrics import app, serve
 from oomsight.controller.state import ClusterState, PolicyKey
+from oomsight.core.apply import DEFAULT_RESIZE_INTERVAL, ApplyRecord, Resize, TemplatePatch
 from oomsight.core.noderisk import NodeRisk, plan
 from oomsight.core.podinfo import ANNOTATION_WARNING_THRESHOLD
 from oomsight.core.policy import (
+    ApplyOutcome,
+    PolicyMemory,
     annotation_owner,
     memory_for,
     owner_lookups,
     pod_view,
     reconcile,
     rfc3339,
+    set_apply_fields,
     status_changed,
     threshold_owner,
     workload_of,
@@ -54,6 +58,7 @@ from oomsight.kube.nodes import apply_node_patch, get_node
 from oomsight.kube.owners import OwnerResolver
 from oomsight.kube.podwatch import PodWatch, session_for
 from oomsight.kube.policies import OperatorRest, patch_pod_annotations, patch_policy_status, policy_event
+from oomsight.kube.resize import patch_template, pod_resized_event, resize_pod
 
 log = logging.getLogger("oomsight.operator")
 
@@ -78,6 +83,8 @@ class OperatorConfig:
     in_cluster: bool = False
     metrics_port: int | None = None
     """Serve /metrics and /healthz on this port (None: not at all)."""
+    resize_interval: float = DEFAULT_RESIZE_INTERVAL
+    """At most one applied change per container this often (``--resize-interval``)."""
 
     @property
     def clusterwide(self) -> bool:
@@ -91,6 +98,8 @@ class Stats:
     annotation_writes: int = 0
     events: int = 0
     node_writes: int = 0
+    resizes: int = 0
+    rollbacks: int = 0
     last_reconcile_seconds: float = 0.0
 
 
@@ -383,10 +392,13 @@ class Operator:
             now,
             annotate=annotate,
             threshold_pods=threshold_pods,
+            resize_interval=self.cfg.resize_interval,
         )
         self.stats.reconciles += 1
         ns, name = key
         writes: list[Any] = []
+        for outcome in result.applies:  # before the status, so that the status says what happened
+            writes += await self.apply(key, entry.spec.uid, entry.memory, outcome)
         if status_changed(entry.last_status, result.status):
             body = {**result.status, "lastUpdateTime": rfc3339(now)}
             resp = await self._io(patch_policy_status, self.rest, ns, name, body)
@@ -437,6 +449,54 @@ class Operator:
                 ", ".join(writes),
                 self.stats.last_reconcile_seconds * 1000,
             )
+
+    async def apply(self, key: PolicyKey, uid: str, mem: PolicyMemory, out: ApplyOutcome) -> list[str]:
+        """Carry out one apply decision: the resizes (or the template patch), the Pod's and the policy's
+        Events. A write that fails puts the record back as it was (tried again at the next reconcile)
+        and says why in the status; a Pod that is gone (404) is skipped."""
+        ns, name = key
+        d = out.decision
+        rollback = d.event == "rolledBack"
+        why = d.message if rollback else (d.record.applied.reason if d.record.applied else d.message)
+        failed: list[str] = []
+        resized = 0
+        for w in d.writes:
+            if isinstance(w, Resize):
+                resp = await self._io(resize_pod, self.rest, ns, w)
+                if resp.ok:
+                    resized += 1
+                    note = f"Rolled back after an OOM kill: {why}" if rollback else why
+                    ev = await self._io(
+                        pod_resized_event, self.rest, ns, resp.body, w, name, note, self.cfg.instance
+                    )
+                    self.stats.events += int(ev.ok)
+            else:
+                assert isinstance(w, TemplatePatch)
+                resp = await self._io(patch_template, self.rest, ns, w)
+            if not resp.ok and resp.status != 404:
+                target = f"pod {w.pod}" if isinstance(w, Resize) else f"{w.kind} {w.name}"
+                failed.append(f"{target}: HTTP {resp.status} {resp.message[:200]}")
+        if failed:
+            what = "rollback" if rollback else "resize"
+            log.warning("MemoryPolicy %s/%s: %s of %s container %s failed: %s", ns, name, what,
+                        out.workload, out.container, "; ".join(failed))  # fmt: skip
+            if out.before == ApplyRecord():
+                mem.applies.pop(out.key, None)
+            else:
+                mem.applies[out.key] = out.before
+            set_apply_fields(
+                out.entry, out.before, f"{'rollback' if rollback else 'change'} failed: {failed[0]}"
+            )
+            return []
+        self.stats.resizes += resized
+        self.stats.rollbacks += int(rollback)
+        reason, etype = ("ResizeRolledBack", "Warning") if rollback else ("ResourcesApplied", "Normal")
+        resp = await self._io(
+            policy_event, self.rest, ns, name, uid, etype, reason, d.message, self.cfg.instance
+        )
+        self.stats.events += int(resp.ok)
+        log.info("MemoryPolicy %s/%s: %s", ns, name, d.message)
+        return [f"{reason} ({len(d.writes)} writes)"]
 
     async def clear_stale_thresholds(self, namespace: str) -> None:
         """Remove ``oomsight.io/warning-threshold`` from the pods of ``namespace`` that no policy selects
@@ -505,4 +565,3 @@ class Operator:
             liveness_endpoint=cfg.liveness,
             stop_flag=stop_flag,
         )
-

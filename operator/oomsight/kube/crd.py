@@ -17,9 +17,9 @@ these constants against it); this module only holds the strings, so that nobody 
     ``currentRequest``, ``currentLimit``, ``workingSet`` {``p50``, ``p95``, ``max``}, ``oomKills``,
     ``lastOOM``, ``recommendedRequest``, ``recommendedLimit``, ``reason``, ``confidence``, ``history``
     {``peaks`` (≤32) [[interval start, working set, demand]] (bytes: the operator's memory across restarts)},
-    ``applied`` {``request``, ``limit``, ``previousRequest``, ``previousLimit``, ``time``, ``how``, ``reason``},
-    ``rolledBack`` {``time``, ``request``, ``limit``, ``fromLimit``, ``oomTime``, ``holdUntil``}, ``resize``
-    {``state`` (Infeasible|Deferred), ``message``, ``since``}, ``applyNote``}}
+    ``applied`` {``request``, ``limit``, ``previousRequest``, ``previousLimit``, ``time``, ``how``,
+    ``reason``}, ``rolledBack`` {``time``, ``request``, ``limit``, ``fromLimit``, ``oomTime``,
+    ``holdUntil``}, ``resize`` {``state`` (Infeasible|Deferred), ``message``, ``since``}, ``applyNote``}}
     (quantities as strings such as ``"512Mi"``), ``conditions[]`` (metav1.Condition).
 
 ``NodeMemoryReport`` (cluster-scoped, ``nmr``, named after the node)
