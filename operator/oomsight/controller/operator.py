@@ -484,10 +484,11 @@ class Operator:
                 mem.applies.pop(out.key, None)
             else:
                 mem.applies[out.key] = out.before
-            set_apply_fields(
-                out.entry, out.before, f"{'rollback' if rollback else 'change'} failed: {failed[0]}"
-            )
+            why = f"{'rollback' if rollback else 'change'} failed: {failed[0]}"
+            set_apply_fields(out.entry, out.before, why)
+            mem.apply_failures[out.key] = (time.time(), why[:400])
             return []
+        mem.apply_failures.pop(out.key, None)
         self.stats.resizes += resized
         self.stats.rollbacks += int(rollback)
         reason, etype = ("ResizeRolledBack", "Warning") if rollback else ("ResourcesApplied", "Normal")

@@ -573,6 +573,8 @@ class PolicyMemory:
     """"Kind/name/container" → (request, limit) last reported, to emit Events only on real changes."""
     applies: dict[str, ApplyRecord] = field(default_factory=dict)
     """"Kind/name/container" → what ``spec.actions.apply`` did to it (persisted in the status)."""
+    apply_failures: dict[str, tuple[float, str]] = field(default_factory=dict)
+    """"Kind/name/container" → (time, why) of a change the API refused: retried after the interval."""
     history: dict[str, dict[int, list[int]]] = field(default_factory=dict)
     """"Kind/name/container" → peak interval index → [interval start, working set, demand], the highest
     of all replicas: persisted in the status (``history.peaks``) and replayed after a restart."""
@@ -902,6 +904,11 @@ def reconcile(
                 d = decide(
                     apply_cfg, wl.kind, wl.name, cname, rec3, peak, now_pods, before, kills, now, window
                 )
+                failed = mem.apply_failures.get(key)
+                if failed is not None and d.event == "applied" and now - failed[0] < resize_interval:
+                    d = Decision(
+                        before, note=f"{failed[1]}; retried at {rfc3339(failed[0] + resize_interval)}"
+                    )
                 set_apply_fields(entry, d.record, d.note)
                 if d.record != ApplyRecord():
                     mem.applies[key] = d.record
