@@ -325,6 +325,29 @@ def test_headroom_is_twice_the_swing_within_bounds(peaks: list[int], headroom: i
     assert rec.limit_bytes == round_up(max(busy, recent) * MiB * (1 + headroom / 100))
 
 
+@pytest.mark.parametrize(
+    ("scale", "headroom_max", "capped"),
+    [
+        (1, 512 * MiB, False),  # peaks about 500Mi: 20% is 100Mi, under the cap
+        (12, 512 * MiB, True),  # peaks about 6Gi: 20% would be 1.2Gi, capped at 512Mi
+        (12, None, False),  # no cap: the relative headroom alone
+    ],
+)
+def test_headroom_is_capped_in_bytes(scale: int, headroom_max: int | None, capped: bool) -> None:
+    peaks = [p * scale for p in (400, 600, 400, 420, 400, 416, 400, 412)]  # 50% swing: +20%
+    r = Recommender(RecommendSettings(headroom_max=headroom_max))
+    daily(r, peaks)
+    rec = r.recommend(K, 8 * DAY)
+    busy = sorted(peaks)[5] * MiB
+    recent = max(p * 0.5 ** (7 - d + 1 / 24) for d, p in enumerate(peaks)) * MiB
+    h = 0.2 * (2 - rec.confidence)  # a day ends at 23:00: confidence just under 1 widens it a hair
+    value, typical = max(busy, recent), 400 * scale * MiB  # typical: the nearest-rank p50 of the peaks
+    assert rec.limit_bytes == round_up(value + 512 * MiB if capped else value * (1 + h))
+    request = typical + min(typical * h, 512 * MiB) if capped else typical * (1 + h)
+    assert rec.request_bytes == round_up(request)
+    assert ("capped at headroomMax 512Mi" in rec.reason) is capped
+
+
 def test_request_is_the_typical_day_and_the_limit_the_tail() -> None:
     r = Recommender()
     daily(r, [300, 320, 310, 700, 305, 315, 300, 310])
@@ -450,8 +473,9 @@ def test_prune_forgets_idle_keys() -> None:
 def test_settings_from_spec() -> None:
     s = RecommendSettings.from_spec(
         {"percentile": 0.95, "headroomPercent": 20, "minimum": "128Mi", "maximum": "4Gi", "halfLife": "12h",
-         "historyWindow": "14d", "oomBumpRatio": 1.5, "oomMinBump": "200Mi"}
+         "historyWindow": "14d", "oomBumpRatio": 1.5, "oomMinBump": "200Mi", "headroomMax": "1Gi"}
     )  # fmt: skip
+    assert s.headroom_max == 1024 * MiB
     assert (s.percentile, s.headroom_percent, s.minimum, s.maximum) == (0.95, 20.0, 128 * MiB, 4096 * MiB)
     assert (s.half_life, s.history_window, s.oom_bump_ratio, s.oom_min_bump) == (
         12 * HOUR, 14 * DAY, 1.5, 200 * MiB,
@@ -469,6 +493,7 @@ def test_settings_from_spec() -> None:
         ({"halfLife": "soon"}, "not a duration"),
         ({"minimum": "12X"}, "not a memory quantity"),
         ({"oomBumpRatio": 0.5}, "oomBumpRatio"),
+        ({"headroomMax": "-1Gi"}, "headroomMax"),
         ({"percentil": 0.9}, "unknown field"),
     ],
 )

@@ -115,6 +115,7 @@ _recommendation = st.one_of(
             "historyWindow": _duration,
             "oomBumpRatio": st.one_of(_numbers, _numbers, _numbers, _wrong),
             "oomMinBump": _quantity,
+            "headroomMax": _quantity,
         },
     ),
     _wrong,

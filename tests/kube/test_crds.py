@@ -99,6 +99,7 @@ def test_a_full_policy_is_accepted_and_defaults_are_filled(crds: Kubectl, namesp
             "limitPercentile": 0.8,
             "peakInterval": "1h",
             "cacheAllowancePercent": 10,
+            "headroomMax": "1Gi",
         },
         actions={"annotatePods": True},
     )
@@ -114,6 +115,7 @@ def test_a_full_policy_is_accepted_and_defaults_are_filled(crds: Kubectl, namesp
     assert stored["spec"]["actions"] == {"annotatePods": True, "emitEvents": True, **APPLY_DEFAULTS}
     assert stored["spec"]["recommendation"]["maximum"] == 17179869184
     assert stored["spec"]["recommendation"]["limitPercentile"] == 0.8  # kept, not pruned
+    assert stored["spec"]["recommendation"]["headroomMax"] == "1Gi"
 
     minimal = crds.create(policy("minimal", namespace, selector={}))
     assert minimal["spec"]["actions"] == {"annotatePods": False, "emitEvents": True, **APPLY_DEFAULTS}
@@ -145,6 +147,11 @@ POLICY_RULES = [
         "peak interval in days",
         {"recommendation": {"peakInterval": "1d"}},
         ["spec.recommendation.peakInterval", "positive duration"],
+    ),
+    (
+        "negative headroom cap",
+        {"recommendation": {"headroomMax": "-1Gi"}},
+        ["spec.recommendation.headroomMax", "non-negative"],
     ),
     (
         "negative cache allowance",

@@ -36,6 +36,7 @@ _FLAGS: dict[str, tuple[str, Any, str]] = {
     "--oom-min-bump": ("oom_min_bump", parse_bytes, "QTY"),
     "--peak-interval": ("peak_interval", parse_seconds, "DUR"),
     "--cache-allowance-percent": ("cache_allowance_percent", float, "PCT"),
+    "--headroom-max": ("headroom_max", parse_bytes, "QTY"),
 }
 
 
