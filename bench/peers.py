@@ -166,7 +166,7 @@ class Npd:
 
 
 class Cadvisor:
-    """Standalone cAdvisor on loopback, collecting only this bench's cgroup trees."""
+    """Standalone cAdvisor on loopback, collecting the kubepods trees (what the agent sweeps)."""
 
     def __init__(self, binary: Path, prefixes: list[str], work: Path) -> None:
         self.port = free_port()
@@ -179,7 +179,7 @@ class Cadvisor:
                     "--listen_ip=127.0.0.1",
                     f"--port={self.port}",
                     f"--housekeeping_interval={INTERVAL:g}s",
-                    "--docker_only=true",  # with the whitelist: only this bench's trees (and "/")
+                    "--docker_only=true",  # with the whitelist: only the kubepods trees (and "/")
                     "--raw_cgroup_prefix_whitelist=" + ",".join(prefixes),
                 ],
                 stdout=log,
@@ -537,6 +537,21 @@ def measure(pids: dict[str, int], warmup: float, duration: float) -> dict[str, d
     }
 
 
+def machine_containers() -> int:
+    """Container cgroups in every kubepods tree on this machine: what oomsight's agent sweeps."""
+    from oomsight.host.cgroupfs import sweep
+
+    return sum(1 for e in sweep().entries if e.kube is not None and e.kube.level == "container")
+
+
+def cadvisor_containers(text: str) -> int:
+    """Container-level cgroups (kubelet layout) in cAdvisor's metrics: what it keeps for those."""
+    from oomsight.core.kubepath import parse_cgroup_path
+
+    ids = set(re.findall(r'^container_memory_working_set_bytes\{[^}]*\bid="([^"]+)"', text, re.MULTILINE))
+    return sum(1 for i in ids if (ref := parse_cgroup_path(i)) is not None and ref.level == "container")
+
+
 def working_sets(agent_metrics: str, cad_metrics: str, pods: CostPods) -> dict[str, Any]:
     """Per memhog container: oomsight vs cAdvisor working set, % difference relative to cAdvisor."""
     from prometheus_client.parser import text_string_to_metric_families
@@ -603,7 +618,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     kernel = KernelLog(skew)
     kernel.start()
     kit, node_kit, mirror = CgroupKit(), CgroupKit(), Mirror()
-    prefixes = ["/" + kit.root.name, "/" + node_kit.root.name]
+    # cAdvisor watches every cgroup; the agent every kubepods tree. Both get the same set: every
+    # kubepods tree on the machine (this bench's, other sessions' test trees, a real node's).
+    prefixes = ["/oomsight-", "/kubepods"]
     procs: dict[str, Any] = {}
     cost_pods: CostPods | None = None
     with tempfile.TemporaryDirectory(prefix="bench-peers-") as tmp:
@@ -710,30 +727,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 figures = measure(pids, args.warmup, args.measure)
                 for t, f in figures.items():
                     tools[t]["cost"][str(size)] = f
+                # Both sweep every kubepods tree on the machine (other sessions' too): count them.
+                machine = machine_containers()
+                for t in figures:
+                    tools[t]["cost"][str(size)]["containers"] = machine
+                if "cadvisor" in procs:
+                    cad_text = cad.metrics()
+                    tools["cadvisor"]["cost"][str(size)]["containers"] = cadvisor_containers(cad_text)
+                    if size == args.sizes[0] and agent is not None:
+                        acc = working_sets(agent.get("/metrics"), cad_text, cost_pods)
+                        tools["oomsight"]["working_set_vs_cadvisor"] = acc
                 say(
                     "cost: "
                     + ", ".join(
-                        f"{t} {f['cpu_percent']:.2f}% {f['rss_bytes'] / MIB:.1f} MiB"
+                        f"{t} {f['cpu_percent']:.2f}% {f['rss_bytes'] / MIB:.1f} MiB "
+                        f"({tools[t]['cost'][str(size)]['containers']} containers)"
                         for t, f in figures.items()
                     )
-                    + f" at {size} containers (load {os.getloadavg()[0]:.1f})"
+                    + f" with {size} of this bench's (load {os.getloadavg()[0]:.1f})"
                 )
-                if (
-                    size == args.sizes[0]
-                    and "oomsight" in procs
-                    and "cadvisor" in procs
-                    and agent is not None
-                ):
-                    acc = working_sets(agent.get("/metrics"), cad.metrics(), cost_pods)
-                    tools["oomsight"]["working_set_vs_cadvisor"] = acc
-                    counted = [
-                        ln
-                        for ln in agent.get("/metrics").splitlines()
-                        if ln.startswith("oomsight_agent_containers ")
-                    ]
-                    tools["oomsight"]["cost"][str(size)]["containers_swept"] = (
-                        float(counted[0].split()[-1]) if counted else None
-                    )
             if agent is not None:
                 tools["oomsight"]["log_warnings"] = sum(
                     1 for ln in agent.log().splitlines() if "WARNING" in ln or "ERROR" in ln

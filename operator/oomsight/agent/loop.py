@@ -57,7 +57,7 @@ from oomsight.core.eventspecs import (
 )
 from oomsight.core.findings import Finding
 from oomsight.core.kubepath import parse_cgroup_path
-from oomsight.core.memory import breakdown
+from oomsight.core.memory import MemoryReading, breakdown
 from oomsight.core.node import NodeFacts, node_findings
 from oomsight.core.oomcount import place_unreported
 from oomsight.core.oomreport import Incident, OomAssembler
@@ -86,7 +86,11 @@ QUIET = 0.005
 """Seconds without a new record that end a burst: the kernel prints a report in one go."""
 BURST_SECONDS = 0.5
 """A flood of kernel messages is read in slices of this long, so sweeps still happen."""
+_Items = tuple[tuple[str, int], ...]
 CURSOR_SAVE_SECONDS = 2.0
+"""After a kill (the OOM accounting changed): how soon the cursor and the accounting reach the disk."""
+CURSOR_IDLE_SAVE_SECONDS = 60.0
+"""Without one: the cursor only passed other kernel messages, which a restart may read again."""
 NODE_CHECK_SECONDS = 600.0
 UNRESOLVED_GRACE = 15.0
 """How long an incident for a pod not (yet) in the cache waits for the pod watch."""
@@ -171,6 +175,8 @@ class Agent:
         self.metrics: MetricsServer | None = None
         self._saved_seq = -1
         self._last_cursor_save = 0.0
+        self._bd_last: dict[str, tuple[MemoryReading, dict[str, int | None], _Items]] = {}
+        """Per container cgroup: its last reading and the breakdown made of it (reused while idle)."""
 
     # ---- small helpers ------------------------------------------------------------------
     def _api_error(self, operation: str, code: int) -> None:
@@ -598,6 +604,9 @@ class Agent:
         accounted = {**self.explained, **self.oom_accounted}
         if seq == self._saved_seq and accounted == self._saved_accounted:
             return
+        idle = accounted == self._saved_accounted and not self.unresolved
+        if idle and not force and now - self._last_cursor_save < CURSOR_IDLE_SAVE_SECONDS:
+            return  # only other kernel messages passed: a restart may read them again
         try:
             self.state.save_cursor(SavedCursor(self.boot_id, seq, self.source), accounted)
         except OSError as err:
@@ -687,7 +696,13 @@ class Agent:
                 seen_ids.add(cont.container_id)
             r = e.reading
             ws = r.working_set_bytes
-            bd = breakdown(r).as_dict()
+            last = self._bd_last.get(e.path)
+            if last is not None and last[0] is r:  # the walker reused an idle cgroup's reading
+                bd, bd_items = last[1], last[2]
+            else:
+                bd = breakdown(r).as_dict()
+                bd_items = tuple((k, v) for k, v in bd.items() if v is not None)
+                self._bd_last[e.path] = (r, bd, bd_items)
             limit = e.limit.limit_bytes
             level = e.limit.level or "node"
             readings.append((e.path, r))
@@ -725,7 +740,7 @@ class Agent:
                     usage_bytes=r.usage_bytes,
                     limit_bytes=limit,
                     limit_level=level,
-                    breakdown=tuple((k, v) for k, v in bd.items() if v is not None),
+                    breakdown=bd_items,
                     stuck=bool(r.oom_control and r.oom_control.under_oom and r.oom_control.oom_kill_disable),
                 )
             )
@@ -750,6 +765,8 @@ class Agent:
             self.counters.inc("oomsight_agent_errors_total", sweep.errors, kind="cgroup_read")
         self._forget_vanished(live_keys)
         self.jvms.forget(live_paths)
+        if len(self._bd_last) > len(live_paths):
+            self._bd_last = {p: v for p, v in self._bd_last.items() if p in live_paths}
         elapsed = time.perf_counter() - t0
         self.counters.inc("oomsight_agent_sweeps_total")
         self.counters.inc("oomsight_agent_sweep_seconds_total", elapsed)

@@ -50,7 +50,10 @@ class PodInfo:
     def container_by_id(self, container_id: str | None) -> ContainerInfo | None:
         if not container_id:
             return None
-        return next((c for c in self.containers if c.container_id == container_id), None)
+        for c in self.containers:  # one or two: a loop, not a dict (called per container per sweep)
+            if c.container_id == container_id:
+                return c
+        return None
 
     def container_by_name(self, name: str) -> ContainerInfo | None:
         return next((c for c in self.containers if c.name == name), None)

@@ -315,6 +315,8 @@ class CgroupWalker:
         self.reuse_unchanged = True
         """Reuse last sweep's reading of a cgroup whose files read exactly the same (an idle one)."""
         self._eff: dict[str, EffectiveLimit] = {}
+        self._eff_last: dict[str, tuple[EffectiveLimit, int | None, EffectiveLimit]] = {}
+        """Per path: (parent's effective limit, own limit, result) as of the sweep that computed it."""
         # Open files of the cgroups read at every sweep, re-read with pread(…, 0): the kernel
         # regenerates a cgroup file's text on every read from offset 0 (seq_file), and keeping them
         # open saves the open/close, about half of a sweep's system time.
@@ -376,6 +378,8 @@ class CgroupWalker:
         if len(self._refs) > 2 * len(self._seen_refs) + 64:
             keep = set(self._seen_refs)
             self._refs = {k: v for k, v in self._refs.items() if k in keep}
+        if len(self._eff_last) > 2 * len(self._eff) + 64:
+            self._eff_last = {k: v for k, v in self._eff_last.items() if k in self._eff}
         self._seen_refs = []
         for rel in [r for r in self._limit_fds if r not in limits]:
             self._forget_limit(rel)
@@ -563,10 +567,14 @@ class CgroupWalker:
         if cached is not None:
             return cached
         own = self._own_limit(rel, limits)
-        if not rel:
-            result = tighter(UNLIMITED, "/", own)
+        parent = UNLIMITED if not rel else self._effective(rel.rpartition("/")[0], limits)
+        # Limits rarely change: last sweep's answer stands while the parent's and the own limit do.
+        last = self._eff_last.get(rel)
+        if last is not None and last[0] is parent and last[1] == own:
+            result = last[2]
         else:
-            result = tighter(self._effective(rel.rpartition("/")[0], limits), rel, own)
+            result = tighter(parent, rel or "/", own)
+            self._eff_last[rel] = (parent, own, result)
         self._eff[rel] = result
         return result
 
