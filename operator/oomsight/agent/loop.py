@@ -696,9 +696,9 @@ class Agent:
                 seen_ids.add(cont.container_id)
             r = e.reading
             ws = r.working_set_bytes
-            last = self._bd_last.get(e.path)
-            if last is not None and last[0] is r:  # the walker reused an idle cgroup's reading
-                bd, bd_items = last[1], last[2]
+            kept = self._bd_last.get(e.path)
+            if kept is not None and kept[0] is r:  # the walker reused an idle cgroup's reading
+                bd, bd_items = kept[1], kept[2]
             else:
                 bd = breakdown(r).as_dict()
                 bd_items = tuple((k, v) for k, v in bd.items() if v is not None)
