@@ -642,6 +642,9 @@ class NodeCluster:
                 f"--cert-dir={d / 'kubelet' / 'pki'}",
                 f"--hostname-override={NODE_NAME}",
                 f"--node-ip={GATEWAY}",
+                # cAdvisor (inside the kubelet) finds containers' names, Pods and namespaces through
+                # containerd at this socket; without it /metrics/cadvisor has unlabelled cgroups only.
+                f"--containerd={d / 'containerd' / 'containerd.sock'}",
                 "--v=1",
             ],
         )
