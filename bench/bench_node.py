@@ -72,9 +72,22 @@ class Kills(threading.Thread):
                                 ((item.victim.usec or 0) / 1e6, item.task_memcg or "", item.victim.pid)
                             )
 
-    def for_pod(self, uid: str) -> list[tuple[float, str, int]]:
+    def for_pod(self, uid: str, pids: set[int]) -> list[tuple[float, str, int]]:
+        """Kills in the Pod's cgroups, or of one of its processes (past 10 reports in 5 s the kernel
+        drops the report's header, and the kill line then names no cgroup)."""
         with self.lock:
-            return [k for k in self.seen if f"pod{uid}" in k[1]]
+            return [k for k in self.seen if f"pod{uid}" in k[1] or k[2] in pids]
+
+
+def pod_pids(uid: str) -> set[int]:
+    """Host PIDs in the Pod's memory cgroups right now."""
+    pids: set[int] = set()
+    for procs in Path("/sys/fs/cgroup/memory/kubepods").rglob(f"pod{uid}/**/cgroup.procs"):
+        try:
+            pids.update(int(p) for p in procs.read_text().split())
+        except (OSError, ValueError):
+            continue
+    return pids
 
 
 class Cluster:
@@ -155,9 +168,11 @@ def one_kill(c: Cluster, kills: Kills, ns: str, kind: str, poll: float, wait: fl
     name, uid = pod["metadata"]["name"], pod["metadata"]["uid"]
     row: dict[str, Any] = {"kind": kind, "pod": name, "kill": None, "kubelet": None, "oomsight": None}
     deadline = time.monotonic() + wait
+    pids: set[int] = set()
     while time.monotonic() < deadline:
         now = time.clock_gettime(time.CLOCK_MONOTONIC)
-        mine = kills.for_pod(uid)
+        pids |= pod_pids(uid)
+        mine = kills.for_pod(uid, pids)
         if mine and row["kill"] is None:
             row["kill"] = mine[0][0]
         if row["kubelet"] is None:
@@ -196,6 +211,7 @@ def working_sets(c: Cluster, samples: int) -> list[tuple[float, float]]:
     c.json("POST", f"/apis/apps/v1/namespaces/{ns}/deployments", deployment("steady", STEADY))
     pod = running_pod(c, ns, "steady")["metadata"]["name"]
     key = (ns, pod, "hog")
+    time.sleep(30)  # past its start-up allocation and a cAdvisor housekeeping round (10-15 s)
     pairs: list[tuple[float, float]] = []
     deadline = time.monotonic() + 180
     while len(pairs) < samples and time.monotonic() < deadline:
