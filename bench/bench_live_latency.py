@@ -2,7 +2,7 @@
 
 Run as root on a host with the cgroup v1 memory controller:
 
-    /tmp/v/bin/python bench/bench_live_latency.py [--kills 30] [--limit-mib 32]
+    /tmp/v/bin/python bench/bench_live_latency.py [--kills 30] [--limit-mib 32] [--source syslog]
 
 Each round starts ``tests/progs/memhog.py --grow-anon-mib 4`` in a fresh kubelet-style container
 cgroup with a small limit and waits, blocked in poll(2) on /dev/kmsg through
@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from cgroupkit import MIB, CgroupKit
 from oomsight.core.kmsg import Record
 from oomsight.core.oomreport import Incident
+from oomsight.host.klogctl import KlogctlReader
 from oomsight.host.kmsg import KmsgReader
 from oomsight.host.oomwatch import IncidentWatcher
 
@@ -74,6 +75,12 @@ def main() -> int:
     ap.add_argument("--limit-mib", type=int, default=32)
     ap.add_argument("--pause", type=float, default=0.5, help="seconds between kills (header ratelimit)")
     ap.add_argument("--timeout", type=float, default=20.0, help="seconds to wait for one kill")
+    ap.add_argument(
+        "--source",
+        choices=("kmsg", "syslog"),
+        default="kmsg",
+        help="read /dev/kmsg (poll(2)) or syslog(2) READ_ALL (polled: host.klogctl's pacing)",
+    )
     args = ap.parse_args()
 
     load_before = os.getloadavg()[0]
@@ -83,7 +90,8 @@ def main() -> int:
     missed = 0
     headerless = 0
     try:
-        with KmsgReader(start="now") as reader:
+        opened = KmsgReader(start="now") if args.source == "kmsg" else KlogctlReader(start="now")
+        with opened as reader:
             watcher = IncidentWatcher(reader)
             pod, _ = kit.pod()
             for _ in range(args.kills):
@@ -120,7 +128,7 @@ def main() -> int:
     ms = 1e3
     print(
         f"kills observed: {len(raw)} (missed {missed}, {headerless} without the rate-limited header), "
-        f"limit {args.limit_mib} MiB, settle {watcher.settle * 1e3:.1f} ms"
+        f"limit {args.limit_mib} MiB, settle {watcher.settle * 1e3:.1f} ms, source {args.source}"
     )
     print(f"clock skew CLOCK_MONOTONIC - local_clock: {skew * ms:.3f} ms (± {skew_err * ms:.3f} ms)")
     for name, vals in (("raw (monotonic now - kmsg usec)", raw), ("skew-corrected", fixed)):
@@ -131,7 +139,10 @@ def main() -> int:
     load_after = os.getloadavg()[0]
     print(f"load average (1 min) before/after: {load_before:.2f} / {load_after:.2f} on {os.cpu_count()} CPUs")
     target = percentile(fixed, 99) * ms
-    print(f"target p99 <= 50 ms: {'met' if target <= 50 else 'MISSED'} ({target:.2f} ms)")
+    if args.source == "kmsg":
+        print(f"target p99 <= 50 ms: {'met' if target <= 50 else 'MISSED'} ({target:.2f} ms)")
+    else:  # polled: a kill waits for the next poll, up to SLOW_SECONDS when the log was quiet
+        print(f"syslog(2) is polled: p99 {target:.2f} ms against a quiet-log poll interval of 1 s")
     return 0
 
 
