@@ -162,6 +162,10 @@ class Agent:
         apart so that ``place_unreported`` only weighs cgroups whose counter baseline is known."""
         self.surplus_since: dict[str, float] = {}
         """Per container cgroup: since when its counter has been ahead of the kills the log explained."""
+        self.explained_at: dict[str, float] = {}
+        """Per cgroup: monotonic time the log last explained a kill in it. Its counter's lead is
+        reported only after ``OOM_QUIET_SECONDS`` without one there: per cgroup, because on a busy
+        node some other cgroup is always being OOM-killed, so the node is never quiet."""
         self._saved_accounted: dict[str, int] = {}
         self._fresh = True
         """No accounted counts saved for this boot: the first sweep takes counters as history."""
@@ -440,6 +444,7 @@ class Agent:
                 # counts each task). Kept for a cgroup the sweep has not matched yet, too.
                 book = self.oom_accounted if cg in self.oom_accounted else self.explained
                 book[cg] = book.get(cg, 0) + max(1, len(inc.victims))
+                self.explained_at[cg] = time.monotonic()
             elif diag.get("pod_uid") is None and inc.oom_memcg is None:
                 headerless.append(i)
         if headerless:
@@ -492,6 +497,7 @@ class Agent:
             self.counters.inc("oomsight_agent_errors_total", kind="headerless_unlocated")
             return diag
         self.oom_accounted[path] += 1
+        self.explained_at[path] = time.monotonic()
         self.counters.inc("oomsight_agent_headerless_kills_total")
         return {**diag, "task_cgroup": path, "pod_uid": ref.pod_uid, "container_id": ref.container_id}
 
@@ -753,6 +759,8 @@ class Agent:
             del self.explained[path]
         for path in [p for p in self.surplus_since if p not in self.oom_accounted]:
             del self.surplus_since[path]
+        for path in [p for p in self.explained_at if p not in self.oom_accounted and p not in self.explained]:
+            del self.explained_at[path]
         self._fresh = False
         for pod, name, path, first, last, limit in counted:
             for n in range(first + 1, last + 1):
@@ -780,8 +788,9 @@ class Agent:
 
         First sight: on a fresh start the counter holds history (taken as is); later, a cgroup is
         new and all its kills are ours (only those the log explained are accounted). A counter
-        ahead of the log is reported once the log had ``OOM_QUIET_SECONDS`` to explain it (at once
-        when there is no log); behind it (a group kill counted twice), it is taken when quiet.
+        ahead of the log is reported once it stayed ahead for ``OOM_QUIET_SECONDS`` with no kill
+        explained in this cgroup meanwhile (at once when there is no log); behind it (a group kill
+        counted twice), it is taken when the node is quiet.
         """
         if before is None:
             before = self.explained.pop(path, None)
@@ -792,8 +801,10 @@ class Agent:
         if counter <= before:
             self.surplus_since.pop(path, None)
             return (counter if quiet else before), False
-        since = self.surplus_since.setdefault(path, time.monotonic())
-        if self.reader is None or (quiet and time.monotonic() - since >= OOM_QUIET_SECONDS):
+        now = time.monotonic()
+        since = self.surplus_since.setdefault(path, now)
+        settled = now - max(since, self.explained_at.get(path, since)) >= OOM_QUIET_SECONDS
+        if self.reader is None or settled:
             self.surplus_since.pop(path, None)
             return before, True  # the caller reports kills before+1 .. counter
         return before, False
