@@ -588,6 +588,9 @@ def guest_init(spec: RunSpec, mounts: list[tuple[str, Path]], tree: Path) -> str
             "  mkdir -p /sys/fs/cgroup/$c && mount -t cgroup -o $c cgroup /sys/fs/cgroup/$c",
             "done",
             "ln -s cpu,cpuacct /sys/fs/cgroup/cpu && ln -s cpu,cpuacct /sys/fs/cgroup/cpuacct",
+            # Before 5.11 a v1 child is hierarchical only if its parent's use_hierarchy is 1 (the
+            # root's default is 0); systemd and runc write 1, so a pod's limit covers its containers.
+            "echo 1 > /sys/fs/cgroup/memory/memory.use_hierarchy 2>/dev/null",
         ]
     for tag, path in mounts:
         lines.append(

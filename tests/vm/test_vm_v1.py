@@ -18,6 +18,9 @@ from vm.test_vm_v2 import KERNELS, REPO, vm_lib
 pytestmark = pytest.mark.vm
 
 V1_SUITE = ("tests/test_oom_real.py", "tests/test_cgroupfs_real.py")
+NOT_UNDER_TCG = "not test_kills_the_log_does_not_explain_are_counted"
+"""That test needs 14 kills inside the kernel's 5 s report ratelimit (mm/oom_kill.c oom_rs) so that
+some have no report; under TCG the kills take longer and every one is reported (seen on 6.1)."""
 
 
 def _require_vm(series: str) -> None:
@@ -36,7 +39,7 @@ def test_v1_real_kernel_suite_passes_in_the_guest(series: str) -> None:
     proc = subprocess.run(
         [
             str(REPO / "hack" / "vm"), "run", "--kernel", series, "--cgroup", "v1", "--mem", "1G", "--",
-            "python3", "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x", *V1_SUITE,
+            "python3", "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x", "-k", NOT_UNDER_TCG, *V1_SUITE,
         ],
         cwd=REPO, capture_output=True, text=True, check=False, timeout=1800,
         env={**os.environ, "CI": "true"},  # in the guest a missing v1 controller must fail, not skip
