@@ -568,7 +568,6 @@ def guest_init(spec: RunSpec, mounts: list[tuple[str, Path]], tree: Path) -> str
         "mkdir -p /dev/pts /dev/shm",
         "mount -t devpts devpts /dev/pts",
         "mount -t tmpfs -o mode=1777,nosuid,nodev shm /dev/shm",
-        "mount -t tmpfs -o mode=1777 tmpfs /tmp",
         "mount -t tmpfs -o mode=755 tmpfs /run",
         "hostname oomsight-vm",
         "ln -sf /proc/self/fd /dev/fd 2>/dev/null",
