@@ -590,6 +590,8 @@ def guest_init(spec: RunSpec, mounts: list[tuple[str, Path]], tree: Path) -> str
             # Before 5.11 a v1 child is hierarchical only if its parent's use_hierarchy is 1 (the
             # root's default is 0); systemd and runc write 1, so a pod's limit covers its containers.
             "echo 1 > /sys/fs/cgroup/memory/memory.use_hierarchy 2>/dev/null",
+            # systemd's hybrid layout (its default before v247): an empty cgroup2 at unified/.
+            "mkdir -p /sys/fs/cgroup/unified && mount -t cgroup2 cgroup2 /sys/fs/cgroup/unified",
         ]
     for tag, path in mounts:
         lines.append(

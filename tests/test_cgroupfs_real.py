@@ -128,9 +128,12 @@ def test_tmpfs_in_dev_shm_is_shmem_and_stays_in_the_working_set(cgroups: CgroupK
         entry = _find(_walker().sweep(), cid)
         assert entry.reading is not None
         b = breakdown(entry.reading)
-        assert b.shmem is not None and b.shmem >= 48 * MIB
+        # memory.stat counters are batched per CPU (mm/memcontrol.c MEMCG_CHARGE_BATCH, 64 pages):
+        # Debian's 5.10 in a hack/vm guest showed the 48 MiB written 12 pages short.
+        slack = 64 * 4096 * (os.cpu_count() or 1)
+        assert b.shmem is not None and b.shmem >= 48 * MIB - slack
         # shmem is on the anon LRU: never in inactive_file, so the working set keeps all of it.
-        assert entry.reading.working_set_bytes >= 48 * MIB
+        assert entry.reading.working_set_bytes >= 48 * MIB - slack
         _assert_working_set(entry, container.path)
     finally:
         _stop(proc)
