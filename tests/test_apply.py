@@ -21,7 +21,7 @@ from oomsight.core.apply import (
     record_from_status,
     record_to_status,
 )
-from oomsight.core.policy import parse_policy, parse_time, pod_view
+from oomsight.core.policy import agent_kill, parse_policy, parse_time, pod_view
 from oomsight.core.quantity import parse_quantity
 
 Mi = 1 << 20
@@ -200,3 +200,20 @@ def test_policy_and_pod_parsing() -> None:
     })  # fmt: skip
     assert pv.containers[0].restart_policy == "RestartContainer"
     assert pv.resize_pending == ("Infeasible", "Node didn't have enough capacity")
+
+
+def test_the_agents_kill_event_is_a_rollback_signal() -> None:
+    ev = {
+        "reportingController": "oomsight.io/agent",
+        "reason": "OOMKilledChild",
+        "type": "Warning",
+        "eventTime": "2026-12-04T08:52:21.507123Z",
+        "regarding": {"kind": "Pod", "name": "web-1", "uid": "u-1", "fieldPath": "spec.containers{app}"},
+    }
+    assert agent_kill(ev) == ("u-1", "app", parse_time("2026-12-04T08:52:21.507123Z"))
+    repeated = {**ev, "series": {"count": 3, "lastObservedTime": "2026-12-04T09:00:00.000001Z"}}
+    assert agent_kill(repeated) == ("u-1", "app", parse_time("2026-12-04T09:00:00.000001Z"))
+    assert agent_kill({**ev, "reason": "HighWorkingSet"}) is None
+    assert agent_kill({**ev, "reason": "OOMKilledNode"}) is None  # not this container's limit
+    assert agent_kill({**ev, "reportingController": "kubelet"}) is None
+    assert agent_kill({**ev, "regarding": {**ev["regarding"], "fieldPath": ""}}) is None

@@ -270,3 +270,38 @@ def test_recreate_patches_the_deployment_template(
         assert entry["how"] == "Recreate"
     finally:
         op.stop()
+
+
+def test_the_agents_child_kill_event_rolls_back_without_the_kubelet(
+    kubeconfig: Path, kubectl: Kubectl, namespace: str, scene: dict[str, Any], tmp_path: Path
+) -> None:
+    """A killed child: the kubelet reports nothing and the report comes a minute later; the agent's
+    Event (as the agent posts it) is enough."""
+    ns = namespace
+    kubectl.run("apply", "-n", ns, "-f", "-", stdin=json.dumps(
+        apply_policy("child", scene["labels"], apply="InPlace", minConfidence=0)))  # fmt: skip
+    op = start(kubeconfig, ns, tmp_path)
+    try:
+        wait_for(
+            lambda: memory(kubectl.get("pod", "web-1", ns)) == ("256Mi", "256Mi"), DEADLINE, "the resize"
+        )
+        wait_for(lambda: entry_of(kubectl, ns, "child").get("applied"), DEADLINE, "status applied")
+        pod = scene["pod"]
+        now = time.time()
+        kubectl.create({
+            "apiVersion": "events.k8s.io/v1", "kind": "Event",
+            "metadata": {"name": f"web-1.oom-6a5b1c2d-{int(now)}", "namespace": ns},
+            "eventTime": time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime(now)),
+            "reportingController": "oomsight.io/agent", "reportingInstance": scene["node"],
+            "action": "OOMKill", "reason": "OOMKilledChild", "type": "Warning",
+            "note": "python3 (pid 77), a child process of container app, was OOM-killed; it kept running",
+            "regarding": {"apiVersion": "v1", "kind": "Pod", "namespace": ns, "name": "web-1",
+                          "uid": pod["metadata"]["uid"], "fieldPath": "spec.containers{app}"},
+        })  # fmt: skip
+        wait_for(lambda: memory(kubectl.get("pod", "web-1", ns)) == ("512Mi", "512Mi"), DEADLINE,
+                 "the rollback on the agent's Event alone")  # fmt: skip
+        rolled = wait_for(lambda: entry_of(kubectl, ns, "child").get("rolledBack"), DEADLINE, "rolledBack")
+        assert rolled["fromLimit"] == "256Mi"
+        assert not kubectl.get("pod", "web-1", ns)["status"]["containerStatuses"][0]["lastState"]
+    finally:
+        op.stop()

@@ -73,6 +73,8 @@ OPERATOR_ALLOWED = [
     ("patch", "events"),
     ("create", "events.events.k8s.io"),
     ("patch", "events.events.k8s.io"),
+    ("list", "events.events.k8s.io"),
+    ("watch", "events.events.k8s.io"),
     *[
         (v, f"{r}.kopf.dev")
         for r in ("clusterkopfpeerings", "kopfpeerings")
@@ -105,6 +107,7 @@ OPERATOR_DENIED = [
     ("delete", "clusterkopfpeerings.kopf.dev"),
     ("create", "namespaces"),
     ("get", "configmaps"),
+    ("delete", "events.events.k8s.io"),
 ]
 
 

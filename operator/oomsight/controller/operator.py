@@ -37,6 +37,7 @@ from aiohttp import web
 from oomsight.controller.metrics import app, serve
 from oomsight.controller.state import ClusterState, PolicyKey
 from oomsight.core.apply import DEFAULT_RESIZE_INTERVAL, ApplyRecord, Resize, TemplatePatch
+from oomsight.core.events import REPORTING_CONTROLLER
 from oomsight.core.noderisk import NodeRisk, plan
 from oomsight.core.podinfo import ANNOTATION_WARNING_THRESHOLD
 from oomsight.core.policy import (
@@ -118,6 +119,8 @@ class Operator:
         self._missing_nodes: set[str] = set()
         self._clearing: set[str] = set()
         self.watches: dict[str, PodWatch] = {}
+        self.event_watches: dict[str, PodWatch] = {}
+        """The agent's OOM-kill Events per watched namespace: the rollback's fast signal."""
         self.metrics_runner: web.AppRunner | None = None
         self.session: aiohttp.ClientSession | None = None
         self.pool = ThreadPoolExecutor(max_workers=cfg.writers, thread_name_prefix="oomsight-write")
@@ -202,7 +205,7 @@ class Operator:
         async def stop_watches(**_: Any) -> None:
             if self.metrics_runner is not None:
                 await self.metrics_runner.cleanup()
-            for w in list(self.watches.values()):
+            for w in [*self.watches.values(), *self.event_watches.values()]:
                 await w.stop()
             if self.session is not None:
                 await self.session.close()
@@ -309,7 +312,25 @@ class Operator:
             )
             self.watches[namespace] = w.start()
             log.info("watching pods in namespace %s", namespace)
+            self.event_watches[namespace] = PodWatch(
+                self.rest.creds,
+                self.session,
+                namespace,
+                on_list=self._agent_events,
+                on_event=self._agent_event,
+                user_agent=self.rest.user_agent,
+                collection="/apis/events.k8s.io/v1/namespaces/{ns}/events",
+                field_selector=f"reportingController={REPORTING_CONTROLLER},type=Warning",
+            ).start()
         return w
+
+    def _agent_events(self, items: list[Mapping[str, Any]]) -> None:
+        for body in items:
+            self.state.add_agent_event(body)
+
+    def _agent_event(self, etype: str, body: Mapping[str, Any]) -> None:
+        if etype != "DELETED":
+            self.state.add_agent_event(body)
 
     def _pod_event(self, etype: str, body: Mapping[str, Any]) -> None:
         if etype == "DELETED":
@@ -323,6 +344,9 @@ class Operator:
         w = self.watches.pop(namespace, None)
         if w is not None:
             await w.stop()
+        ew = self.event_watches.pop(namespace, None)
+        if ew is not None:
+            await ew.stop()
             self.state.drop_namespace(namespace)
             log.info("stopped watching pods in namespace %s (no policy left)", namespace)
 
@@ -393,6 +417,7 @@ class Operator:
             annotate=annotate,
             threshold_pods=threshold_pods,
             resize_interval=self.cfg.resize_interval,
+            kill_signals=state.kill_signals,
         )
         self.stats.reconciles += 1
         ns, name = key

@@ -27,6 +27,7 @@ from oomsight.core.policy import (
     PolicyMemory,
     PolicySpec,
     Profile,
+    agent_kill,
     kubelet_ooms,
     parse_policy,
     pod_view,
@@ -64,6 +65,8 @@ class ClusterState:
         self.report_incidents: dict[str, set[str]] = {}
         self.risks: dict[str, NodeRisk] = {}
         self.ooms = OomLog()
+        self.kill_signals: dict[tuple[str, str], list[float]] = {}
+        """(pod UID, container) → times of the agent's OOM-kill Events (the fast rollback signal)."""
         self.stale_threshold: dict[str, set[str]] = {}
         """namespace → UIDs of pods with a warning-threshold annotation that no valid policy selects."""
 
@@ -180,7 +183,23 @@ class ClusterState:
             if entry is not None:
                 entry.selected.discard(uid)
         self.ooms.forget_pod(uid)
+        for k in [k for k in self.kill_signals if k[0] == uid]:
+            del self.kill_signals[k]
         self._dirty(keys)
+
+    def add_agent_event(self, body: Mapping[str, Any]) -> bool:
+        """An agent Event: when it reports an OOM kill of a selected pod's container, remember its time
+        and mark the pod's policies dirty; True when it did."""
+        kill = agent_kill(body)
+        if kill is None or kill[0] not in self.pods:
+            return False
+        times = self.kill_signals.setdefault((kill[0], kill[1]), [])
+        if kill[2] in times:
+            return False
+        times.append(kill[2])
+        del times[:-16]
+        self._dirty(self.pod_policies.get(kill[0], set()))
+        return True
 
     # --- policies --------------------------------------------------------------------------------
     def upsert_policy(self, body: Mapping[str, Any]) -> PolicyEntry:

@@ -45,6 +45,7 @@ from oomsight.core.apply import (
     record_to_status,
 )
 from oomsight.core.errors import OomsightError, UsageError
+from oomsight.core.events import REASON_OOM_CHILD, REASON_OOM_CONTAINER, REASON_OOM_POD, REPORTING_CONTROLLER
 from oomsight.core.memory import Breakdown
 from oomsight.core.podinfo import ANNOTATION_WARNING_THRESHOLD, memory_resources
 from oomsight.core.quantity import format_bytes, parse_quantity
@@ -491,6 +492,36 @@ def profiles_from_report(node: str, status: Mapping[str, Any]) -> tuple[list[Pro
     return profiles, incidents
 
 
+KILL_EVENT_REASONS = (REASON_OOM_CONTAINER, REASON_OOM_CHILD, REASON_OOM_POD)
+"""The agent's Event reasons for a kill at the container's or the pod's own limit."""
+
+
+def agent_kill(event: Mapping[str, Any]) -> tuple[str, str, float] | None:
+    """(pod UID, container, time) of an agent's OOM-kill Event (``events.k8s.io/v1``), else None.
+
+    The agent posts it the moment it reads the kill (a killed child too, which the kubelet never
+    reports); its NodeMemoryReport carries the same kill only at the next report write (at most once a
+    minute). The operator uses it to roll back an applied limit at once, not as recommendation
+    evidence (the report's incident is that, counted once)."""
+    if (
+        event.get("reportingController") != REPORTING_CONTROLLER
+        or event.get("reason") not in KILL_EVENT_REASONS
+    ):
+        return None
+    reg = event.get("regarding") or {}
+    path = str(reg.get("fieldPath") or "")
+    if (
+        reg.get("kind") != "Pod"
+        or not reg.get("uid")
+        or not (path.startswith("spec.containers{") and path.endswith("}"))
+    ):
+        return None
+    t = parse_time((event.get("series") or {}).get("lastObservedTime")) or parse_time(event.get("eventTime"))
+    if t is None:
+        return None
+    return str(reg["uid"]), path[len("spec.containers{") : -1], t
+
+
 def kubelet_ooms(pod: PodView) -> list[OomEvent]:
     """The kubelet's last ``OOMKilled`` termination of each container (works without agents)."""
     return [
@@ -756,6 +787,7 @@ def reconcile(
     annotate: set[str] | frozenset[str] | None = None,
     threshold_pods: set[str] | frozenset[str] | None = None,
     resize_interval: float = DEFAULT_RESIZE_INTERVAL,
+    kill_signals: Mapping[tuple[str, str], Sequence[float]] | None = None,
 ) -> PolicyResult:
     """One policy's status, annotations and Event-worthy changes.
 
@@ -831,6 +863,7 @@ def reconcile(
                     limit = prof.limit or cv.limit
                     if prof.working_set is not None and limit:
                         risky |= prof.working_set * 100 >= policy.threshold_percent * limit
+                kills += (kill_signals or {}).get((p.uid, cname), ())
                 for ev in ooms.of(p.uid, cname):
                     if ev.scope in CENSORING_SCOPES:
                         kills.append(ev.time)

@@ -45,8 +45,13 @@ class PodWatch:
         on_list: Callable[[list[Mapping[str, Any]]], None],
         on_event: Callable[[str, Mapping[str, Any]], None],
         user_agent: str = "oomsight-operator",
+        collection: str = "/api/v1/namespaces/{ns}/pods",
+        field_selector: str = "",
     ) -> None:
+        """``collection``/``field_selector``: another namespaced list (e.g. the agent's Events)."""
         self.creds = creds
+        self.collection = collection.format(ns=namespace)
+        self.field_selector = field_selector
         self.session = session
         self.namespace = namespace
         self.on_list = on_list
@@ -68,7 +73,9 @@ class PodWatch:
                 await self._task
 
     def _url(self, query: dict[str, Any]) -> str:
-        return f"{self.creds.server}/api/v1/namespaces/{self.namespace}/pods?{urlencode(query)}"
+        if self.field_selector:
+            query = {**query, "fieldSelector": self.field_selector}
+        return f"{self.creds.server}{self.collection}?{urlencode(query)}"
 
     def _headers(self) -> dict[str, str]:
         return {"Accept": "application/json", "User-Agent": self.user_agent, **self.creds.auth_header()}
@@ -138,9 +145,7 @@ class PodWatch:
             except (aiohttp.ClientError, TimeoutError, ValueError, _HttpError) as err:
                 self.errors += 1
                 if self.errors <= 3 or self.errors % 100 == 0:
-                    log.warning(
-                        "pod watch of namespace %s: %s; retrying in %.1fs", self.namespace, err, backoff
-                    )
+                    log.warning("watch of %s: %s; retrying in %.1fs", self.collection, err, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(BACKOFF_MAX, backoff * 2)
                 if isinstance(err, _HttpError) and err.status in (403, 404):
