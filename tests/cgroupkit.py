@@ -126,6 +126,20 @@ class Cgroup:
         return proc
 
 
+def release_together(procs: Iterable[subprocess.Popen[str]], timeout: float = 120.0) -> None:
+    """A barrier for memhogs started with ``--grow-on-sigusr1``: wait until every one has said READY
+    (however slowly a loaded machine starts them), then let them all grow at once."""
+    procs = list(procs)
+    deadline = time.monotonic() + timeout
+    for proc in procs:
+        line = _readline(proc, max(0.0, deadline - time.monotonic()))
+        if not line.startswith("READY"):
+            raise RuntimeError(f"memhog {proc.pid} did not say READY within {timeout}s: {line!r}")
+        proc.ready_pids = [int(x) for x in line.split()[1:]]  # type: ignore[attr-defined]
+    for proc in procs:
+        proc.send_signal(signal.SIGUSR1)
+
+
 def _readline(proc: subprocess.Popen[str], timeout: float) -> str:
     import selectors
 

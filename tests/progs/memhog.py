@@ -1,9 +1,11 @@
 """A process that takes a known amount of memory of a known kind, says READY, and waits.
 
 Usage: memhog.py [--anon MIB] [--file PATH MIB] [--shm PATH MIB] [--grow-anon-mib N]
-                 [--children K --child-anon MIB] [--oom-score-adj N]
+                 [--children K --child-anon MIB] [--oom-score-adj N] [--grow-on-sigusr1]
 
 --grow-anon-mib keeps allocating N MiB chunks until killed (to provoke the OOM killer).
+--grow-on-sigusr1 holds the growth back after READY until SIGUSR1 arrives: a barrier, so that
+many hogs started one after another on a slow machine reach their limits at the same moment.
 Children are real fork()ed processes with their own anon memory; their pids are printed.
 Runs with no third-party imports so it starts fast inside a test's cgroup.
 """
@@ -47,7 +49,10 @@ def main() -> None:
     ap.add_argument("--child-grow-mib", type=int, default=0)
     ap.add_argument("--oom-score-adj", type=int)
     ap.add_argument("--child-oom-score-adj", type=int)
+    ap.add_argument("--grow-on-sigusr1", action="store_true")
     args = ap.parse_args()
+    if args.grow_on_sigusr1:  # blocked before READY is printed, so an early signal stays pending
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
 
     if args.oom_score_adj is not None:
         with open("/proc/self/oom_score_adj", "w") as f:
@@ -73,6 +78,8 @@ def main() -> None:
     if args.anon:
         held.append(touch_anon(args.anon))
     print("READY", os.getpid(), *kids, flush=True)
+    if args.grow_on_sigusr1:
+        signal.sigwait({signal.SIGUSR1})
     while args.grow_anon_mib:
         held.append(touch_anon(args.grow_anon_mib))
         time.sleep(0.001)
