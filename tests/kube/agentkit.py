@@ -239,7 +239,11 @@ class AgentProc:
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         log.close()
-        wait_for(self.ready, 30, "the agent's /healthz to say ok (pods listed)")
+        wait_for(self.ready, 60, "the agent's /healthz to say ok (pods listed)")
+        # A fresh agent reads the whole ring buffer before its first sweep, which takes each counter
+        # as history: a kill before it whose report the kernel rate-limited could not be placed.
+        swept = "oomsight_agent_sweeps_total"
+        wait_for(lambda: (sample(self.get("/metrics"), swept) or 0) >= 1, 60, "the agent's first sweep")
         return self
 
     def ready(self) -> bool:
@@ -251,6 +255,16 @@ class AgentProc:
         except OSError:
             return False
         return body.strip() == "ok"
+
+    def wait_swept(self, containers: int, timeout: float = 60.0) -> None:
+        """Until a sweep has matched ``containers`` containers: their OOM-kill counters have a baseline.
+        /healthz says ok once pods are listed; on a fresh start the first sweep may come later (the
+        whole ring buffer is read first), and it takes a counter as history."""
+        wait_for(
+            lambda: (sample(self.get("/metrics"), "oomsight_agent_containers") or 0) >= containers,
+            timeout,
+            f"a sweep to see {containers} containers",
+        )
 
     def get(self, path: str) -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}{path}", timeout=5) as r:

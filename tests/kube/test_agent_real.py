@@ -10,12 +10,14 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
+from cgroupkit import release_together
 from kube.agentkit import ensure_crds, sample, series_total, wait_for
 from oomsight.core.kmsg import Record
 from oomsight.core.report import PEAK_INTERVAL_SECONDS
@@ -23,6 +25,10 @@ from oomsight.host.kmsg import KmsgReader
 from realparts import require_binary
 
 pytestmark = [pytest.mark.kube, pytest.mark.cgroup, pytest.mark.kmsg, pytest.mark.slow]
+
+KILLS_PAST_TWO_BURSTS = 21
+RATELIMIT_WINDOW = 5.5
+"""Kills that, landing within one 5 s span (two rate-limit windows at most), overrun 2 x 10 reports."""
 
 
 def test_oom_kill_becomes_an_event_on_the_pod(rest, scenes, namespace, node, agent):
@@ -225,28 +231,46 @@ def test_kills_whose_report_the_kernel_rate_limited_are_still_attributed(
     rest, scenes, namespace, node, agent
 ):
     # mm/oom_kill.c prints the report header and oom-kill: summary at most 10 times per 5 s (for the
-    # whole machine: others' kills here share it); the kill line always. How many of ours lose their
-    # header depends on how fast the kills come, so the kernel log itself says which did.
-    pods = [scenes() for _ in range(3)]
+    # whole machine: others' kills here share it); the kill line always. 21 hogs, started as slowly as
+    # the machine likes, hold just under their limits and are released together: their kills land
+    # within one 5 s span, which at most two rate-limit windows cover, so at least one loses its
+    # header. The kernel log itself says how many did.
+    pods = [scenes(limit=32 << 20) for _ in range(KILLS_PAST_TWO_BURSTS)]
     a = agent()
-    pids, texts = [], []
-    with KmsgReader(start="now") as reader:  # read as we go: the ring is 128 KiB, shared with others
-        for i in range(14):
-            pids.append(pods[i % 3].oom_kill_main())
-            texts += [r.text for r in reader.read_available() if isinstance(r, Record)]
-    wait_for(lambda: sum(series_total(p.events()) for p in pods) == 14, 30, "all 14 kills as Events")
-    assert [series_total(p.events()) for p in pods] == [5, 5, 4]
+    a.wait_swept(len(pods))  # a kill before the first sweep would be history to a fresh agent
+    with KmsgReader(start="now") as reader:  # what the kernel logs from here on (read as it comes)
+        hogs = [p.cgroup.spawn("--anon", "12", "--grow-anon-mib", "8", "--grow-on-sigusr1", ready=False)
+                for p in pods]  # fmt: skip
+        for p, hog in zip(pods, hogs, strict=True):
+            p.procs.append(hog)
+        release_together(hogs)
+        pids = {h.pid for h in hogs}
+        items: list[object] = []
+
+        def all_dead() -> bool:
+            items.extend(reader.read_available())
+            return all(h.poll() is not None for h in hogs)
+
+        wait_for(all_dead, 120, f"the kernel to kill all {len(hogs)} hogs")
+        time.sleep(0.5)
+        items.extend(reader.read_available())
+    assert [h.wait(30) for h in hogs] == [-signal.SIGKILL] * len(hogs)
+    texts = [r.text for r in items if isinstance(r, Record)]
     killed = {int(m.group(1)) for t in texts if (m := re.search(r"Killed process (\d+) ", t))}
     summarised = {
         int(m.group(1)) for t in texts if t.startswith("oom-kill:") and (m := re.search(r",pid=(\d+),", t))
     }
-    assert set(pids) <= killed
-    headerless = len(set(pids) - summarised)
-    # each placed by the counters, at once (headerless) or once its cgroup was quiet (counted); others'
-    # headerless kill lines here may be placed too, so at least
+    wait_for(lambda: sum(series_total(p.events()) for p in pods) == len(pods), 120, "every kill as an Event")
+    time.sleep(2)  # give a duplicate every chance to show up
+    assert [series_total(p.events()) for p in pods] == [1] * len(pods)  # each attributed exactly once
     metrics = a.get("/metrics")
     placed = sample(metrics, "oomsight_agent_headerless_kills_total") or 0
-    assert placed + (sample(metrics, "oomsight_agent_counted_kills_total", source="kmsg") or 0) >= headerless
+    counted = sample(metrics, "oomsight_agent_counted_kills_total", source="kmsg") or 0
+    assert placed + counted >= 1  # the barrier's 21 kills in one 5 s span: some came without a report
+    if killed >= pids and not (sample(metrics, "oomsight_agent_kmsg_lost_records_total") or 0):
+        # the 128 KiB ring (shared with others' kills) kept everything: the log says how many
+        assert placed == len(pids - summarised) >= 1 and counted == 0
+    time.sleep(RATELIMIT_WINDOW)  # the window these kills exhausted passes: the next test's kill is reported
 
 
 def test_spool_survives_sigterm_during_an_outage(
@@ -319,13 +343,14 @@ def test_rate_limited_kills_while_the_agent_is_down_are_placed_after_restart(
 ):
     pods = [scenes() for _ in range(3)]
     a = agent()
-    time.sleep(1.5)  # a sweep has seen the three containers and their OOM-kill counters
+    a.wait_swept(len(pods))  # a sweep has seen the three containers and their OOM-kill counters
     assert a.stop() == 0
     for i in range(12):  # > 10 in 5 s: the kernel drops the last reports but keeps every kill line
         pods[i % 3].oom_kill_main()
     a = agent()
     wait_for(lambda: sum(series_total(p.events()) for p in pods) == 12, 30, "all 12 kills as Events")
     assert [series_total(p.events()) for p in pods] == [4, 4, 4]
+    time.sleep(RATELIMIT_WINDOW)  # the window these kills exhausted passes: the next test's kill is reported
 
 
 def test_policy_threshold_annotation_sets_the_warning_level(rest, scenes, namespace, node, agent):
@@ -434,3 +459,4 @@ def _finding_id(event) -> str:
     """The finding an agent Node Event stands for: its note opens with ``[<finding id>, <severity>]``."""
     note = event.get("note") or ""
     return note[1:].split(",", 1)[0] if note.startswith("[") else ""
+
