@@ -76,7 +76,7 @@ def test_without_the_device_the_agent_reads_syslog_and_reports_each_kill_once(
     assert "kmsg: permission denied to read /dev/kmsg" in log and "char 1:11" in log
     main.oom_kill_main()
     child.oom_kill_child()
-    wait_for(lambda: len(main.events()) == 1 and len(child.events()) == 1, 20, "an Event for each kill")
+    wait_for(lambda: len(main.events()) == 1 and len(child.events()) == 1, 60, "an Event for each kill")
     # From the log, not the counter: the kill line names the process. (Whether the report header
     # came too depends on the kernel's machine-wide rate limit, which others' kills here share.)
     for ev in main.events() + child.events():
@@ -86,13 +86,13 @@ def test_without_the_device_the_agent_reads_syslog_and_reports_each_kill_once(
     a = agent(wrap=no_kmsg_device)  # same state dir: resumes from the saved syslog cursor
     assert "resuming after record" in a.log()
     main.oom_kill_main()
-    wait_for(lambda: series_total(main.events()) >= 3, 20, "the kills during and after the restart")
+    wait_for(lambda: series_total(main.events()) >= 3, 60, "the kills during and after the restart")
     time.sleep(3)  # give a duplicate (from the log replay or the counters) every chance to show up
     events = main.events()
     assert series_total(events) == 3 and len({e["metadata"]["name"] for e in events}) == len(events)
     assert series_total(child.events()) == 1
     assert not sample(a.get("/metrics"), "oomsight_agent_counted_kills_total", source="syslog")
-    status = wait_for(lambda: report(rest, node).get("status", {}).get("kernelLog"), 15, "the report")
+    status = wait_for(lambda: report(rest, node).get("status", {}).get("kernelLog"), 60, "the report")
     assert status["source"] == "syslog" and "kmsg:" in status["refused"]
 
 
@@ -109,18 +109,18 @@ def test_without_cap_syslog_the_counters_report_each_kill_once(
     assert "CAP_SYSLOG" in why[0] and "syslog(2) READ_ALL denied" in why[0]
     main.oom_kill_main()
     child.oom_kill_child()
-    wait_for(lambda: len(main.events()) == 1 and len(child.events()) == 1, 20, "an Event for each kill")
+    wait_for(lambda: len(main.events()) == 1 and len(child.events()) == 1, 60, "an Event for each kill")
     note = main.events()[0]["note"]
     assert "kill 1 counted by its memory cgroup" in note and "not readable" in note
     assert a.stop() == 0
     main.oom_kill_main()  # while the agent is down: its counter keeps it
     a = agent(wrap=wrap)
     main.oom_kill_main()
-    wait_for(lambda: series_total(main.events()) >= 3, 20, "the kills during and after the restart")
+    wait_for(lambda: series_total(main.events()) >= 3, 60, "the kills during and after the restart")
     time.sleep(3)  # several sweeps: a duplicate would show up
     events = main.events()
     assert series_total(events) == 3 and len({e["metadata"]["name"] for e in events}) == len(events)
     assert series_total(child.events()) == 1
     assert sample(a.get("/metrics"), "oomsight_agent_counted_kills_total", source="none") == 2  # since start
-    status = wait_for(lambda: report(rest, node).get("status", {}).get("kernelLog"), 15, "the report")
+    status = wait_for(lambda: report(rest, node).get("status", {}).get("kernelLog"), 60, "the report")
     assert status["source"] == "none" and "syslog:" in status["refused"]

@@ -35,7 +35,7 @@ def test_oom_kill_becomes_an_event_on_the_pod(rest, scenes, namespace, node, age
     scene = scenes()
     a = agent()
     scene.oom_kill_main()
-    events = wait_for(scene.events, 15, "the OOMKilled Event")
+    events = wait_for(scene.events, 60, "the OOMKilled Event")
     assert len(events) == 1
     ev = events[0]
     assert ev["reason"] == "OOMKilled"
@@ -52,7 +52,7 @@ def test_child_kill_says_the_container_kept_running(rest, scenes, namespace, nod
     scene = scenes()
     agent()
     parent = scene.oom_kill_child()
-    events = wait_for(scene.events, 15, "the OOMKilledChild Event")
+    events = wait_for(scene.events, 60, "the OOMKilledChild Event")
     assert [e["reason"] for e in events] == ["OOMKilledChild"]
     assert "kept running" in events[0]["note"]
     assert "Kubernetes will not report" in events[0]["note"]
@@ -65,7 +65,7 @@ def test_kubelet_pod_child_kill_at_the_pod_limit_is_a_container_child_kill(rest,
     scene = scenes(kubelet=True)
     a = agent()
     sh = scene.oom_kill_shell_child()
-    events = wait_for(scene.events, 15, "the OOMKilledChild Event")
+    events = wait_for(scene.events, 60, "the OOMKilledChild Event")
     assert [e["reason"] for e in events] == ["OOMKilledChild"]
     note = events[0]["note"]
     assert "container app's own limit of 64.0 MiB" in note  # the container's limit, not "the pod's"
@@ -89,7 +89,7 @@ def test_kubelet_pod_main_kill_at_the_pod_limit_is_oomkilled(rest, scenes, node,
     scene = scenes(kubelet=True)
     agent()
     scene.oom_kill_main()
-    events = wait_for(scene.events, 15, "the OOMKilled Event")
+    events = wait_for(scene.events, 60, "the OOMKilled Event")
     assert [e["reason"] for e in events] == ["OOMKilled"]
     assert "container app's own limit of 64.0 MiB" in events[0]["note"]
     assert "the container exited" in events[0]["note"]
@@ -99,11 +99,11 @@ def test_agent_restart_between_kills_gives_each_event_once(rest, scenes, namespa
     scene = scenes()
     a = agent()
     scene.oom_kill_main()
-    wait_for(lambda: len(scene.events()) == 1, 15, "the first Event")
+    wait_for(lambda: len(scene.events()) == 1, 60, "the first Event")
     assert a.stop() == 0
     scene.oom_kill_main()  # while the agent is down: only the kernel's ring buffer has it
     agent()  # same state dir: resumes from the saved kmsg cursor
-    wait_for(lambda: len(scene.events()) >= 2, 20, "the second Event after the restart")
+    wait_for(lambda: len(scene.events()) >= 2, 60, "the second Event after the restart")
     time.sleep(2)  # give a duplicate every chance to show up
     events = scene.events()
     assert len(events) == 2, [e["metadata"]["name"] for e in events]
@@ -120,7 +120,7 @@ def test_api_outage_spools_and_delivers_each_kill_once(rest, scenes, namespace, 
             scene.oom_kill_main()
         wait_for(
             lambda: (sample(a.get("/metrics"), "oomsight_agent_events_pending") or 0) >= 3,
-            20,
+            60,
             "3 Events spooled",
         )
     finally:
@@ -132,7 +132,7 @@ def test_api_outage_spools_and_delivers_each_kill_once(rest, scenes, namespace, 
     metrics = a.get("/metrics")
     assert (sample(metrics, "oomsight_agent_api_errors_total", operation="event", code="0") or 0) >= 1
     wait_for(
-        lambda: sample(a.get("/metrics"), "oomsight_agent_events_pending") == 0, 10, "the spool to drain"
+        lambda: sample(a.get("/metrics"), "oomsight_agent_events_pending") == 0, 60, "the spool to drain"
     )
     assert a.stop() == 0
 
@@ -142,7 +142,7 @@ def test_metrics_show_the_kills_and_pass_promtool(rest, scenes, namespace, node,
     a = agent()
     scene.oom_kill_main()
     scene.oom_kill_child()
-    wait_for(lambda: len(scene.events()) == 2, 15, "2 Events")
+    wait_for(lambda: len(scene.events()) == 2, 60, "2 Events")
     text = a.get("/metrics")
     lbl = {"namespace": namespace, "pod": scene.name, "container": "app"}
     kills = "oomsight_oom_kills_total"
@@ -151,7 +151,7 @@ def test_metrics_show_the_kills_and_pass_promtool(rest, scenes, namespace, node,
         sample(text, kills, **lbl, scope="container", container_survived="true", reason="OOMKilledChild") == 1
     )
     wait_for(
-        lambda: sample(a.get("/metrics"), "oomsight_container_working_set_bytes", **lbl), 10, "a sweep sample"
+        lambda: sample(a.get("/metrics"), "oomsight_container_working_set_bytes", **lbl), 60, "a sweep sample"
     )
     text = a.get("/metrics")
     assert sample(text, "oomsight_container_memory_limit_bytes", **lbl, level="container") == 64 << 20
@@ -178,7 +178,7 @@ def test_node_memory_report_has_the_container_profile(rest, scenes, namespace, n
             return resp.body
         return None
 
-    body = wait_for(report, 30, "a NodeMemoryReport with the container's profile")
+    body = wait_for(report, 60, "a NodeMemoryReport with the container's profile")
     assert body["spec"]["nodeName"] == node
     status = body["status"]
     (c,) = [c for c in status["containers"] if c["podUID"] == scene.uid]
@@ -195,7 +195,7 @@ def test_high_working_set_warns_once_with_hysteresis(rest, scenes, namespace, no
     scene = scenes()
     agent()
     scene.procs.append(scene.cgroup.spawn("--anon", "55"))  # + the interpreter: ~60 MiB of 64 (94%)
-    events = wait_for(lambda: scene.events(frozenset({"HighWorkingSet"})), 15, "the HighWorkingSet Event")
+    events = wait_for(lambda: scene.events(frozenset({"HighWorkingSet"})), 60, "the HighWorkingSet Event")
     time.sleep(3)  # three more sweeps above the threshold: still one Event, no series
     events = scene.events(frozenset({"HighWorkingSet"}))
     assert len(events) == 1 and "series" not in events[0]
@@ -209,7 +209,7 @@ def test_stuck_cgroup_is_reported(rest, scenes, namespace, node, agent):
     scene.cgroup.path.joinpath("memory.oom_control").write_text("1")  # OOM killer off: tasks freeze
     scene.procs.append(scene.cgroup.spawn("--grow-anon-mib", "8", ready=False))
     events = wait_for(
-        lambda: scene.events(frozenset({"MemoryCgroupStuck"})), 20, "the MemoryCgroupStuck Event"
+        lambda: scene.events(frozenset({"MemoryCgroupStuck"})), 60, "the MemoryCgroupStuck Event"
     )
     assert len(events) == 1
     assert "under_oom" in events[0]["note"] and "frozen" in events[0]["note"]
@@ -220,7 +220,7 @@ def test_a_crash_loop_is_aggregated_into_a_series(rest, scenes, namespace, node,
     agent()
     for _ in range(7):
         scene.oom_kill_main()
-    wait_for(lambda: series_total(scene.events()) == 7, 20, "7 kills accounted for")
+    wait_for(lambda: series_total(scene.events()) == 7, 60, "7 kills accounted for")
     events = scene.events()
     assert len(events) == 5  # one Event per kill up to the burst limit, then the last one's series
     (last,) = [e for e in events if e.get("series")]
@@ -283,7 +283,7 @@ def test_spool_survives_sigterm_during_an_outage(
     try:
         scene.oom_kill_main()
         wait_for(
-            lambda: (sample(a.get("/metrics"), "oomsight_agent_events_pending") or 0) >= 1, 20, "1 spooled"
+            lambda: (sample(a.get("/metrics"), "oomsight_agent_events_pending") or 0) >= 1, 60, "1 spooled"
         )
         assert a.stop() == 0  # SIGTERM with the API away: the Event stays on disk
         spooled = list((tmp_path / "state" / "spool").glob("*.json"))
@@ -291,7 +291,7 @@ def test_spool_survives_sigterm_during_an_outage(
     finally:
         control_plane.start_apiserver()
     agent()  # the next run sends it
-    wait_for(lambda: len(scene.events()) == 1, 20, "the spooled Event after the restart")
+    wait_for(lambda: len(scene.events()) == 1, 60, "the spooled Event after the restart")
     time.sleep(2)
     assert series_total(scene.events()) == 1
 
@@ -302,7 +302,7 @@ def test_state_of_a_deleted_pod_is_dropped(rest, scenes, namespace, node, agent)
     lbl = {"namespace": namespace, "pod": scene.name, "container": "app"}
     wait_for(
         lambda: sample(a.get("/metrics"), "oomsight_container_working_set_bytes", **lbl) is not None,
-        10,
+        60,
         "a sample",
     )
     resp = rest.request(
@@ -311,7 +311,7 @@ def test_state_of_a_deleted_pod_is_dropped(rest, scenes, namespace, node, agent)
     assert resp.ok, resp
     wait_for(
         lambda: sample(a.get("/metrics"), "oomsight_container_working_set_bytes", **lbl) is None,
-        10,
+        60,
         "the deleted pod's series to disappear (its cgroup is still there)",
     )
     assert scene.cgroup.path.exists()
@@ -323,7 +323,7 @@ def test_report_is_written_only_when_something_changed(rest, scenes, namespace, 
     scene.procs.append(scene.cgroup.spawn("--anon", "8"))
     a = agent()  # --report-interval 1 in tests: only "nothing changed" can hold it back
     path = f"/apis/oomsight.io/v1alpha1/nodememoryreports/{node}"
-    wait_for(lambda: rest.request("GET", path).ok, 20, "the first NodeMemoryReport")
+    wait_for(lambda: rest.request("GET", path).ok, 60, "the first NodeMemoryReport")
     # A new 10-minute peak interval is a change by design: keep the idle window clear of its start.
     to_next = PEAK_INTERVAL_SECONDS - time.time() % PEAK_INTERVAL_SECONDS
     time.sleep(to_next + 2 if to_next < 12 else 2)
@@ -336,7 +336,7 @@ def test_report_is_written_only_when_something_changed(rest, scenes, namespace, 
     assert sample(a.get("/metrics"), "oomsight_agent_reports_written_total") == written
     assert rest.request("GET", path).body["metadata"]["resourceVersion"] == rv
     scene.oom_kill_main()  # a change: the report follows
-    wait_for(lambda: rest.request("GET", path).body["metadata"]["resourceVersion"] != rv, 10, "a new write")
+    wait_for(lambda: rest.request("GET", path).body["metadata"]["resourceVersion"] != rv, 60, "a new write")
 
 
 def test_rate_limited_kills_while_the_agent_is_down_are_placed_after_restart(
@@ -349,7 +349,7 @@ def test_rate_limited_kills_while_the_agent_is_down_are_placed_after_restart(
     for i in range(12):  # > 10 in 5 s: the kernel drops the last reports but keeps every kill line
         pods[i % 3].oom_kill_main()
     a = agent()
-    wait_for(lambda: sum(series_total(p.events()) for p in pods) == 12, 30, "all 12 kills as Events")
+    wait_for(lambda: sum(series_total(p.events()) for p in pods) == 12, 60, "all 12 kills as Events")
     assert [series_total(p.events()) for p in pods] == [4, 4, 4]
     time.sleep(RATELIMIT_WINDOW)  # the window these kills exhausted passes: the next test's kill is reported
 
@@ -369,11 +369,11 @@ def test_policy_threshold_annotation_sets_the_warning_level(rest, scenes, namesp
         s.procs.append(s.cgroup.spawn("--anon", "35"))
     a = agent()
     high = frozenset({"HighWorkingSet"})
-    events = wait_for(lambda: annotated.events(high), 15, "HighWorkingSet on the annotated pod")
+    events = wait_for(lambda: annotated.events(high), 60, "HighWorkingSet on the annotated pod")
     assert "warning at 50%" in events[0]["note"] and "64.0 MiB container limit" in events[0]["note"]
     lbl = {"namespace": namespace, "pod": plain.name, "container": "app"}
     ws = wait_for(
-        lambda: sample(a.get("/metrics"), "oomsight_container_working_set_bytes", **lbl), 10, "a sample"
+        lambda: sample(a.get("/metrics"), "oomsight_container_working_set_bytes", **lbl), 60, "a sample"
     )
     assert 0.5 * (64 << 20) < ws < 0.85 * (64 << 20)
     time.sleep(2)  # two more sweeps
@@ -405,7 +405,7 @@ def test_report_carries_the_jvm_xmx_of_a_real_java_process(rest, scenes, namespa
         mine = [c for c in (resp.body.get("status") or {}).get("containers", []) if c["podUID"] == scene.uid]
         return mine[0] if mine and mine[0].get("xmx") else None
 
-    c = wait_for(profile, 30, "a NodeMemoryReport with the container's -Xmx")
+    c = wait_for(profile, 60, "a NodeMemoryReport with the container's -Xmx")
     assert c["xmx"] == 96 << 20 and "maxRAMPercentage" not in c
     assert c["limit"] == 256 << 20
 
@@ -431,7 +431,7 @@ def test_a_risky_kernel_becomes_events_on_the_node_and_the_report(rest, node, ag
         mine = [e for e in resp.body["items"] if (e.get("regarding") or {}).get("name") == node]
         return mine if {"kmem-leak-kernel", "memcg-id-limit"} <= {_finding_id(e) for e in mine} else None
 
-    events = wait_for(node_events, 30, "NodeMemoryRisk Events on the Node")
+    events = wait_for(node_events, 60, "NodeMemoryRisk Events on the Node")
     for ev in events:
         assert ev["reason"] == "NodeMemoryRisk" and ev["type"] == "Warning", ev
         assert ev["regarding"]["kind"] == "Node" and ev["reportingInstance"] == node
@@ -444,7 +444,7 @@ def test_a_risky_kernel_becomes_events_on_the_node_and_the_report(rest, node, ag
         resp = rest.request("GET", f"/apis/oomsight.io/v1alpha1/nodememoryreports/{node}")
         return resp.body if resp.ok and resp.body.get("status", {}).get("node") else None
 
-    status = wait_for(report, 30, "the NodeMemoryReport")["status"]
+    status = wait_for(report, 60, "the NodeMemoryReport")["status"]
     assert status["node"]["kernel"] == "3.10.0-693.17.1.el7.x86_64"
     assert status["node"]["kmemAccounting"] == "enabled" and status["risk"] == "critical"
     assert {f["id"] for f in status["findings"]} >= {"kmem-leak-kernel", "memcg-id-limit"}
@@ -452,7 +452,7 @@ def test_a_risky_kernel_becomes_events_on_the_node_and_the_report(rest, node, ag
     # A restart on the same boot observes the same risks again: the same Events (a series), no new ones.
     names = {e["metadata"]["name"] for e in node_events() or []}
     b = agent(state_dir=tmp_path / "state", host_root=str(root))
-    wait_for(lambda: sample(b.get("/metrics"), "oomsight_agent_events_pending") == 0, 15, "an empty spool")
+    wait_for(lambda: sample(b.get("/metrics"), "oomsight_agent_events_pending") == 0, 60, "an empty spool")
     assert {e["metadata"]["name"] for e in node_events() or []} == names, b.log()
 
 
