@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "operator")]
 
 # Shares of the input budget: cheap targets get more; the log reader parses a whole log per input.
-SHARES = {"csv": 0.25, "kmsg": 0.6, "logtext": 0.075, "records": 0.075}
+SHARES = {"logtext": 0.02, "kmsg": 0.66, "records": 0.04, "csv": 0.28}
 MAX_LEN = {"kmsg": 1024, "logtext": 1 << 14, "records": 1 << 14, "csv": 4096}
 NAMES = {
     "kmsg": "kmsg record parser (core.kmsg)",

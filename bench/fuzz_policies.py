@@ -136,6 +136,7 @@ def reconcile_sample(
         return {
             "reconciled": len(names),
             "not_ready": bad,
+            "reasons": dict(reasons),
             "operator_errors": errors[:10],
             "alive": op.alive(),
         }

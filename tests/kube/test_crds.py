@@ -175,6 +175,11 @@ POLICY_RULES = [
     ),
     ("maximum zero", {"recommendation": {"maximum": "0"}}, ["spec.recommendation.maximum", "positive"]),
     (
+        "maximum below the default minimum (found by bench/fuzz_policies.py: the operator refused it)",
+        {"recommendation": {"maximum": "2"}},
+        ["spec.recommendation.maximum", "default minimum 64Mi"],
+    ),
+    (
         "negative min bump",
         {"recommendation": {"oomMinBump": "-100Mi"}},
         ["spec.recommendation.oomMinBump", "non-negative"],
