@@ -7,6 +7,7 @@ reads /metrics and the NodeMemoryReport.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -352,6 +353,44 @@ def test_rate_limited_kills_while_the_agent_is_down_are_placed_after_restart(
     wait_for(lambda: sum(series_total(p.events()) for p in pods) == 12, 60, "all 12 kills as Events")
     assert [series_total(p.events()) for p in pods] == [4, 4, 4]
     time.sleep(RATELIMIT_WINDOW)  # the window these kills exhausted passes: the next test's kill is reported
+
+
+def _last_kmsg_seq() -> int:
+    fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
+    last = -1
+    try:
+        while True:
+            try:
+                last = int(os.read(fd, 8192).split(b",", 2)[1])
+            except BlockingIOError:
+                return last
+            except BrokenPipeError:  # overwritten under us: the next read goes on from the oldest
+                continue
+    finally:
+        os.close(fd)
+
+
+def test_a_kill_whose_log_line_was_overwritten_is_reported_from_its_counter(
+    rest, scenes, namespace, node, agent, tmp_path
+):
+    """Found by bench/chaos.py: in a printk flood the kernel overwrites a kill's log lines before the
+    agent reads them, and that kill was never reported, though the cgroup's oom_kill counter had it."""
+    scene = scenes()
+    a = agent()
+    scene.oom_kill_main()
+    wait_for(lambda: series_total(scene.events()) == 1, 20, "the first Event")
+    time.sleep(1.5)  # a sweep after it
+    assert a.stop() == 0
+    scene.oom_kill_main()  # while the agent is down
+    # As if the ring had been overrun: the saved cursor is moved past the kill's lines, unread.
+    cursor = tmp_path / "state" / "cursor.json"
+    data = json.loads(cursor.read_text())
+    data["seq"] = _last_kmsg_seq()
+    cursor.write_text(json.dumps(data))
+    agent()
+    wait_for(lambda: series_total(scene.events()) == 2, 30, "the overwritten kill as an Event")
+    time.sleep(3)  # two more sweeps: a duplicate would show now
+    assert series_total(scene.events()) == 2
 
 
 def test_policy_threshold_annotation_sets_the_warning_level(rest, scenes, namespace, node, agent):
