@@ -99,3 +99,34 @@ def test_cursor_keeps_the_accounted_oom_counts_of_its_boot(tmp_path):
     assert StateDir(tmp_path).load_oom_accounted(BOOT) == {"/kubepods/burstable/podx/abc": 4}
     assert st.load_oom_accounted("another-boot") == {}
     assert st.load_cursor() == Cursor(BOOT, 9)
+
+
+def test_an_event_that_cannot_be_spooled_is_still_pending_until_delivered(tmp_path):
+    """Found by bench/chaos.py: with the state directory full or read-only the agent dropped the
+    Event of every kill it could not spool. A real read-only bind mount of the spool directory here."""
+    import subprocess
+
+    import pytest
+
+    st = StateDir(tmp_path)
+    old = spec(9)
+    rev_old = st.put(old)
+    spool = tmp_path / "spool"
+    if subprocess.run(["mount", "--bind", str(spool), str(spool)], check=False).returncode != 0:
+        pytest.skip("needs root to bind-mount the spool read-only")
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(spool)], check=True)
+        s = spec(10)
+        with pytest.raises(OSError):
+            st.put(s)
+        assert [p.seq for p in st.pending()] == [9, 10] and st.count() == 2
+        newer = old.repeated(T0 + timedelta(seconds=5))
+        with pytest.raises(OSError):
+            st.put(newer)  # a newer state of a spooled Event: memory wins over the file
+        assert [(p.seq, p.count) for p in st.pending()] == [(9, 2), (10, 1)]
+        assert not st.done(old.name, rev_old)
+        rev = next(r for p, r in st.pending_with_rev() if p.name == s.name)
+        assert st.done(s.name, rev)
+        assert [p.seq for p in st.pending()] == [9]
+    finally:
+        subprocess.run(["umount", str(spool)], check=False)

@@ -225,9 +225,9 @@ class Agent:
         try:
             self.state.put(spec)
         except OSError as err:
+            # Kept in memory and still delivered: only a restart before delivery would lose it.
             self._error("spool_write")
-            self._once("spool", "state: cannot spool Event %s: %s", spec.name, err)
-            return
+            self._once("spool", "state: cannot spool Event %s: %s; delivering it from memory", spec.name, err)
         self.deliverer.kick()
 
     # ---- start and stop -----------------------------------------------------------------

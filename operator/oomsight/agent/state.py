@@ -80,6 +80,8 @@ class StateDir:
             ) from err
         self._lock = threading.Lock()
         self._revs: dict[str, int] = {}
+        self._unwritten: dict[str, tuple[EventSpec, int]] = {}
+        """Events whose spool write failed (disk full, read-only): delivered from memory."""
         self.corrupt = 0
         """Spool or cursor files that could not be read (counted, moved aside, never fatal)."""
 
@@ -132,7 +134,14 @@ class StateDir:
             rev = self._revs.get(spec.name, 0) + 1
             self._revs[spec.name] = rev
             payload: dict[str, Any] = {"rev": rev, "event": spec.to_json()}
-            atomic_write(path, json.dumps(payload).encode())
+            try:
+                atomic_write(path, json.dumps(payload).encode())
+            except OSError:
+                # Full or read-only: the Event is still delivered from memory (only a restart before
+                # delivery loses it); the caller logs and counts the failed write.
+                self._unwritten[spec.name] = (spec, rev)
+                raise
+            self._unwritten.pop(spec.name, None)
         return rev
 
     def pending(self) -> list[EventSpec]:
@@ -156,7 +165,11 @@ class StateDir:
                 continue
             with self._lock:
                 self._revs[spec.name] = max(self._revs.get(spec.name, 0), rev)
+                if spec.name in self._unwritten:
+                    continue  # a newer state of it lives in memory only
             out.append((spec.event_time.timestamp(), spec, rev))
+        with self._lock:
+            out += [(spec.event_time.timestamp(), spec, rev) for spec, rev in self._unwritten.values()]
         out.sort(key=lambda t: (t[0], t[1].seq or 0, t[1].name))
         return [(s, r) for _, s, r in out]
 
@@ -166,10 +179,13 @@ class StateDir:
         with self._lock:
             if self._revs.get(name, 0) != rev:
                 return False
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
+            self._unwritten.pop(name, None)
+            with contextlib.suppress(FileNotFoundError, OSError):
+                path.unlink()  # an older state on a read-only spool stays; it is sent again after a restart
             self._revs.pop(name, None)
         return True
 
     def count(self) -> int:
-        return sum(1 for _ in self.spool_dir.glob("*.json"))
+        with self._lock:
+            unwritten = set(self._unwritten)
+        return sum(1 for p in self.spool_dir.glob("*.json") if p.stem not in unwritten) + len(unwritten)
