@@ -66,6 +66,9 @@ class Storm:
         self.rest, self.kit = rest, kit
         self.ns = namespace(rest)
         self.node = f"chaos-{tag}-{uuid.uuid4().hex[:5]}"
+        burstable = kit.root / "kubepods" / "burstable"
+        if not burstable.exists():
+            kit.mkdir(burstable)  # once, before the threads: each would try to create it
         with ThreadPoolExecutor(max_workers=4) as pool:
             self.pods: list[PodScene] = list(
                 pool.map(
