@@ -77,10 +77,10 @@ def test_without_the_device_the_agent_reads_syslog_and_reports_each_kill_once(
     main.oom_kill_main()
     child.oom_kill_child()
     wait_for(lambda: len(main.events()) == 1 and len(child.events()) == 1, 60, "an Event for each kill")
-    # From the log, not the counter: the kill line names the process. (Whether the report header
-    # came too depends on the kernel's machine-wide rate limit, which others' kills here share.)
-    for ev in main.events() + child.events():
-        assert "(pid " in ev["note"] and "counted by its memory cgroup" not in ev["note"]
+    # How much of each report comes through depends on the kernel's machine-wide rate limit, which
+    # others' kills here share (a kill line alone is placed by its cgroup's counter): only the count
+    # is asserted, and that the log was read.
+    assert (sample(a.get("/metrics"), "oomsight_agent_kmsg_records_total") or 0) > 0
     assert a.stop() == 0
     main.oom_kill_main()  # while the agent is down: only the ring buffer has it
     a = agent(wrap=no_kmsg_device)  # same state dir: resumes from the saved syslog cursor
@@ -91,7 +91,6 @@ def test_without_the_device_the_agent_reads_syslog_and_reports_each_kill_once(
     events = main.events()
     assert series_total(events) == 3 and len({e["metadata"]["name"] for e in events}) == len(events)
     assert series_total(child.events()) == 1
-    assert not sample(a.get("/metrics"), "oomsight_agent_counted_kills_total", source="syslog")
     status = wait_for(lambda: report(rest, node).get("status", {}).get("kernelLog"), 60, "the report")
     assert status["source"] == "syslog" and "kmsg:" in status["refused"]
 
@@ -104,6 +103,9 @@ def test_without_cap_syslog_the_counters_report_each_kill_once(
     wrap = no_kmsg_device + no_cap_syslog
     a = agent(wrap=wrap)
     assert sample(a.get("/metrics"), "oomsight_agent_kernel_log_source", source="none") == 1
+    # With no log, what a counter held when the agent first saw it is history (a fresh start cannot
+    # tell old kills from new): let the first sweep see the containers before killing.
+    wait_for(lambda: (sample(a.get("/metrics"), "oomsight_agent_sweeps_total") or 0) >= 1, 20, "a sweep")
     why = [ln for ln in a.log().splitlines() if "kernel log: none readable" in ln]
     assert len(why) == 1, a.log()
     assert "CAP_SYSLOG" in why[0] and "syslog(2) READ_ALL denied" in why[0]

@@ -73,6 +73,7 @@ from oomsight.host.klogctl import KlogctlReader
 from oomsight.host.kmsg import Cursor as KmsgCursor
 from oomsight.host.kmsg import Gap, KmsgReader, read_boot_id
 from oomsight.host.nodeinfo import read_node_facts
+from oomsight.host.processes import read_memory_cgroup_leaf
 from oomsight.kube.events import EventSender
 from oomsight.kube.pods import PodCache
 from oomsight.kube.reports import ReportWriter
@@ -178,6 +179,11 @@ class Agent:
         self.last_loop = time.monotonic()
         self.metrics: MetricsServer | None = None
         self._saved_seq = -1
+        self._saved_handled = -1
+        self.handled = -1
+        """Incidents up to this sequence number were handled by an earlier run, except ``replayed``."""
+        self.replayed: frozenset[int] = frozenset()
+        """Incidents the earlier run left waiting for their pod (they are handled again)."""
         self._last_cursor_save = 0.0
         self._bd_last: dict[str, tuple[MemoryReading, dict[str, int | None], _Items]] = {}
         """Per container cgroup: its last reading and the breakdown made of it (reused while idle)."""
@@ -249,6 +255,7 @@ class Agent:
         if saved is not None:
             if saved.source == self.source:
                 self.floor = self._saved_seq = saved.seq
+                self.handled, self.replayed = saved.handled, frozenset(saved.unresolved)
             self.explained = self.state.load_oom_accounted(self.boot_id)
             self._saved_accounted = dict(self.explained)
             self.last_kill = time.monotonic()  # not "quiet": the replay may place kills against these
@@ -424,7 +431,9 @@ class Agent:
         todo: list[tuple[Incident, dict[str, Any]]] = []
         last_in = {inc.task_memcg: i for i, inc in enumerate(incidents) if inc.task_memcg}
         for i, inc in enumerate(incidents):
-            if inc.seq is not None and inc.seq <= self.floor:
+            if inc.seq is not None and (
+                inc.seq <= self.floor or (inc.seq <= self.handled and inc.seq not in self.replayed)
+            ):
                 continue  # handled (spooled) by an earlier run
             self.counters.inc("oomsight_agent_oom_incidents_total")
             later = inc.task_memcg is not None and last_in[inc.task_memcg] > i
@@ -448,8 +457,20 @@ class Agent:
             elif diag.get("pod_uid") is None and inc.oom_memcg is None:
                 headerless.append(i)
         if headerless:
-            places = place_unreported(self.oom_accounted, self._oom_counters(), len(headerless))
-            for i, path in zip(headerless, places, strict=True):
+            # The victim, if still there (exiting, or a zombie), says which cgroup it was in: placed
+            # there, or left alone when that is not one of our containers (another tenant's kill must
+            # not use up the counter lead of ours). The rest go by the counters.
+            by_leaf = {p.rstrip("/").rsplit("/", 1)[-1]: p for p in self.oom_accounted}
+            rest = []
+            for i in headerless:
+                inc, diag = todo[i]
+                leaf = read_memory_cgroup_leaf(inc.victim.pid, str(self.s.host_root / "proc"))
+                if leaf is None:
+                    rest.append(i)
+                elif leaf in by_leaf:
+                    todo[i] = (inc, self._placed(diag, by_leaf[leaf]))
+            places = place_unreported(self.oom_accounted, self._oom_counters(), len(rest))
+            for i, path in zip(rest, places, strict=True):
                 inc, diag = todo[i]
                 todo[i] = (inc, self._placed(diag, path))
         for inc, diag in todo:
@@ -603,23 +624,25 @@ class Agent:
         if not force and now - self._last_cursor_save < CURSOR_SAVE_SECONDS:
             return
         cur = self.reader.cursor if self.reader is not None else None
-        seq = cur.next_seq - 1 if cur is not None else self._saved_seq
-        if self.unresolved:  # not handled yet: do not move past them
-            seq = min(seq, min((u.incident.seq or seq) for u in self.unresolved) - 1)
+        handled = seq = cur.next_seq - 1 if cur is not None else self._saved_seq
+        waiting = tuple(sorted({u.incident.seq for u in self.unresolved if u.incident.seq is not None}))
+        if waiting:  # not handled yet: resume before them, but do not handle the others again
+            seq = min(seq, waiting[0] - 1)
         seq = max(seq, self._saved_seq)
+        handled = max(handled, self._saved_handled, seq)
         accounted = {**self.explained, **self.oom_accounted}
-        if seq == self._saved_seq and accounted == self._saved_accounted:
+        if seq == self._saved_seq and handled == self._saved_handled and accounted == self._saved_accounted:
             return
-        idle = accounted == self._saved_accounted and not self.unresolved
-        if idle and not force and now - self._last_cursor_save < CURSOR_IDLE_SAVE_SECONDS:
-            return  # only other kernel messages passed: a restart may read them again
         try:
-            self.state.save_cursor(SavedCursor(self.boot_id, seq, self.source), accounted)
+            self.state.save_cursor(
+                SavedCursor(self.boot_id, seq, self.source, handled, waiting[:1000]), accounted
+            )
         except OSError as err:
             self._error("cursor_write")
             self._once("cursor", "state: cannot save the kernel log cursor: %s", err)
             return
         self._saved_seq = seq
+        self._saved_handled = handled
         self._saved_accounted = accounted
         self._last_cursor_save = now
 

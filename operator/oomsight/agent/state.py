@@ -39,6 +39,11 @@ class Cursor:
     seq: int
     source: str = "kmsg"
     """The kernel log source whose sequence numbers ``seq`` counts (host.kernlog); older files: kmsg."""
+    handled: int = -1
+    """Every incident up to this sequence number was handled, except those in ``unresolved``: reading
+    resumes at ``seq`` (held back for them) without handling the others again."""
+    unresolved: tuple[int, ...] = ()
+    """Incidents (first sequence number) between ``seq`` and ``handled`` still waiting for their pod."""
 
 
 def _fsync_dir(path: Path) -> None:
@@ -90,7 +95,13 @@ class StateDir:
         path = self.root / "cursor.json"
         try:
             data = json.loads(path.read_text())
-            return Cursor(str(data["boot_id"]), int(data["seq"]), str(data.get("source") or "kmsg"))
+            return Cursor(
+                str(data["boot_id"]),
+                int(data["seq"]),
+                str(data.get("source") or "kmsg"),
+                int(data.get("handled", -1)),
+                tuple(int(x) for x in data.get("unresolved") or ()),
+            )
         except FileNotFoundError:
             return None
         except (OSError, ValueError, KeyError, TypeError) as err:
@@ -103,6 +114,9 @@ class StateDir:
         point (so that kills the kernel logged without their report while the agent was down can
         still be placed by their cgroup's counter)."""
         data: dict[str, Any] = {"boot_id": cursor.boot_id, "seq": cursor.seq, "source": cursor.source}
+        if cursor.handled > cursor.seq:
+            data["handled"] = cursor.handled
+            data["unresolved"] = list(cursor.unresolved)
         if oom_accounted:
             data["oom_accounted"] = dict(oom_accounted)
         atomic_write(self.root / "cursor.json", json.dumps(data).encode())
@@ -124,7 +138,11 @@ class StateDir:
         for spec in self.pending():
             if spec.boot_id == boot_id and spec.seq is not None and (best is None or spec.seq > best):
                 best = spec.seq
-        return None if best is None else Cursor(boot_id, best, saved.source if saved else "kmsg")
+        if best is None:
+            return None
+        if saved is None or saved.boot_id != boot_id:
+            return Cursor(boot_id, best)
+        return Cursor(boot_id, best, saved.source, saved.handled, saved.unresolved)
 
     # ---- spool --------------------------------------------------------------------------
     def put(self, spec: EventSpec) -> int:

@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from oomsight.core.errors import ParseError
+from oomsight.core.jvm import memory_cgroup_leaf
 from oomsight.core.processes import (
     ProcessInfo,
     ProcessSummary,
@@ -121,3 +122,14 @@ def read_cgroup_pids(cgroup_dir: Path | str) -> list[int]:
     except Vanished:
         return []
     return [int(p) for p in text.split() if p.isdigit()]
+
+
+def read_memory_cgroup_leaf(pid: int, proc_root: Path | str = Path("/proc")) -> str | None:
+    """The last component of ``pid``'s memory cgroup (``/proc/<pid>/cgroup``); None when the process is
+    gone or the file unreadable. Right after an OOM kill the victim is usually still there (exiting,
+    or a zombie until its parent reaps it), which ties a kill line without its report to its cgroup."""
+    try:
+        with open(os.path.join(proc_root, str(pid), "cgroup"), encoding="ascii", errors="replace") as f:
+            return memory_cgroup_leaf(f.read())
+    except OSError:
+        return None
