@@ -34,6 +34,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PATH=/opt/oomsight/bin:$PATH
 COPY --from=builder /opt/oomsight /opt/oomsight
+# A passwd entry for the runtime user: kopf (the operator) asks getpass.getuser(), which fails for a uid
+# with no name. The distroless "nonroot" uid and gid, no home, no login shell.
+RUN groupadd --system --gid 65532 nonroot \
+    && useradd --system --uid 65532 --gid 65532 --no-create-home --home-dir /nonexistent \
+       --shell /usr/sbin/nologin nonroot
 # Non-root by default (the distroless "nonroot" uid). The operator and the CLI run as this user;
 # only the agent's pod spec overrides it (runAsUser: 0, with all capabilities dropped but SYSLOG
 # and SYS_PTRACE) because the kernel log and its hostPath state directory are root-owned on the node.

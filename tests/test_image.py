@@ -91,6 +91,10 @@ def test_entrypoint_runs_the_cli_as_the_nonroot_user(archive: Path, container: s
     assert proc.stdout.strip() == f"oomsight {__version__}"
     whoami = _run_in(container, "id", "-u")
     assert whoami.stdout.strip() == "65532"
+    # kopf (the operator) names its peering identity with getpass.getuser(): the uid needs a name.
+    user = _run_in(container, "python3", "-c", "import getpass; print(getpass.getuser())", user="65532:65532")
+    assert user.returncode == 0, user.stderr
+    assert user.stdout.strip() == "nonroot"
 
 
 def test_the_image_runs_this_trees_code_and_a_real_subcommand(container: str) -> None:
