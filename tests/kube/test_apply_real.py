@@ -9,7 +9,9 @@ real kubelet, where the container's cgroup limit changes."""
 from __future__ import annotations
 
 import json
+import socket
 import time
+import urllib.request
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -112,9 +114,19 @@ def scene(kubectl: Kubectl, namespace: str) -> Iterator[dict[str, Any]]:
         kubectl.run("delete", "node", node, "--wait=false", check=False)
 
 
-def start(kubeconfig: Path, ns: str, tmp_path: Path, interval: str = "1h", name: str = "op") -> OperatorProc:
-    return OperatorProc(kubeconfig, ns, tmp_path / f"{name}.log", name,
-                        ["--standalone", "--resize-interval", interval]).start()  # fmt: skip
+def start(
+    kubeconfig: Path, ns: str, tmp_path: Path, interval: str = "1h", name: str = "op", port: int | None = None
+) -> OperatorProc:
+    extra = ["--standalone", "--resize-interval", interval]
+    if port is not None:
+        extra += ["--metrics-port", str(port)]
+    return OperatorProc(kubeconfig, ns, tmp_path / f"{name}.log", name, extra).start()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def test_in_place_resize_then_rollback_on_oom_then_held_across_a_restart(
@@ -123,7 +135,8 @@ def test_in_place_resize_then_rollback_on_oom_then_held_across_a_restart(
     ns = namespace
     kubectl.run("apply", "-n", ns, "-f", "-", stdin=json.dumps(
         apply_policy("shrink", scene["labels"], apply="InPlace", minConfidence=0)))  # fmt: skip
-    op = start(kubeconfig, ns, tmp_path)
+    port = free_port()
+    op = start(kubeconfig, ns, tmp_path, port=port)
     try:
         wait_for(lambda: memory(kubectl.get("pod", "web-1", ns)) == ("256Mi", "256Mi"), DEADLINE,
                  "the Pod resized 512Mi → 256Mi (50% per step)")  # fmt: skip
@@ -151,6 +164,9 @@ def test_in_place_resize_then_rollback_on_oom_then_held_across_a_restart(
         assert (rolled["limit"], rolled["fromLimit"]) == ("512Mi", "256Mi")
         ev = wait_for(lambda: events(kubectl, ns, "ResizeRolledBack", "shrink"), DEADLINE, "ResizeRolledBack")
         assert ev[0]["type"] == "Warning" and "256Mi → 512Mi" in ev[0]["note"], ev[0]["note"]
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+        assert 'oomsight_operator_writes_total{kind="resize"} 2.0' in metrics, metrics
+        assert "oomsight_operator_rollbacks_total 1.0" in metrics, metrics
     finally:
         op.stop()
     # A restarted operator reads the record back from the status: held, no new change.

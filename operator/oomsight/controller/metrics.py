@@ -32,9 +32,14 @@ class OperatorCollector(Collector):
         writes = CounterMetricFamily(
             "oomsight_operator_writes", "Objects written to the API server, by what.", labels=["kind"]
         )
-        for kind in ("status", "annotation", "event", "node"):
+        for kind in ("status", "annotation", "event", "node", "resize", "template"):
             writes.add_metric([kind], s[f"writes_{kind}"])
         yield writes
+        yield CounterMetricFamily(
+            "oomsight_operator_rollbacks",
+            "Applied memory changes put back after an OOM kill (spec.actions.apply).",
+            value=s["rollbacks"],
+        )
         yield CounterMetricFamily(
             "oomsight_operator_pod_watch_errors", "Pod list/watch errors (retried).", value=s["watch_errors"]
         )

@@ -100,6 +100,7 @@ class Stats:
     events: int = 0
     node_writes: int = 0
     resizes: int = 0
+    templates: int = 0
     rollbacks: int = 0
     last_reconcile_seconds: float = 0.0
 
@@ -286,7 +287,10 @@ class Operator:
             "writes_annotation": st.annotation_writes,
             "writes_event": st.events,
             "writes_node": st.node_writes,
-            "watch_errors": sum(w.errors for w in self.watches.values()),
+            "writes_resize": st.resizes,
+            "writes_template": st.templates,
+            "rollbacks": st.rollbacks,
+            "watch_errors": sum(w.errors for w in [*self.watches.values(), *self.event_watches.values()]),
             "policies": len(self.state.policies),
             "pods": len(self.state.pods),
             "reports": len(self.state.report_keys),
@@ -498,6 +502,7 @@ class Operator:
             else:
                 assert isinstance(w, TemplatePatch)
                 resp = await self._io(patch_template, self.rest, ns, w)
+                self.stats.templates += int(resp.ok)
             if not resp.ok and resp.status != 404:
                 target = f"pod {w.pod}" if isinstance(w, Resize) else f"{w.kind} {w.name}"
                 failed.append(f"{target}: HTTP {resp.status} {resp.message[:200]}")
