@@ -145,7 +145,9 @@ def test_an_oom_kill_at_the_new_limit_rolls_it_back(chart: Chart, mode: str) -> 
     name = f"tight-{mode}"
     workload(kubectl, ns, name, mode)
     mp(kubectl, ns, name, apply="InPlace")
-    resized_down(kubectl, ns, name)
+    # The status, not the Pod: the kill, and the rollback, can follow the resize within a second.
+    applied = wait_for(lambda: entry(kubectl, ns, name).get("applied"), DEADLINE, "status applied")
+    assert (applied["limit"], applied["previousLimit"]) == ("256Mi", "512Mi"), applied
     rolled = wait_for(lambda: entry(kubectl, ns, name).get("rolledBack"), DEADLINE, "status rolledBack")
     assert (rolled["limit"], rolled["fromLimit"]) == ("512Mi", "256Mi"), rolled
     pod = wait_for(
