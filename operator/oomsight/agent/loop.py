@@ -89,9 +89,7 @@ BURST_SECONDS = 0.5
 """A flood of kernel messages is read in slices of this long, so sweeps still happen."""
 _Items = tuple[tuple[str, int], ...]
 CURSOR_SAVE_SECONDS = 2.0
-"""After a kill (the OOM accounting changed): how soon the cursor and the accounting reach the disk."""
-CURSOR_IDLE_SAVE_SECONDS = 60.0
-"""Without one: the cursor only passed other kernel messages, which a restart may read again."""
+"""How often the cursor is saved when only other kernel messages moved it (a kill saves at once)."""
 NODE_CHECK_SECONDS = 600.0
 UNRESOLVED_GRACE = 15.0
 """How long an incident for a pod not (yet) in the cache waits for the pod watch."""
@@ -621,7 +619,12 @@ class Agent:
 
     def _save_cursor(self, force: bool = False) -> None:
         now = time.monotonic()
-        if not force and now - self._last_cursor_save < CURSOR_SAVE_SECONDS:
+        accounted = {**self.explained, **self.oom_accounted}
+        # A kill changed the accounting: save at once, or a SIGKILL before the next save leaves the
+        # restarted agent with older counts, and the kills' counters (ahead of them) are reported a
+        # second time. Only the cursor's passing other kernel messages is worth batching.
+        recent = now - self._last_cursor_save < CURSOR_SAVE_SECONDS
+        if not force and recent and accounted == self._saved_accounted:
             return
         cur = self.reader.cursor if self.reader is not None else None
         handled = seq = cur.next_seq - 1 if cur is not None else self._saved_seq
@@ -630,7 +633,6 @@ class Agent:
             seq = min(seq, waiting[0] - 1)
         seq = max(seq, self._saved_seq)
         handled = max(handled, self._saved_handled, seq)
-        accounted = {**self.explained, **self.oom_accounted}
         if seq == self._saved_seq and handled == self._saved_handled and accounted == self._saved_accounted:
             return
         try:
