@@ -112,6 +112,24 @@ def test_agent_restart_between_kills_gives_each_event_once(rest, scenes, namespa
     assert len({e["metadata"]["name"] for e in events}) == 2
 
 
+def test_agent_sigkilled_right_after_kills_gives_each_event_once(rest, scenes, namespace, node, agent):
+    """SIGKILL, no chance to save: the kills' accounting must already be on disk, or the restarted
+    agent finds their OOM-kill counters ahead and reports them again (bench/chaos.py saw 3 of 100)."""
+    scene = scenes()
+    a = agent()
+    a.wait_swept(1)
+    for _ in range(3):  # close together, so that the later ones fall inside the cursor's save pacing
+        scene.oom_kill_main()
+    wait_for(lambda: a.log().count("oom: OOMKilled") >= 3, 60, "the agent to handle the 3 kills")
+    a.kill()
+    b = agent()  # same state dir
+    b.wait_swept(1)
+    wait_for(lambda: series_total(scene.events()) >= 3, 60, "3 kills as Events after the restart")
+    time.sleep(8)  # a counted kill is reported 5 s after a sweep found its counter ahead
+    events = scene.events()
+    assert series_total(events) == 3, [(e["metadata"]["name"], e.get("series")) for e in events]
+
+
 def test_api_outage_spools_and_delivers_each_kill_once(rest, scenes, namespace, node, agent, control_plane):
     scene = scenes()
     a = agent()
