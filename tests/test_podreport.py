@@ -215,3 +215,17 @@ def _rfc(t: float) -> str:
     from oomsight.core.policy import rfc3339
 
     return rfc3339(t)
+
+
+def test_nodes_table_has_a_full_row_for_a_node_without_a_report(scene: dict[str, Any]) -> None:
+    """``kubectl oomsight nodes`` with one reporting node and one Node no agent runs on."""
+    from oomsight.cli.nodes import HEADER, table
+
+    report = parse_report(scene["report"])
+    lines = table([report], ["quiet-node"], now=parse_time(scene["report"]["status"]["reportTime"]) or 0.0)
+    assert lines[0].split()[:2] == ["NODE", "KERNEL"]
+    assert lines[1].startswith(report.node)
+    last = lines[2].split()
+    assert last[0] == "quiet-node" and last[-2:] == ["no", "report"]
+    assert len(last) == len(HEADER) - 1 + 2  # "-" per column between the name and "no report"
+    assert table([], [], now=0.0)[-1].startswith("(no NodeMemoryReport")

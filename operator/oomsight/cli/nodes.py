@@ -54,11 +54,16 @@ def run(args: argparse.Namespace) -> int:
             "without_report": silent,
         })  # fmt: skip
         return 0
-    now = time.time()
-    rows = [HEADER, *(cells(r, now) for r in reports), *((n, *("-",) * 5, "no report") for n in silent)]
+    print("\n".join(table(reports, silent, time.time())))
+    return 0
+
+
+def table(reports: list[NodeReport], silent: list[str], now: float) -> list[str]:
+    """The text table: a row per report, then a row per Node without one (no agent there)."""
+    missing = (*("-",) * (len(HEADER) - 2), "no report")
+    rows = [HEADER, *(cells(r, now) for r in reports), *((n, *missing) for n in silent)]
     widths = [max(len(row[i]) for row in rows) for i in range(len(HEADER))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     if len(rows) == 1:
         lines.append("(no NodeMemoryReport: the oomsight agent runs on no node yet)")
-    print("\n".join(lines))
-    return 0
+    return lines

@@ -235,13 +235,15 @@ def decide(
         return Decision(
             record, note=f"confidence {confidence:.2f} is below minConfidence {settings.min_confidence:g}"
         )
+    # The kubelet's verdict on the last resize says more than the interval that follows it: both
+    # hold the next change, and the note is what a user reads to learn why.
+    if pending is not None:
+        return Decision(record, note=f"the kubelet reports the last resize {pending[0]}: not retried")
     last = record.last_change
     if last is not None and now - last < settings.interval:
         return Decision(
             record, note=f"one change per resize interval: next at {_iso(last + settings.interval)}"
         )
-    if pending is not None:
-        return Decision(record, note=f"the kubelet reports the last resize {pending[0]}: not retried")
     if any(p.in_progress for p in pods):
         return Decision(record, note="a resize is in progress")
     sized = [p for p in pods if p.limit is not None]
