@@ -22,7 +22,7 @@ from oomsight.core.eventspecs import oom_event, oom_note, oom_reason
 from oomsight.core.logtext import parse_log
 from oomsight.core.oomreport import Incident, assemble
 from oomsight.core.podinfo import ContainerInfo, PodInfo
-from oomsight.core.podscope import Member, PodContext, judge_pod
+from oomsight.core.podscope import Member, PodContext, judge_pod, with_spec
 
 CORPUS = Path(__file__).parent / "fixtures" / "oom"
 MIB = 1 << 20
@@ -230,3 +230,37 @@ def test_parse_status_ns() -> None:
 )
 def test_first_process_alive(procs: list[ProcEntry] | None, victims: list[int], alive: bool) -> None:
     assert first_process_alive(procs, victims) is alive
+
+
+# The real node (tests/node, CI run of 2026-12-04): a one-container Pod's main process killed at the
+# pod cgroup, read right after the kill. containerd had already removed the container's cgroup, or the
+# kubelet had restarted it under a new ID, so the live cgroups alone showed only the sandbox (or an ID
+# the Pod did not name yet), and 2 of 3 such kills were judged OOMKilledPodLimit.
+MI = 1 << 20
+SANDBOX = Member("f00d", None, 200 * 1024)
+
+
+@pytest.mark.parametrize(
+    "live",
+    [
+        (SANDBOX,),  # the killed container's cgroup is gone
+        (SANDBOX, Member("beef-restarted", 64 * MI, 3 * MI)),  # back under a new ID
+        (SANDBOX, Member("c0ffee", 64 * MI, 1 * MI)),  # still there
+    ],
+)
+def test_a_one_container_pods_main_kill_is_the_containers_whatever_the_live_cgroups_show(live):
+    members = with_spec(live, (("app", "c0ffee", 64 * MI),))
+    verdict = judge_pod(64 * MI, "c0ffee", PodContext(members, source="pod"), victim_rss=63 * MI)
+    assert verdict.judgement == "container_at_limit"
+    assert verdict.responsible is not None and verdict.responsible.name == "app"
+    assert verdict.kubelet_sum == 64 * MI
+
+
+def test_with_spec_takes_each_containers_live_reading_and_the_sandbox_once():
+    live = (SANDBOX, Member("a", 64 * MI, 30 * MI), Member("b", 96 * MI, 20 * MI))
+    members = with_spec(live, (("a", "a", 64 * MI), ("b", "b", 64 * MI)))
+    assert [(m.name, m.limit_bytes, m.usage_bytes) for m in members if not m.is_sandbox] == [
+        ("a", 64 * MI, 30 * MI),
+        ("b", 96 * MI, 20 * MI),  # resized in place: the live limit, not the spec's
+    ]
+    assert [m.usage_bytes for m in members if m.is_sandbox] == [200 * 1024]

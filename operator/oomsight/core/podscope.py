@@ -94,6 +94,43 @@ class PodVerdict:
         return self.responsible is not None
 
 
+SpecContainer = tuple[str, str | None, int | None]
+"""A Pod's container: (name, container ID, memory limit)."""
+
+
+def with_spec(live: tuple[Member, ...], containers: tuple[SpecContainer, ...]) -> tuple[Member, ...]:
+    """The pod's members from its spec, with what the live cgroups still say.
+
+    ``live``: the container cgroups found in the pod cgroup after the kill; ``containers``: the Pod's
+    (name, container ID, memory limit). A container whose main process was killed is often gone from
+    the pod cgroup by the time it is read (the runtime removes it) or back under a new ID (the kubelet
+    restarted it), so the live cgroups alone can miss the very container that was at its limit. Each
+    spec container is a member, with its live cgroup's limit and usage when its ID is still there and
+    the spec's limit otherwise; a live cgroup no spec container names and without a limit is the
+    sandbox; one with a limit is a restarted container already counted by its spec entry.
+    """
+    by_id = {m.container_id: m for m in live}
+    out = []
+    for name, cid, limit in containers:
+        m = by_id.get(cid) if cid else None
+        out.append(
+            Member(
+                cid or "",
+                m.limit_bytes if m is not None else limit,
+                m.usage_bytes if m is not None else None,
+                name=name,
+                sandbox=False,
+            )
+        )
+    ids = {cid for _, cid, _ in containers if cid}
+    out += [
+        Member(m.container_id, None, m.usage_bytes, name=None, sandbox=True)
+        for m in live
+        if m.container_id not in ids and m.limit_bytes is None
+    ]
+    return tuple(out)
+
+
 def _tolerance(n: int) -> int:
     """How far the pod limit may sit from the kubelet's sum: each limit is rounded down to a page by
     the kernel (``page_counter_memparse``), the pod's and each container's separately."""

@@ -28,7 +28,7 @@ from oomsight.core.kubepath import parse_cgroup_path
 from oomsight.core.memory import parse_int, parse_v1_limit, parse_v2_limit
 from oomsight.core.oomreport import Incident
 from oomsight.core.podinfo import PodInfo
-from oomsight.core.podscope import Member, PodContext
+from oomsight.core.podscope import Member, PodContext, with_spec
 from oomsight.host.cgroupfs import CgroupLayout
 from oomsight.host.errors import HostAccessDenied, Vanished, translate_oserror
 from oomsight.host.jvm import same_pid_namespace
@@ -88,7 +88,6 @@ class AfterKill:
             if isinstance(e, Vanished):
                 return ()
             raise e from err
-        ids = {c.container_id: c for c in pod.containers if c.container_id} if pod else {}
         out: list[Member] = []
         for name in sorted(names):
             ref = parse_cgroup_path(f"{pod_path}/{name}")
@@ -107,18 +106,10 @@ class AfterKill:
                 usage = parse_int("usage", usage_text) if usage_text is not None else None
             except ParseError:
                 continue
-            spec = ids.get(ref.container_id)
-            out.append(
-                Member(
-                    ref.container_id,
-                    limit,
-                    usage,
-                    name=spec.name if spec else None,
-                    # With the Pod at hand, an ID none of its containers has is the sandbox's.
-                    sandbox=(spec is None) if pod is not None else None,
-                )
-            )
-        return tuple(out)
+            out.append(Member(ref.container_id, limit, usage))
+        if pod is None:
+            return tuple(out)
+        return with_spec(tuple(out), tuple((c.name, c.container_id, c.limit_bytes) for c in pod.containers))
 
     # -- the victim's container
 
