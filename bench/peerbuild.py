@@ -35,8 +35,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT / "hack") not in sys.path:
-    sys.path.insert(0, str(ROOT / "hack"))  # hack/envtest_lib.py: go_command, _locked
+    sys.path.insert(0, str(ROOT / "hack"))  # hack/envtest_lib.py: go_command; hack/cachedir.py
 
+import cachedir  # noqa: E402
 import envtest_lib  # noqa: E402
 
 
@@ -94,8 +95,7 @@ PEERS = {
 
 def cache_root() -> Path:
     """``$XDG_CACHE_HOME/oomsight/peers`` (``~/.cache`` by default)."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "oomsight" / "peers"
+    return cachedir.cache_dir("peers")
 
 
 def source_dir(peer: Peer) -> Path:
@@ -143,7 +143,7 @@ def build(name: str, log=print) -> Path:  # type: ignore[no-untyped-def]
     binary = dest / peer.name
     if os.access(binary, os.X_OK):
         return binary
-    with envtest_lib._locked(dest / ".lock"):
+    with cachedir.locked(dest / ".lock"):
         if os.access(binary, os.X_OK):
             return binary
         src = source_dir(peer)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -38,10 +37,14 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TextIO
+
+if str(Path(__file__).resolve().parent) not in sys.path:  # hack/ is not a package; loaded by path too
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+import cachedir
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 GO_ROOT = REPO_ROOT / "hack" / "envtest-go"
@@ -139,11 +142,7 @@ def _stderr_log(message: str) -> None:
 
 def cache_root() -> Path:
     """``$OOMSIGHT_ENVTEST_CACHE``, else ``$XDG_CACHE_HOME/oomsight/envtest`` (``~/.cache`` by default)."""
-    override = os.environ.get("OOMSIGHT_ENVTEST_CACHE")
-    if override:
-        return Path(override)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "oomsight" / "envtest"
+    return cachedir.cache_dir("envtest", "OOMSIGHT_ENVTEST_CACHE")
 
 
 def pin_files(go_root: Path = GO_ROOT, module_dir: str = ".") -> list[Path]:
@@ -229,18 +228,6 @@ def go_command() -> str:
     if _is_executable(fallback):
         return str(fallback)
     raise BuildError("no Go toolchain: put go on PATH or set GO=/path/to/go")
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """An exclusive flock, so parallel sessions do not build the same binary twice."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def required_version(go_mod: Path, module: str) -> str:
@@ -343,7 +330,7 @@ def build(names: Iterable[str] = DEFAULT_TOOLS, *, log: Log = _stderr_log) -> di
             result[name] = find_binary(name)
             log(f"{name}: using {result[name]} from the environment")
             continue
-        with _locked(dest / ".lock"):
+        with cachedir.locked(dest / ".lock"):
             target = dest / name
             if not _is_executable(target):
                 seconds = _build_one(tool, dest, log)

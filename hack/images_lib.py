@@ -22,7 +22,6 @@ mounted, not copied). Failures raise ``ImageError`` with one line saying what to
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import os
 import shutil
@@ -32,6 +31,10 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+
+if str(Path(__file__).resolve().parent) not in sys.path:  # hack/ is not a package; loaded by path too
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+import cachedir
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PROJECT_IMAGE = "localhost/oomsight:dev"
@@ -59,24 +62,15 @@ def _stderr_log(message: str) -> None:
 
 
 def cache_root() -> Path:
-    override = os.environ.get("OOMSIGHT_IMAGE_CACHE")
-    if override:
-        return Path(override)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "oomsight" / "images"
+    """``$OOMSIGHT_IMAGE_CACHE``, else ``$XDG_CACHE_HOME/oomsight/images`` (``~/.cache`` by default)."""
+    return cachedir.cache_dir("images", "OOMSIGHT_IMAGE_CACHE")
 
 
 @contextlib.contextmanager
 def _locked(name: str) -> Iterator[None]:
     """An exclusive flock, so two test runs or sessions never build the same thing twice at once."""
-    path = cache_root() / f".{name}.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with cachedir.locked(cache_root() / f".{name}.lock"):
+        yield
 
 
 def _need(binary: str, package: str) -> str:

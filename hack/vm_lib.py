@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import hashlib
 import json
 import lzma
@@ -47,6 +46,10 @@ import tomllib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+if str(Path(__file__).resolve().parent) not in sys.path:  # hack/ is not a package; loaded by path too
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+import cachedir
 
 REPO = Path(__file__).resolve().parent.parent
 MIRROR = "http://deb.debian.org/debian"
@@ -90,24 +93,14 @@ def _stderr_log(message: str) -> None:
 
 def cache_root() -> Path:
     """``$OOMSIGHT_VM_CACHE``, else ``$XDG_CACHE_HOME/oomsight/vm`` (``~/.cache`` by default)."""
-    override = os.environ.get("OOMSIGHT_VM_CACHE")
-    if override:
-        return Path(override)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "oomsight" / "vm"
+    return cachedir.cache_dir("vm", "OOMSIGHT_VM_CACHE")
 
 
 @contextlib.contextmanager
 def _locked(name: str) -> Iterator[None]:
     """An exclusive flock per cached part, so parallel runs never build the same part twice."""
-    path = cache_root() / "locks" / f"{name}.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with cachedir.locked(cache_root() / "locks" / f"{name}.lock"):
+        yield
 
 
 def _key(*parts: str) -> str:
