@@ -206,7 +206,7 @@ class AgentProc:
     wrap: tuple[str, ...] = ()
     """A command the agent runs under (it must exec its arguments): a cgroup move, capsh."""
 
-    def start(self) -> AgentProc:
+    def start(self, wait: bool = True) -> AgentProc:
         self.log_path = self.log_path or self.state_dir.parent / f"agent-{self.node}.log"
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         self.proc = subprocess.Popen(
@@ -239,19 +239,25 @@ class AgentProc:
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         log.close()
-        wait_for(self.ready, 60, "the agent's /healthz to say ok (pods listed)")
-        # A fresh agent reads the whole ring buffer before its first sweep, which takes each counter
-        # as history: a kill before it whose report the kernel rate-limited could not be placed.
-        swept = "oomsight_agent_sweeps_total"
-        wait_for(lambda: (sample(self.get("/metrics"), swept) or 0) >= 1, 60, "the agent's first sweep")
+        if not wait:
+            return self
+        # /readyz: pods listed and the first sweep done. A fresh agent reads the whole ring buffer
+        # before its first sweep, which takes each counter as history: a kill before it whose report
+        # the kernel rate-limited could not be placed.
+        wait_for(self.ready, 60, "the agent's /readyz to say ok (pods listed, first sweep done)")
         return self
 
-    def ready(self) -> bool:
+    def alive(self) -> bool:
+        """True while the process runs; AssertionError with its log once it has exited."""
         assert self.proc is not None
         if self.proc.poll() is not None:
             raise AssertionError(f"agent exited with {self.proc.returncode}:\n{self.log()}")
+        return True
+
+    def ready(self) -> bool:
+        self.alive()
         try:
-            body = self.get("/healthz")
+            body = self.get("/readyz")
         except OSError:
             return False
         return body.strip() == "ok"

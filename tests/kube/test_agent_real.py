@@ -14,12 +14,13 @@ import shutil
 import signal
 import subprocess
 import time
+import urllib.error
 from pathlib import Path
 
 import pytest
 
 from cgroupkit import release_together
-from kube.agentkit import ensure_crds, sample, series_total, wait_for
+from kube.agentkit import AgentProc, ensure_crds, free_port, sample, series_total, wait_for
 from oomsight.core.kmsg import Record
 from oomsight.core.report import PEAK_INTERVAL_SECONDS
 from oomsight.host.kmsg import Gap, KmsgReader
@@ -336,6 +337,38 @@ def test_state_of_a_deleted_pod_is_dropped(rest, scenes, namespace, node, agent)
     assert scene.cgroup.path.exists()
 
 
+def test_readyz_waits_for_the_pod_list_while_healthz_says_alive(kubeconfig, node, tmp_path):
+    """/healthz is the liveness probe: alive while the API server is unreachable. /readyz is the
+    readiness probe: not ready until the pods are listed and a sweep has placed the counters."""
+    dead = f"https://127.0.0.1:{free_port()}"
+    unreachable = tmp_path / "unreachable.kubeconfig"
+    unreachable.write_text(re.sub(r"(?m)^(\s*server:\s*).*$", rf"\g<1>{dead}", Path(kubeconfig).read_text()))
+    a = AgentProc(str(unreachable), node, tmp_path / "state", log_path=tmp_path / "agent.log")
+    try:
+        a.start(wait=False)
+
+        def probe(path: str) -> tuple[int, str]:
+            try:
+                return 200, a.get(path).strip()
+            except urllib.error.HTTPError as err:
+                return err.code, err.read().decode().strip()
+            except OSError as err:  # not listening yet
+                return 0, str(err)
+
+        wait_for(lambda: a.alive() and probe("/healthz")[0] == 200, 60, "/healthz to answer")
+        assert probe("/healthz") == (200, "ok (waiting for the first pod list)")
+        assert probe("/readyz") == (503, "not ready: waiting for the first pod list")
+    finally:
+        a.kill()
+
+
+def test_readyz_says_ok_only_after_the_first_sweep(rest, scenes, node, agent):
+    scenes()
+    a = agent()  # AgentProc.start waits for /readyz
+    assert a.get("/readyz").strip() == "ok"
+    assert (sample(a.get("/metrics"), "oomsight_agent_sweeps_total") or 0) >= 1
+
+
 def test_report_is_written_only_when_something_changed(rest, scenes, namespace, node, agent):
     ensure_crds(rest)
     scene = scenes()
@@ -351,7 +384,12 @@ def test_report_is_written_only_when_something_changed(rest, scenes, namespace, 
     # What a busy machine does to an idle container: reclaim moves or drops its few cached pages and
     # drains its per-CPU charge stock. Noise, not a change (it was a second write: issue 15 #6).
     (scene.cgroup.path / "memory.force_empty").write_text("0")
-    time.sleep(5)  # five sweeps of an idle container
+    swept = sample(a.get("/metrics"), "oomsight_agent_sweeps_total") or 0
+    wait_for(
+        lambda: (sample(a.get("/metrics"), "oomsight_agent_sweeps_total") or 0) >= swept + 5,
+        120,
+        "five sweeps of the idle container",
+    )
     assert sample(a.get("/metrics"), "oomsight_agent_reports_written_total") == written
     assert rest.request("GET", path).body["metadata"]["resourceVersion"] == rv
     scene.oom_kill_main()  # a change: the report follows
@@ -517,4 +555,3 @@ def _finding_id(event) -> str:
     """The finding an agent Node Event stands for: its note opens with ``[<finding id>, <severity>]``."""
     note = event.get("note") or ""
     return note[1:].split(",", 1)[0] if note.startswith("[") else ""
-

@@ -184,6 +184,7 @@ def test_helm_install_creates_every_object(
         assert pod["tolerations"] == [{"operator": "Exists"}]
         assert pod["priorityClassName"] == "system-node-critical"
         assert agent["livenessProbe"]["httpGet"]["path"] == "/healthz"
+        assert agent["readinessProbe"]["httpGet"]["path"] == "/readyz"  # pods listed, one sweep done
         assert not pod.get("hostPID") and not pod.get("hostNetwork")
 
         dep = kubectl.get("deployment", f"{release}-oomsight-operator", namespace)

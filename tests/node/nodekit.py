@@ -143,7 +143,7 @@ def install_chart(kubectl: Kubectl, helm_bin: Path, *, reuse: bool = False) -> C
             and ds.get("updatedNumberScheduled") == ds.get("desiredNumberScheduled")
             and dep.get("readyReplicas") == dep.get("replicas")
         )
-        # The agent has no readiness probe: Ready means started. /healthz through the Services means
+        # The agent is Ready after its first sweep (/readyz). /healthz through the Services means
         # serving (an agent that cannot read what it needs exits, and its Service has no endpoint).
         return rolled and all(healthz(kubectl, service, port) for service, port in chart.metrics_services())
 

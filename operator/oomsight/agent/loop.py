@@ -224,6 +224,18 @@ class Agent:
             return True, "ok (waiting for the first pod list)"
         return True, "ok"
 
+    def ready(self) -> tuple[bool, str]:
+        """Ready once alive, the pods listed and one sweep done: from then on a kill is placed in its
+        container (before the first sweep a rate-limited kill line has no counter to land in)."""
+        ok, why = self.healthy()
+        if not ok:
+            return ok, why
+        if not self.pods.synced.is_set():
+            return False, "not ready: waiting for the first pod list"
+        if not self.snapshot.taken_at:
+            return False, "not ready: waiting for the first sweep (the kernel log is read first)"
+        return True, "ok"
+
     def _emit(self, spec: EventSpec) -> None:
         spec = self.aggregator.occur(spec)
         try:
@@ -265,14 +277,28 @@ class Agent:
                 self.source_why or f"--kernel-log {self.s.kernel_log}",
             )
         elif saved is not None and saved.source == self.source and saved.seq >= 0:
-            log.info("kernel log: %s (%s), resuming after record %d of boot %s", self.source, where,
-                     saved.seq, self.boot_id)
+            log.info(
+                "kernel log: %s (%s), resuming after record %d of boot %s",
+                self.source,
+                where,
+                saved.seq,
+                self.boot_id,
+            )
         elif saved is not None:
-            log.info("kernel log: %s (%s), from its newest record (the cursor was saved by %s); the "
-                     "OOM-kill counters cover the time in between", self.source, where, saved.source)
+            log.info(
+                "kernel log: %s (%s), from its newest record (the cursor was saved by %s); the "
+                "OOM-kill counters cover the time in between",
+                self.source,
+                where,
+                saved.source,
+            )
         else:
-            log.info("kernel log: %s (%s), no cursor for boot %s: reading the whole ring buffer",
-                     self.source, where, self.boot_id)
+            log.info(
+                "kernel log: %s (%s), no cursor for boot %s: reading the whole ring buffer",
+                self.source,
+                where,
+                self.boot_id,
+            )
         if self.reader is not None and self.source_why:
             log.info("kernel log: not used: %s", self.source_why)
 
@@ -296,7 +322,11 @@ class Agent:
             )
             try:
                 self.metrics = MetricsServer(
-                    make_registry(collector), self.healthy, self.s.metrics_address, self.s.metrics_port
+                    make_registry(collector),
+                    self.healthy,
+                    self.ready,
+                    self.s.metrics_address,
+                    self.s.metrics_port,
                 )
             except OSError as err:
                 raise OomsightError(
@@ -869,8 +899,16 @@ class Agent:
             "seq": 0,
         }
         self.incidents.append(item)
-        log.info("oom: %s %s/%s container %s (counted, kill %d of %s): %s", spec.reason, pod.namespace,
-                 pod.name, container, n, path, spec.note)
+        log.info(
+            "oom: %s %s/%s container %s (counted, kill %d of %s): %s",
+            spec.reason,
+            pod.namespace,
+            pod.name,
+            container,
+            n,
+            path,
+            spec.note,
+        )
 
     def _pods_without_cgroup(self, seen_ids: set[str]) -> None:
         """A running container whose cgroup the sweep did not find: logged once and counted."""

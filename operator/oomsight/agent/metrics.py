@@ -215,20 +215,26 @@ def make_registry(collector: AgentCollector) -> CollectorRegistry:
 
 
 class MetricsServer:
-    """``/metrics`` (Prometheus text) and ``/healthz`` on one port, in a daemon thread."""
+    """``/metrics`` (Prometheus text), ``/healthz`` = ``/livez`` (alive: the main loop turns) and
+    ``/readyz`` (also: pods listed and one sweep done) on one port, in a daemon thread."""
 
     def __init__(
-        self, registry: CollectorRegistry, healthy: Callable[[], tuple[bool, str]], address: str, port: int
+        self,
+        registry: CollectorRegistry,
+        healthy: Callable[[], tuple[bool, str]],
+        ready: Callable[[], tuple[bool, str]],
+        address: str,
+        port: int,
     ) -> None:
-        reg, health = registry, healthy
+        reg, probes = registry, {"/healthz": healthy, "/livez": healthy, "/readyz": ready}
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 path = self.path.split("?", 1)[0]
                 if path == "/metrics":
                     body, ctype, code = generate_latest(reg), CONTENT_TYPE_LATEST, 200
-                elif path in ("/healthz", "/livez", "/readyz"):
-                    ok, why = health()
+                elif path in probes:
+                    ok, why = probes[path]()
                     body, ctype, code = (why + "\n").encode(), "text/plain; charset=utf-8", 200 if ok else 503
                 else:
                     body, ctype, code = b"not found: try /metrics or /healthz\n", "text/plain", 404
