@@ -462,6 +462,56 @@ def test_a_node_wide_oom_is_counted_but_does_not_bump_the_limit() -> None:
     assert entry(run(s3).status, "StatefulSet", "db")["recommendedLimit"] != base["recommendedLimit"]
 
 
+def test_a_kill_at_the_pod_limit_bumps_the_container_that_was_at_its_own_limit() -> None:
+    """db-0 with a sidecar: the app's process was killed at the pod's limit, but the agent judged the
+    sidecar (at its own limit) responsible. The sidecar's limit is raised, the app's is not."""
+
+    def two_container_scene() -> dict[str, Any]:
+        s = scene()
+        raw = load("pod-statefulset.json")
+        side = copy.deepcopy(raw["spec"]["containers"][0])
+        side["name"] = "sidecar"
+        raw["spec"]["containers"].append(side)
+        statuses = raw["status"].get("containerStatuses") or []
+        if statuses:
+            st = copy.deepcopy(statuses[0])
+            st["name"], st["containerID"] = "sidecar", "containerd://" + "5" * 64
+            st.pop("lastState", None)
+            statuses.append(st)
+        s["pods"] = [pod_view(raw) if p.name == "db-0" else p for p in s["pods"]]
+        return s
+
+    def containers(st: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        wl = next(w for w in st["workloads"] if (w["kind"], w["name"]) == ("StatefulSet", "db"))
+        return {c["name"]: c for c in wl["containers"]}
+
+    base = containers(run(two_container_scene()).status)
+    uid = next(p.uid for p in two_container_scene()["pods"] if p.name == "db-0")
+    s = two_container_scene()
+    report = {"incidents": [{
+        "time": "2026-11-23T14:29:00Z", "namespace": "shop", "pod": "db-0", "podUID": uid,
+        "container": "app", "responsibleContainer": "sidecar", "scope": "pod",
+        "victim": {"pid": 4242, "comm": "postgres", "rss": 1 << 30}, "limit": 4 << 30,
+        "bootID": "boot", "seq": 900,
+    }]}  # fmt: skip
+    (ev,) = profiles_from_report("node-a", report)[1]
+    assert (ev.container, ev.responsible) == ("app", "sidecar")
+    s["ooms"].add(ev)
+    after = containers(run(s).status)
+    assert after["app"]["oomKills"] == 1  # its process was the one killed
+    assert after["app"]["recommendedLimit"] == base["app"]["recommendedLimit"]
+    assert "recommendedLimit" not in base["sidecar"]  # no samples of it: nothing to say before
+    assert after["sidecar"]["recommendedLimit"] == "2496Mi"  # its own 2Gi limit x 1.2, rounded up
+    assert "OOM kill(s) at a limit of 2.0Gi" in after["sidecar"]["reason"]
+    # Without the judgement (responsibleContainer absent), the victim's container is bumped as before.
+    s2 = two_container_scene()
+    del report["incidents"][0]["responsibleContainer"]
+    s2["ooms"].add(profiles_from_report("node-a", report)[1][0])
+    plain = containers(run(s2).status)
+    assert plain["app"]["recommendedLimit"] != base["app"]["recommendedLimit"]
+    assert "recommendedLimit" not in plain["sidecar"]
+
+
 def test_warning_threshold_goes_on_selected_pods_even_without_annotate_pods() -> None:
     s = scene()
     body = load("memorypolicy.json")

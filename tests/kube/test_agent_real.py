@@ -207,7 +207,10 @@ def test_node_memory_report_has_the_container_profile(rest, scenes, namespace, n
     assert c["peaks"] and c["peaks"][-1]["bytes"] >= 20 << 20
     assert c["breakdown"]["anon"] >= 20 << 20
     assert status["oomKills24h"] >= 1
-    assert any(i["podUID"] == scene.uid and i["scope"] == "container" for i in status["incidents"])
+    mine = [i for i in status["incidents"] if i["podUID"] == scene.uid]
+    assert mine and all(i["scope"] == "container" for i in mine), mine
+    # its own limit: the container to raise is the killed one
+    assert all(i["responsibleContainer"] == i["container"] == scene.container for i in mine), mine
     assert status["node"]["cgroupVersion"] in ("v1", "v2", "hybrid")
 
 

@@ -629,6 +629,8 @@ class Agent:
         }
         if name:
             item["container"] = name
+        if (resp := diag.get("responsible_container")) and resp.get("name"):
+            item["responsibleContainer"] = resp["name"]
         if survived is not None:
             item["victim"]["containerSurvived"] = bool(survived)
         if diag.get("limit_bytes") is not None:

@@ -420,6 +420,9 @@ class OomEvent:
     scope: str = "container"
     victim: str = ""
     limit: int | None = None
+    responsible: str = ""
+    """At the pod's limit: the container whose own limit to raise, when the agent judged it another
+    than the victim's (the one at its own limit); empty when it is the victim's container."""
 
 
 def _int(v: Any) -> int | None:
@@ -487,6 +490,9 @@ def profiles_from_report(node: str, status: Mapping[str, Any]) -> tuple[list[Pro
                 scope=str(inc.get("scope") or "container"),
                 victim=str(victim.get("comm") or ""),
                 limit=_int(inc.get("limit")) or None,
+                responsible="" if inc.get("responsibleContainer") in (None, name) else str(
+                    inc["responsibleContainer"]
+                ),
             )
         )
     return profiles, incidents
@@ -570,6 +576,20 @@ class OomLog:
 
     def of(self, pod_uid: str, container: str) -> list[OomEvent]:
         return sorted(self._events.get((pod_uid, container), {}).values(), key=lambda e: e.time)
+
+    def blamed_on(self, pod_uid: str, container: str) -> list[OomEvent]:
+        """Kills at the pod's limit of another container's process, judged to be ``container``'s
+        (it was at its own limit): its limit is the one to raise."""
+        return sorted(
+            (
+                e
+                for (uid, name), evs in self._events.items()
+                if uid == pod_uid and name != container
+                for e in evs.values()
+                if e.responsible == container
+            ),
+            key=lambda e: e.time,
+        )
 
     def pods(self) -> set[str]:
         return {uid for uid, _ in self._events}
@@ -865,7 +885,8 @@ def reconcile(
                         risky |= prof.working_set * 100 >= policy.threshold_percent * limit
                 kills += (kill_signals or {}).get((p.uid, cname), ())
                 for ev in ooms.of(p.uid, cname):
-                    if ev.scope in CENSORING_SCOPES:
+                    censors = ev.scope in CENSORING_SCOPES and not ev.responsible  # else another's
+                    if censors:
                         kills.append(ev.time)
                     last = pod_last_oom.get(p.name)
                     if last is None or ev.time > last.time:
@@ -873,9 +894,16 @@ def reconcile(
                     if ev.key in mem.fed_ooms or (cut is not None and ev.time <= cut):
                         continue
                     mem.fed_ooms.add(ev.key)
-                    if ev.scope in CENSORING_SCOPES:
+                    if censors:
                         rec.add_oom(key, ev.time, ev.limit or cv.limit)
                     mem.oom_times.setdefault(key, []).append(ev.time)
+                for ev in ooms.blamed_on(p.uid, cname):
+                    kills.append(ev.time)
+                    fed = f"{ev.key}@{cname}"
+                    if fed in mem.fed_ooms or (cut is not None and ev.time <= cut):
+                        continue
+                    mem.fed_ooms.add(fed)
+                    rec.add_oom(key, ev.time, cv.limit)  # its own limit, not the pod's
             entry: dict[str, Any] = {"name": cname}
             if cur_req is not None:
                 entry["currentRequest"] = _q(cur_req)
