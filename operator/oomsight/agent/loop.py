@@ -27,6 +27,7 @@ import signal
 import threading
 import time
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -96,6 +97,8 @@ UNRESOLVED_GRACE = 15.0
 FLUSH_SECONDS = 5.0
 OOM_QUIET_SECONDS = 5.0
 """Without a kill for this long, per-cgroup OOM-kill counters are taken as fully accounted."""
+SURPLUS_CLOCK_SLACK = 0.05
+"""Seconds allowed between a kernel log stamp and ``time.monotonic()`` (both CLOCK_MONOTONIC)."""
 AGENT_V1_FILES = (
     "memory.usage_in_bytes",
     "memory.limit_in_bytes",
@@ -497,7 +500,8 @@ class Agent:
                     rest.append(i)
                 elif leaf in by_leaf:
                     todo[i] = (inc, self._placed(diag, by_leaf[leaf]))
-            places = place_unreported(self.oom_accounted, self._oom_counters(), len(rest))
+            candidates = self._may_explain([todo[i][0].usec for i in rest])
+            places = place_unreported(candidates, self._oom_counters(candidates), len(rest))
             for i, path in zip(rest, places, strict=True):
                 inc, diag = todo[i]
                 todo[i] = (inc, self._placed(diag, path))
@@ -529,10 +533,22 @@ class Agent:
             else:
                 self._unattributed(diag, "not_a_pod")
 
-    def _oom_counters(self) -> dict[str, int | None]:
-        """Each known container cgroup's OOM-kill counter, read now (a vanished one is left out)."""
+    def _may_explain(self, stamps: list[int | None]) -> dict[str, int]:
+        """The cgroups (with their accounted kills) where kill lines logged at ``stamps`` (usec since
+        boot, CLOCK_MONOTONIC) may have happened: not one whose counter a sweep had already found
+        ahead before the first of them was logged. That surplus is an older kill whose lines were
+        lost (the counter is raised just before the kill line is printed); a kill elsewhere, in a
+        cgroup of no pod here, whose report was rate-limited, must not be placed there."""
+        known = [s for s in stamps if s is not None]
+        if not known:
+            return self.oom_accounted
+        cutoff = min(known) / 1e6 - SURPLUS_CLOCK_SLACK
+        return {p: n for p, n in self.oom_accounted.items() if self.surplus_since.get(p, cutoff) >= cutoff}
+
+    def _oom_counters(self, paths: Mapping[str, int]) -> dict[str, int | None]:
+        """Each of these container cgroups' OOM-kill counter, read now (a vanished one is left out)."""
         out: dict[str, int | None] = {}
-        for path in self.oom_accounted:
+        for path in paths:
             try:
                 out[path] = self.walker.oom_kills(path)
             except OomsightError:
