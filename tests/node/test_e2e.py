@@ -14,6 +14,7 @@ from typing import Any
 import envtest_node
 import pytest
 
+from kube.kubehelpers import unique_name
 from node.nodekit import (
     CHILD,
     CREEP,
@@ -51,6 +52,40 @@ def test_the_chart_runs_unprivileged_and_serves_metrics_and_healthz(chart: Chart
         assert service_get(chart.kubectl, name, port, "/healthz").strip(), (name, port)
         metrics = service_get(chart.kubectl, name, port, "/metrics")
         assert "# TYPE " in metrics and "oomsight_" in metrics, (name, port)
+
+
+def test_the_built_in_user_roles_gain_oomsight_resources_by_aggregation(chart: Chart) -> None:
+    """The chart's aggregated ClusterRoles, merged into view/edit by the real controller-manager: a
+    viewer (ClusterRoleBinding to view) reads policies and node reports but cannot change them; an
+    editor (RoleBinding to edit in one namespace) manages that namespace's policies only."""
+    kubectl = chart.kubectl
+    ns = create_namespace(kubectl, "e2e-roles")
+    viewer, editor = f"system:serviceaccount:{ns}:viewer", f"system:serviceaccount:{ns}:editor"
+    crb = unique_name("oomsight-viewer", max_length=50)
+    kubectl.run("create", "clusterrolebinding", crb, "--clusterrole=view", f"--serviceaccount={ns}:viewer")
+    kubectl.run(
+        "create", "rolebinding", "editor", "-n", ns, "--clusterrole=edit", f"--serviceaccount={ns}:editor"
+    )
+
+    def can(who: str, verb: str, resource: str, namespace: str = ns) -> bool:
+        out = kubectl.run("auth", "can-i", verb, resource, f"--as={who}", "-n", namespace, check=False)
+        assert out.stdout.strip() in ("yes", "no"), out.stderr
+        return out.stdout.strip() == "yes"
+
+    try:
+        # aggregation is the controller-manager's work: poll until view carries the rules
+        wait_for(lambda: can(viewer, "list", "memorypolicies.oomsight.io"), 120, "view to aggregate")
+        assert can(viewer, "get", "nodememoryreports.oomsight.io")
+        assert can(viewer, "watch", "memorypolicies.oomsight.io", "default")
+        assert not can(viewer, "create", "memorypolicies.oomsight.io")
+        assert not can(viewer, "patch", "nodememoryreports.oomsight.io")
+        wait_for(lambda: can(editor, "create", "memorypolicies.oomsight.io"), 120, "edit to aggregate")
+        assert can(editor, "delete", "memorypolicies.oomsight.io")
+        assert not can(editor, "create", "memorypolicies.oomsight.io", "default")
+        assert not can(editor, "update", "nodememoryreports.oomsight.io")  # the agents' to write
+    finally:
+        kubectl.run("delete", "clusterrolebinding", crb, check=False)
+        kubectl.run("delete", "namespace", ns, "--wait=false", check=False)
 
 
 def test_main_process_killed_kubelet_and_oomsight_agree(chart: Chart) -> None:
