@@ -7,7 +7,34 @@ import json
 import os
 import sys
 import textwrap
+from collections.abc import Sequence
 from pathlib import Path
+
+from oomsight.core.errors import OomsightError, UsageError
+
+
+def run_parsed(prog: str, parser: argparse.ArgumentParser, argv: Sequence[str], failure_status: int) -> int:
+    """Parse ``argv`` and run the chosen command's ``_run``, turning what it raises into one line on
+    stderr and an exit status: help and 2 without a command, 2 for a ``UsageError`` (bad input),
+    ``failure_status`` for any other ``OomsightError``, 130 on Ctrl-C, 0 when the reader of stdout
+    left (``oomsight top | head``)."""
+    args = parser.parse_args(list(argv))
+    if not getattr(args, "_run", None):
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except UsageError as err:
+        print(f"{prog} {args.command}: {err}", file=sys.stderr)
+        return 2
+    except OomsightError as err:
+        print(f"{prog} {args.command}: {err}", file=sys.stderr)
+        return failure_status
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        sys.stderr.close()
+        return 0
 
 
 def add_host_root(parser: argparse.ArgumentParser) -> None:

@@ -17,8 +17,8 @@ import sys
 from collections.abc import Sequence
 
 from oomsight import __version__
+from oomsight.cli.common import run_parsed
 from oomsight.cli.main import SUBCOMMANDS as LOCAL_COMMANDS
-from oomsight.core.errors import OomsightError, UsageError
 
 PROG = "kubectl oomsight"
 VERBS: dict[str, tuple[str, str]] = {
@@ -54,24 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    parser = build_parser(args_list)
-    args = parser.parse_args(args_list)
-    if not getattr(args, "_run", None):
-        parser.print_help(sys.stderr)
-        return 2
-    try:
-        return int(args._run(args) or 0)
-    except UsageError as err:
-        print(f"{PROG} {args.command}: {err}", file=sys.stderr)
-        return 2
-    except OomsightError as err:
-        print(f"{PROG} {args.command}: {err}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
-    except BrokenPipeError:
-        sys.stderr.close()
-        return 0
+    # A cluster that cannot be reached or answers badly is not the user's input: 1.
+    return run_parsed(PROG, build_parser(args_list), args_list, failure_status=1)
 
 
 if __name__ == "__main__":

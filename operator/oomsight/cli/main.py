@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 
 from oomsight import __version__
-from oomsight.core.errors import OomsightError
+from oomsight.cli.common import run_parsed
 
 # name -> one-line help. The module oomsight.cli.<name> (dashes become underscores) holds the rest.
 SUBCOMMANDS: dict[str, str] = {
@@ -54,22 +54,8 @@ def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(args_list)
-    args = parser.parse_args(args_list)
-    if not getattr(args, "_run", None):
-        parser.print_help(sys.stderr)
-        return 2
-    try:
-        return int(args._run(args) or 0)
-    except OomsightError as err:
-        print(f"oomsight {args.command}: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
-    except BrokenPipeError:
-        # `oomsight top | head`: the reader left; not an error worth a traceback.
-        sys.stderr.close()
-        return 0
+    # Every error of a local command is about what it was given or found here: 2.
+    return run_parsed("oomsight", build_parser(args_list), args_list, failure_status=2)
 
 
 if __name__ == "__main__":
