@@ -10,12 +10,13 @@ from pathlib import Path
 import pytest
 
 from oomsight.cli.main import main
+from oomsight.core.node import V2_ONLY_FINDINGS
 
 FIXTURES = Path(__file__).parent / "fixtures" / "node"
 KEYS = {
     "kernel", "cgroup_version", "memory_cgroup_version", "driver", "kmem_accounting", "kmem_usage_bytes",
-    "memory_cgroups", "swap_total_bytes", "swap_free_bytes", "thp", "overcommit_memory", "psi", "findings",
-    "errors",
+    "memory_cgroups", "swap_total_bytes", "swap_free_bytes", "pod_swap", "thp", "overcommit_memory", "psi",
+    "findings", "errors",
 }
 
 
@@ -39,6 +40,8 @@ def test_json_on_this_machine(capsys: pytest.CaptureFixture[str]) -> None:
         assert set(f) == {"id", "severity", "message", "evidence", "fix"}
         assert f["severity"] in ("info", "warning", "critical")
     assert "swap-off" in {f["id"] for f in findings}
+    assert doc["pod_swap"] is None  # memory on v1: no memory.swap.max to read
+    assert not {f["id"] for f in findings} & V2_ONLY_FINDINGS
 
 
 def test_json_on_a_fixture_host_root(capsys: pytest.CaptureFixture[str]) -> None:

@@ -413,3 +413,30 @@ def test_permission_denied_is_one_line(tmp_path):
 def test_v1_files_cover_the_captured_tree():
     directory = next(V1_ROOT.rglob(V1_CID))
     assert set(_files(directory, V1_FILES)) == set(V1_FILES)  # this kernel has every file we read
+
+
+def test_agent_v2_files_a_missing_peak_or_pressure_is_looked_for_once_per_cgroup(tmp_path):
+    """The agent reads memory.peak (5.19+) and memory.pressure where they exist; a file its kernel
+    lacks is remembered as absent per cgroup (no open per sweep), so older kernels cost nothing."""
+    from oomsight.agent.loop import AGENT_V2_FILES
+
+    root = tmp_path / "host"
+    shutil.copytree(V2_ROOT, root)
+    walker = CgroupWalker(detect_layout(root), AGENT_V2_FILES)
+    by_pod = {e.kube.pod_uid: e for e in walker.sweep().entries if e.kube}
+    assert by_pod[V2_POD1].reading is not None and by_pod[V2_POD1].reading.peak_bytes is None
+    scope = root / "sys/fs/cgroup" / by_pod[V2_POD2].path.lstrip("/")
+    (scope / "memory.peak").write_text("23068672\n")
+    (scope / "memory.pressure").write_text(
+        "some avg10=1.00 avg60=0.50 avg300=0.10 total=1500\n"
+        "full avg10=0.50 avg60=0.20 avg300=0.00 total=900\n"
+    )
+    again = {e.kube.pod_uid: e.reading for e in walker.sweep().entries if e.kube}
+    b = again[V2_POD2]
+    assert b is not None and (b.peak_bytes, b.pressure) == (None, None)
+    other = CgroupWalker(detect_layout(root), AGENT_V2_FILES)
+    fresh = {e.kube.pod_uid: e.reading for e in other.sweep().entries if e.kube}
+    r = fresh[V2_POD2]
+    assert r is not None and r.peak_bytes == 23068672
+    assert r.pressure is not None and r.pressure.full is not None and r.pressure.full.total_us == 900
+    assert fresh[V2_POD1] is not None and fresh[V2_POD1].peak_bytes is None

@@ -14,6 +14,8 @@ import pytest
 from oomsight.core.errors import ParseError
 from oomsight.core.findings import Finding
 from oomsight.core.node import (
+    V1_ONLY_FINDINGS,
+    V2_ONLY_FINDINGS,
     MemoryCgroups,
     NodeFacts,
     dying_memcgs_v2,
@@ -26,7 +28,9 @@ from oomsight.core.node import (
     parse_pressure,
     parse_proc_cgroups,
     parse_thp_mode,
+    pod_swap,
 )
+from oomsight.core.quantity import prose_bytes
 from oomsight.host.errors import WrongHostRoot
 from oomsight.host.nodeinfo import read_node_facts
 
@@ -82,6 +86,11 @@ CASES = {
             "thp-always": "info",
         },
     ),
+    "debian-6.1-v2-vm-swap": (
+        # two kubepods trees side by side (cgroupfs and systemd names): the driver is the first listed
+        "6.1.0-50-amd64", "v2", None, True, (12, 12, 0),
+        {"swap-unlimited": "warning", "kmem-accounting-on": "info", "swap-on": "info"},
+    ),
     "debian-6.1-v2-vm": (
         "6.1.0-50-amd64", "v2", "unknown", True, (14, 1, 13),
         {
@@ -110,7 +119,7 @@ def test_fixture_facts_and_findings(case: str) -> None:
     assert facts.errors == ()
     assert facts.kernel is not None and facts.kernel.release == kernel
     assert facts.cgroup_version == version
-    assert facts.driver == driver
+    assert facts.driver == driver or driver is None
     assert facts.kmem_accounting is kmem
     assert facts.memory_cgroups == MemoryCgroups(counted=counted, live=live, dying=dying)
     findings = node_findings(facts)
@@ -121,6 +130,19 @@ def test_fixture_facts_and_findings(case: str) -> None:
         assert f.message.endswith(".") and f.evidence
         if f.severity != "info":
             assert f.fix, f.id
+
+
+def test_swap_from_the_containers_memory_swap_max_on_a_real_v2_guest() -> None:
+    """tests/fixtures/node/debian-6.1-v2-vm-swap/SOURCE: swap on, containers with swap.max max/16 MiB/0."""
+    facts = read_node_facts(FIXTURES / "debian-6.1-v2-vm-swap")
+    ps = facts.pod_swap
+    assert ps is not None and ps.behaviour == "unlimited"
+    assert (ps.containers, ps.unlimited, ps.unlimited_with_limit, ps.zero, ps.limited) == (3, 1, 1, 1, 1)
+    assert ps.limited_bytes == 16 << 20 and ps.used_bytes == 23040000 + 3932160
+    assert facts.swap_total_bytes == 98300 * 1024
+    f = {x.id: x for x in node_findings(facts)}["swap-unlimited"]
+    assert "1 of the 3 container cgroups have memory.swap.max 'max'" in f.message
+    assert "25.7 MiB is swapped out now" in f.message and "kubelet" in f.fix
 
 
 def test_leak_finding_cites_its_sources_and_numbers() -> None:
@@ -303,3 +325,63 @@ def test_this_machine_reads_without_errors() -> None:
     assert facts.kernel is not None and facts.kernel.release == release
     assert facts.memory_cgroups.live is not None and facts.memory_cgroups.live >= 1
     assert all(isinstance(f, Finding) for f in node_findings(facts))
+
+
+GIB = 1 << 30
+MIB = 1 << 20
+
+
+@pytest.mark.parametrize(
+    ("rows", "behaviour", "expected"),
+    [
+        # (memory.max, memory.swap.max, memory.swap.current) per container; None = max / no accounting
+        ([(64 * MIB, 0, 0), (None, 0, 0)], "NoSwap", {"swap-on": "info"}),
+        ([(64 * MIB, 8 * MIB, 3 * MIB), (64 * MIB, 0, 0)], "LimitedSwap", {"swap-on": "info"}),
+        (
+            [(64 * MIB, None, 5 * MIB), (64 * MIB, 0, 0)], "unlimited",
+            {"swap-on": "info", "swap-unlimited": "warning"},
+        ),
+        ([(None, None, 0)], "unlimited", {"swap-on": "info", "swap-unlimited": "info"}),  # no memory limit
+    ],
+)
+def test_pod_swap_on_v2(rows: list[tuple[int | None, int | None, int | None]], behaviour: str,
+                        expected: dict[str, str]) -> None:
+    ps = pod_swap(rows)
+    assert ps is not None and ps.behaviour == behaviour
+    facts = _facts(cgroup_version="v2", memory_version="v2", swap_total_bytes=GIB, swap_free_bytes=GIB,
+                   pod_swap=ps)
+    got = {k: v for k, v in _ids(facts).items() if k.startswith("swap")}
+    assert got == expected
+    findings = {f.id: f for f in node_findings(facts)}
+    ev = dict(findings["swap-on"].evidence)
+    assert ev["swap_behaviour"] == behaviour and ev["containers"] == str(len(rows))
+    if "swap-unlimited" in findings:
+        f = findings["swap-unlimited"]
+        assert dict(f.evidence)["source"] == "https://kep.k8s.io/2400"
+        assert "instead of being OOM-killed" in f.message and f.message.endswith(".")
+        assert f"{prose_bytes(ps.used_bytes)} is swapped out now" in f.message
+
+
+def test_pod_swap_counts_only_containers_with_swap_accounting() -> None:
+    assert pod_swap([]) is None
+    assert pod_swap([(64 * MIB, None, None)]) is None  # swapaccount=0: no memory.swap.* files
+    ps = pod_swap([(64 * MIB, None, 0), (None, 16 * MIB, 1 * MIB), (None, 0, 0), (32 * MIB, 8 * MIB, 0)])
+    assert ps is not None
+    assert (ps.containers, ps.unlimited, ps.unlimited_with_limit, ps.zero, ps.limited) == (4, 1, 1, 1, 2)
+    assert (ps.limited_bytes, ps.used_bytes) == (24 * MIB, 1 * MIB)
+
+
+def test_v2_only_findings_never_fire_on_v1_and_v1_only_never_on_v2() -> None:
+    """The same swap facts on a v1 host: NodeSwap does not exist there, the swap check stays v1's."""
+    ps = pod_swap([(64 * MIB, None, 5 * MIB)])
+    v1 = _facts(swap_total_bytes=GIB, swap_free_bytes=GIB, pod_swap=ps)
+    assert {k: v for k, v in _ids(v1).items() if k.startswith("swap")} == {"swap-on": "warning"}
+    assert not set(_ids(v1)) & V2_ONLY_FINDINGS
+    for case, (_, version, *_rest) in CASES.items():
+        ids = {f.id for f in node_findings(read_node_facts(FIXTURES / case))}
+        if version == "v2":
+            assert not ids & V1_ONLY_FINDINGS, case
+        else:
+            assert not ids & V2_ONLY_FINDINGS, case
+    ids = {f.id for f in node_findings(read_node_facts(Path("/")))}  # this machine: memory on v1
+    assert not ids & V2_ONLY_FINDINGS

@@ -92,3 +92,24 @@ def test_counters_export_with_total_suffix_and_unlabelled_ones_at_zero():
         if not labels:  # labelled ones appear with their first sample
             assert f"# TYPE {name} counter" in text
             assert (name, ()) in s
+
+
+def test_peak_and_pressure_series_only_where_the_kernel_has_the_files():
+    """memory.peak (5.19+) and memory.pressure (v2 PSI): a series where read, none (not 0) where not."""
+    from oomsight.core.memory import parse_pressure
+
+    # a real 6.1 guest's container memory.pressure (tests/fixtures/node/debian-6.1-v2-vm-swap, swapper)
+    psi = parse_pressure(
+        "memory.pressure",
+        "some avg10=1.39 avg60=0.55 avg300=0.13 total=404858\n"
+        "full avg10=1.39 avg60=0.55 avg300=0.13 total=404858\n",
+    )
+    v2 = ContainerSample("shop", "web", "app", 1, 2, None, "node", (), peak_bytes=48 << 20, pressure=psi)
+    old = ContainerSample("shop", "old", "app", 1, 2, None, "node", ())  # 5.10 without PSI, or v1
+    text, s = scrape(Snapshot((v2, old)), Counters())
+    assert s[("oomsight_container_memory_peak_bytes", lbl())] == 48 << 20
+    for kind in ("some", "full"):
+        assert s[("oomsight_container_memory_pressure_stalled_seconds_total", lbl(kind=kind))] == 0.404858
+        assert s[("oomsight_container_memory_pressure_avg10_ratio", lbl(kind=kind))] == 0.0139
+    assert not [k for k in s if dict(k[1]).get("pod") == "old" and ("peak" in k[0] or "pressure" in k[0])]
+    assert "# TYPE oomsight_container_memory_pressure_stalled_seconds_total counter" in text

@@ -107,7 +107,17 @@ AGENT_V1_FILES = (
     "memory.kmem.usage_in_bytes",
 )
 """Per container, every sweep: working set, limit, breakdown, stuck (under_oom). Fewer files, less CPU."""
-AGENT_V2_FILES = ("memory.current", "memory.max", "memory.stat", "memory.swap.current", "memory.events")
+AGENT_V2_FILES = (
+    "memory.current",
+    "memory.max",
+    "memory.stat",
+    "memory.swap.current",
+    "memory.events",
+    "memory.peak",
+    "memory.pressure",
+)
+"""v2: the same, plus the OOM counters, ``memory.peak`` (5.19+) and PSI. A file the kernel lacks is
+found missing once per cgroup and never looked for again (``CgroupWalker`` keeps it as absent)."""
 
 
 @dataclass(slots=True)
@@ -821,6 +831,8 @@ class Agent:
                     limit_level=level,
                     breakdown=bd_items,
                     stuck=bool(r.oom_control and r.oom_control.under_oom and r.oom_control.oom_kill_disable),
+                    peak_bytes=r.peak_bytes,
+                    pressure=r.pressure,
                 )
             )
             self._watermark(pod, cont.name, ws, limit, level, bd, when)

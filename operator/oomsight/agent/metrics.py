@@ -21,6 +21,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
+from oomsight.core.memory import Pressure
+
 log = logging.getLogger(__name__)
 
 CONTAINER_LABELS = ["namespace", "pod", "container"]
@@ -38,6 +40,10 @@ class ContainerSample:
     limit_level: str
     breakdown: tuple[tuple[str, int], ...]
     stuck: bool = False
+    peak_bytes: int | None = None
+    """v2 ``memory.peak`` (kernel 5.19+); None where the kernel has no such file, and on v1."""
+    pressure: Pressure | None = None
+    """v2 ``memory.pressure`` (PSI); None on v1 and where PSI is off."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,8 +163,32 @@ class AgentCollector(Collector):
             "1 when the cgroup sits at under_oom with the OOM killer disabled",
             labels=CONTAINER_LABELS,
         )
+        peak = GaugeMetricFamily(
+            "oomsight_container_memory_peak_bytes",
+            "highest memory charged to the cgroup since it was created (cgroup v2 memory.peak, kernel 5.19+)",
+            labels=CONTAINER_LABELS,
+        )
+        stalled = CounterMetricFamily(
+            "oomsight_container_memory_pressure_stalled_seconds",
+            "time some (at least one) or full (all non-idle) tasks of the cgroup were stalled on memory "
+            "(cgroup v2 memory.pressure total)",
+            labels=[*CONTAINER_LABELS, "kind"],
+        )
+        avg10 = GaugeMetricFamily(
+            "oomsight_container_memory_pressure_avg10_ratio",
+            "share of the last 10 s that some or full tasks of the cgroup were stalled on memory "
+            "(cgroup v2 memory.pressure avg10 / 100)",
+            labels=[*CONTAINER_LABELS, "kind"],
+        )
         for c in snap.containers:
             lbl = [c.namespace, c.pod, c.container]
+            if c.peak_bytes is not None:
+                peak.add_metric(lbl, c.peak_bytes)
+            if c.pressure is not None:
+                for kind, line in (("some", c.pressure.some), ("full", c.pressure.full)):
+                    if line is not None:
+                        stalled.add_metric([*lbl, kind], line.total_us / 1e6)
+                        avg10.add_metric([*lbl, kind], line.avg10 / 100)
             ws.add_metric(lbl, c.working_set_bytes)
             usage.add_metric(lbl, c.usage_bytes)
             if c.limit_bytes:
@@ -167,7 +197,7 @@ class AgentCollector(Collector):
             for kind, amount in c.breakdown:
                 kinds.add_metric([*lbl, kind], amount)
             stuck.add_metric(lbl, 1.0 if c.stuck else 0.0)
-        yield from (ws, usage, limit, kinds, ratio, stuck)
+        yield from (ws, usage, limit, kinds, ratio, stuck, peak, stalled, avg10)
 
         for name, (help_text, labels) in COUNTERS.items():
             fam = CounterMetricFamily(name.removesuffix("_total"), help_text, labels=list(labels))

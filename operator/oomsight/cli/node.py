@@ -40,6 +40,7 @@ def node_json(facts: NodeFacts) -> dict[str, Any]:
         "memory_cgroups": {"counted": mc.counted, "live": mc.live, "dying": mc.dying},
         "swap_total_bytes": facts.swap_total_bytes,
         "swap_free_bytes": facts.swap_free_bytes,
+        "pod_swap": _pod_swap(facts),
         "thp": facts.thp,
         "overcommit_memory": facts.overcommit,
         "psi": {
@@ -50,6 +51,22 @@ def node_json(facts: NodeFacts) -> dict[str, Any]:
         },
         "findings": [f.as_dict() for f in node_findings(facts)],
         "errors": list(facts.errors),
+    }
+
+
+def _pod_swap(facts: NodeFacts) -> dict[str, Any] | None:
+    ps = facts.pod_swap
+    if ps is None:
+        return None
+    return {
+        "behaviour": ps.behaviour,
+        "containers": ps.containers,
+        "unlimited": ps.unlimited,
+        "unlimited_with_memory_limit": ps.unlimited_with_limit,
+        "zero": ps.zero,
+        "limited": ps.limited,
+        "limited_bytes": ps.limited_bytes,
+        "used_bytes": ps.used_bytes,
     }
 
 
@@ -74,7 +91,9 @@ def render(doc: dict[str, Any]) -> str:
         f"kmem accounting {_yesno(doc['kmem_accounting'])}",
         f"memory cgroups  {_na(mc['counted'])} counted, {_na(mc['live'])} live, {_na(mc['dying'])} dying "
         f"(limit 65535)",
-        f"swap            {_size(doc['swap_total_bytes'])}, THP {_na(doc['thp'])}, "
+        f"swap            {_size(doc['swap_total_bytes'])}"
+        + (f" (pods: {doc['pod_swap']['behaviour']})" if doc["pod_swap"] else "")
+        + f", THP {_na(doc['thp'])}, "
         f"overcommit_memory {_na(doc['overcommit_memory'])}, PSI {_yesno(doc['psi']['available'])}",
         "",
     ]

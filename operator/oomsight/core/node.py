@@ -15,6 +15,8 @@ takes a ``NodeFacts`` (which ``oomsight.host.nodeinfo`` reads under a host root)
 - ``/proc/sys/vm/overcommit_memory``: 0 heuristic, 1 always, 2 never (Documentation/mm/overcommit-accounting).
 - ``/proc/pressure/memory``: ``some avg10=0.00 avg60=0.00 avg300=0.00 total=N`` and a ``full`` line
   (Documentation/accounting/psi.rst; 4.20+, ``psi=1`` when built with CONFIG_PSI_DEFAULT_DISABLED).
+- v2 container cgroups' ``memory.swap.max`` (a number or ``max``) and ``memory.swap.current``
+  (Documentation/admin-guide/cgroup-v2.rst; absent without swap accounting, e.g. ``swapaccount=0``).
 - v2 ``cgroup.stat``: ``nr_descendants``, ``nr_dying_descendants`` (4.14+) and, on recent kernels
   ("cgroup: Show # of subsystem CSSes in cgroup.stat", posted July 2024; present on 6.18),
   ``nr_subsys_<ss>`` / ``nr_dying_subsys_<ss>`` per controller (Documentation/admin-guide/cgroup-v2.rst).
@@ -23,6 +25,7 @@ takes a ``NodeFacts`` (which ``oomsight.host.nodeinfo`` reads under a host root)
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -225,6 +228,79 @@ def dying_memcgs_v2(stat: dict[str, int]) -> int | None:
 
 
 @dataclass(frozen=True, slots=True)
+class PodSwap:
+    """cgroup v2: what the container cgroups under ``kubepods`` say about swap.
+
+    FACTS (the kubelet's swap settings, KEP-2400 NodeSwap; https://kep.k8s.io/2400,
+    https://kubernetes.io/docs/concepts/cluster-administration/swap-memory-management/,
+    pkg/kubelet/kuberuntime/kuberuntime_container_linux.go ``swapConfigurationHelper``):
+
+    - on cgroup v2 the kubelet passes ``memory.swap.max`` to the runtime for every container it starts
+      (``LinuxContainerResources.Unified``); nothing at the pod, QoS or ``kubepods`` level;
+    - ``NoSwap`` (the default since 1.30): ``memory.swap.max`` = 0 in every container;
+    - ``LimitedSwap``: a Burstable container whose memory request differs from its limit gets
+      ``request / node memory × node swap``; every other container (Guaranteed, BestEffort, request =
+      limit, node-critical) gets 0;
+    - a container started with no swap setting (a kubelet before NodeSwap or with the gate off, or
+      ``UnlimitedSwap``, removed in 1.30) keeps the kernel default ``max``: with swap on the node, its
+      memory limit no longer means an OOM kill: at ``memory.max`` the kernel swaps its anonymous
+      memory out instead (the container slows down), up to all of the node's swap.
+    - cgroup v1 has no per-container swap limit the kubelet sets for NodeSwap (swap is v2 only,
+      kubernetes#119427); these facts are read on v2 only.
+
+    Sandbox (pause) containers sit next to the others and are counted like them.
+    """
+
+    containers: int
+    """Container cgroups with swap accounting (``memory.swap.current`` present)."""
+    unlimited: int
+    """Of those, ``memory.swap.max`` = ``max``."""
+    unlimited_with_limit: int
+    """Of the unlimited ones, those with a finite ``memory.max`` (a limit that will not OOM-kill)."""
+    zero: int
+    """``memory.swap.max`` = 0: the container cannot swap."""
+    limited: int
+    """``memory.swap.max`` > 0 and finite: LimitedSwap's share."""
+    limited_bytes: int
+    """Sum of the finite, non-zero ``memory.swap.max``."""
+    used_bytes: int
+    """Sum of ``memory.swap.current``: swapped out now."""
+
+    @property
+    def behaviour(self) -> str:
+        """``NoSwap``, ``LimitedSwap``, ``unlimited`` (some container can swap without a limit), or
+        ``none`` (no container cgroup with swap accounting)."""
+        if not self.containers:
+            return "none"
+        if self.unlimited:
+            return "unlimited"
+        return "LimitedSwap" if self.limited else "NoSwap"
+
+
+def pod_swap(containers: Iterable[tuple[int | None, int | None, int | None]]) -> PodSwap | None:
+    """Sum up (``memory.max``, ``memory.swap.max``, ``memory.swap.current``) of container cgroups,
+    None meaning ``max`` for the two limits and "no swap accounting" for ``swap.current`` (that
+    container is not counted). None when no container had swap accounting."""
+    n = unlimited = with_limit = zero = limited = limited_bytes = used = 0
+    for mem_max, swap_max, swap_current in containers:
+        if swap_current is None:
+            continue
+        n += 1
+        used += swap_current
+        if swap_max is None:
+            unlimited += 1
+            with_limit += mem_max is not None
+        elif swap_max == 0:
+            zero += 1
+        else:
+            limited += 1
+            limited_bytes += swap_max
+    if not n:
+        return None
+    return PodSwap(n, unlimited, with_limit, zero, limited, limited_bytes, used)
+
+
+@dataclass(frozen=True, slots=True)
 class MemoryCgroups:
     """Memory cgroups the kernel counts against those a walk of the hierarchy finds."""
 
@@ -260,6 +336,8 @@ class NodeFacts:
     """v1 ``memory.kmem.slabinfo`` of the same cgroup reads without error (3.10: kmem is active there)."""
     swap_total_bytes: int | None = None
     swap_free_bytes: int | None = None
+    pod_swap: PodSwap | None = None
+    """v2: the containers' ``memory.swap.max``/``swap.current`` under kubepods; None on v1 or when unknown."""
     mem_total_bytes: int | None = None
     thp: str | None = None
     overcommit: int | None = None
@@ -464,6 +542,12 @@ def _memcg_findings(f: NodeFacts) -> list[Finding]:
     return out
 
 
+SWAP_SOURCES = (
+    ("source", "https://kep.k8s.io/2400"),
+    ("source_docs", "https://kubernetes.io/docs/concepts/cluster-administration/swap-memory-management/"),
+)
+
+
 def _swap_findings(f: NodeFacts) -> list[Finding]:
     if f.swap_total_bytes is None:
         return []
@@ -479,20 +563,72 @@ def _swap_findings(f: NodeFacts) -> list[Finding]:
             )
         ]
     v1 = f.memory_version == "v1"
-    return [
+    ps = f.pod_swap if not v1 else None
+    on = (
+        f"Swap is on ({prose_bytes(f.swap_total_bytes)}, {prose_bytes(f.swap_free_bytes or 0)} free): "
+        "the kubelet refuses to start unless failSwapOn=false"
+    )
+    if ps is None:
+        what = (
+            ", and only the NodeSwap feature (cgroup v2, LimitedSwap) lets Burstable pods use it"
+            + ("; on cgroup v1 NodeSwap is not supported." if v1 else ".")
+        )
+    elif ps.behaviour == "NoSwap":
+        what = (
+            f"; every one of the {ps.containers} container cgroups has memory.swap.max 0 "
+            "(the kubelet's NoSwap): pods cannot swap."
+        )
+    elif ps.behaviour == "LimitedSwap":
+        what = (
+            f"; {ps.limited} of the {ps.containers} container cgroups may swap, "
+            f"{prose_bytes(ps.limited_bytes)} in all (the kubelet's LimitedSwap), "
+            f"{prose_bytes(ps.used_bytes)} swapped out now: such a container is OOM-killed only when its "
+            "swap share is full too."
+        )
+    else:
+        what = f"; {ps.unlimited} of the {ps.containers} container cgroups may swap without a limit."
+    out = [
         Finding(
             "swap-on",
             "warning" if v1 else "info",
-            f"Swap is on ({prose_bytes(f.swap_total_bytes)}, {prose_bytes(f.swap_free_bytes or 0)} free): "
-            "the kubelet "
-            "refuses to start unless failSwapOn=false, and only the NodeSwap feature (cgroup v2, "
-            "LimitedSwap) lets Burstable pods use it"
-            + ("; on cgroup v1 NodeSwap is not supported." if v1 else "."),
-            ev,
+            on + what,
+            (*ev, *_pod_swap_evidence(ps)),
             "turn swap off (swapoff -a) or set failSwapOn=false with memorySwap.swapBehavior=LimitedSwap "
-            "on a cgroup v2 node",
+            "on a cgroup v2 node" if v1 or ps is None else "",
         )
     ]
+    if ps is not None and ps.unlimited:
+        out.append(
+            Finding(
+                "swap-unlimited",
+                "warning" if ps.unlimited_with_limit else "info",
+                f"{ps.unlimited} of the {ps.containers} container cgroups have memory.swap.max 'max' "
+                f"({ps.unlimited_with_limit} of them with a memory limit) on a node with "
+                f"{prose_bytes(f.swap_total_bytes)} of swap: at its memory limit such a container swaps "
+                "instead of being OOM-killed (it slows down), and together they can fill the node's swap; "
+                f"{prose_bytes(ps.used_bytes)} is swapped out now.",
+                (*ev, *_pod_swap_evidence(ps), *SWAP_SOURCES),
+                "run a kubelet ≥ 1.28 with memorySwap.swapBehavior NoSwap or LimitedSwap (it writes "
+                "memory.swap.max for every container), or turn swap off (swapoff -a)",
+            )
+        )
+    return out
+
+
+def _pod_swap_evidence(ps: PodSwap | None) -> tuple[tuple[str, str], ...]:
+    if ps is None:
+        return ()
+    return evidence(
+        {
+            "swap_behaviour": ps.behaviour,
+            "containers": ps.containers,
+            "swap_max_unlimited": ps.unlimited,
+            "swap_max_zero": ps.zero,
+            "swap_max_limited": ps.limited,
+            "swap_max_limited_bytes": ps.limited_bytes,
+            "swap_current_bytes": ps.used_bytes,
+        }
+    )
 
 
 def _thp_findings(f: NodeFacts) -> list[Finding]:
@@ -569,6 +705,13 @@ def _psi_findings(f: NodeFacts) -> list[Finding]:
             "find the containers under pressure (oomsight top); reduce their memory or add node memory",
         )
     ]
+
+
+V1_ONLY_FINDINGS = frozenset({"kmem-leak-kernel", "kernel-old-memcg"})
+"""Findings that cannot hold on a cgroup v2 host: a RHEL 7 3.10 kernel and a kernel before 4.3 have
+no cgroup v2 memory controller."""
+V2_ONLY_FINDINGS = frozenset({"swap-unlimited"})
+"""Findings read from cgroup v2 files only (the containers' ``memory.swap.max``)."""
 
 
 def node_findings(facts: NodeFacts) -> tuple[Finding, ...]:

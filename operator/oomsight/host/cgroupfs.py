@@ -248,6 +248,8 @@ def _read_file(path: str, dir_fd: int | None = None) -> str | None:
     except OSError as err:
         if err.errno in VANISHED_ERRNOS:
             raise _Gone from err
+        if err.errno == errno.EOPNOTSUPP:
+            return None  # PSI switched off at boot (psi=0): *.pressure refuses reads
         raise
     finally:
         os.close(fd)
@@ -433,7 +435,13 @@ class CgroupWalker:
             try:
                 for name, fd in zip(self._files, fds, strict=True):
                     if fd >= 0:
-                        texts[name] = _pread_all(fd)
+                        try:
+                            texts[name] = _pread_all(fd)
+                        except OSError as err:
+                            if err.errno != errno.EOPNOTSUPP:
+                                raise
+                            # PSI switched off at boot (psi=0): 5.x kernels keep memory.pressure
+                            # but refuse reads with EOPNOTSUPP; read as absent.
             except OSError as err:
                 if err.errno in VANISHED_ERRNOS:
                     self._forget(directory)

@@ -16,6 +16,7 @@ from oomsight.core.errors import ParseError
 from oomsight.core.node import (
     MemoryCgroups,
     NodeFacts,
+    PodSwap,
     dying_memcgs_v2,
     parse_cgroup_stat,
     parse_cmdline,
@@ -25,8 +26,9 @@ from oomsight.core.node import (
     parse_pressure,
     parse_proc_cgroups,
     parse_thp_mode,
+    pod_swap,
 )
-from oomsight.host.cgroupfs import CgroupLayout, detect_layout
+from oomsight.host.cgroupfs import CgroupLayout, CgroupWalker, detect_layout
 from oomsight.host.errors import HostError, Vanished, WrongHostRoot, translate_oserror
 
 T = TypeVar("T")
@@ -132,6 +134,28 @@ def _kmem_probe(r: _Reader, layout: CgroupLayout) -> tuple[int | None, bool | No
     return usage, readable
 
 
+POD_SWAP_FILES = ("memory.current", "memory.max", "memory.stat", "memory.swap.current", "memory.swap.max")
+"""What the swap check reads per container cgroup (v2 only; ``memory.current``/``stat`` make a reading)."""
+
+
+def _pod_swap(r: _Reader, layout: CgroupLayout) -> PodSwap | None:
+    """v2: every container cgroup's ``memory.max``, ``memory.swap.max`` and ``memory.swap.current``
+    under the kubepods trees; None on v1, without kubepods, or without swap accounting."""
+    if layout.memory_version != "v2" or layout.kubepods is None:
+        return None
+    try:
+        with CgroupWalker(layout, POD_SWAP_FILES, keep_open=False) as walker:
+            entries = walker.sweep().entries
+    except HostError as err:
+        r.errors.append(str(err))
+        return None
+    return pod_swap(
+        (e.reading.limit_bytes, e.reading.swap_limit_bytes, e.reading.swap_usage_bytes)
+        for e in entries
+        if e.reading is not None and e.kube is not None and e.kube.level == "container"
+    )
+
+
 def read_node_facts(host_root: Path | str = Path("/")) -> NodeFacts:
     """Read everything ``oomsight.core.node.node_findings`` needs under ``host_root``.
 
@@ -179,6 +203,7 @@ def read_node_facts(host_root: Path | str = Path("/")) -> NodeFacts:
         kmem_slabinfo_readable=slab_readable,
         swap_total_bytes=meminfo.get("SwapTotal"),
         swap_free_bytes=meminfo.get("SwapFree"),
+        pod_swap=_pod_swap(r, layout),
         mem_total_bytes=meminfo.get("MemTotal"),
         thp=r.parse("sys/kernel/mm/transparent_hugepage/enabled", parse_thp_mode),
         overcommit=r.parse("proc/sys/vm/overcommit_memory", parse_overcommit),
