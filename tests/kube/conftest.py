@@ -128,7 +128,9 @@ def scenes(rest, cgroups, namespace, node):
 def agent(kubeconfig, node, tmp_path):
     procs: list[AgentProc] = []
 
-    def start(state_dir: Path | None = None, host_root: str = "/", wrap: tuple[str, ...] = ()) -> AgentProc:
+    def start(
+        state_dir: Path | None = None, host_root: str = "/", wrap: tuple[str, ...] = (), interval: float = 1.0
+    ) -> AgentProc:
         a = AgentProc(
             str(kubeconfig),
             node,
@@ -136,6 +138,7 @@ def agent(kubeconfig, node, tmp_path):
             log_path=tmp_path / "agent.log",
             host_root=host_root,
             wrap=wrap,
+            interval=interval,
         )
         procs.append(a.start())
         return a

@@ -42,6 +42,7 @@ from oomsight.agent.metrics import (
     Snapshot,
     make_registry,
 )
+from oomsight.agent.newcomers import Newcomers
 from oomsight.agent.settings import Settings
 from oomsight.agent.state import Cursor as SavedCursor
 from oomsight.agent.state import StateDir
@@ -144,6 +145,8 @@ class Agent:
             layout, AGENT_V1_FILES if layout.memory_version == "v1" else AGENT_V2_FILES
         )
         self.memory_root = str(layout.memory_root)
+        self.newcomers = Newcomers(self.walker, lambda: self.pods.changes)
+        """Containers made since the last sweep, accounted at once when a headerless kill needs them."""
         self.afterkill = AfterKill(layout, str(settings.host_root / "proc"))
         """Reads the cgroups around each kill right after it: the pod's container limits, survival."""
         self.jvms = JvmScanner(str(settings.host_root / "proc"))
@@ -332,6 +335,7 @@ class Agent:
                 self.state.count,
                 self.s.node_name,
                 source=lambda: self.source,
+                pods=lambda: len(self.pods.pods()),
             )
             try:
                 self.metrics = MetricsServer(
@@ -498,25 +502,51 @@ class Agent:
             elif diag.get("pod_uid") is None and inc.oom_memcg is None:
                 headerless.append(i)
         if headerless:
-            # The victim, if still there (exiting, or a zombie), says which cgroup it was in: placed
-            # there, or left alone when that is not one of our containers (another tenant's kill must
-            # not use up the counter lead of ours). The rest go by the counters.
-            by_leaf = {p.rstrip("/").rsplit("/", 1)[-1]: p for p in self.oom_accounted}
-            rest = []
-            for i in headerless:
-                inc, diag = todo[i]
-                leaf = read_memory_cgroup_leaf(inc.victim.pid, str(self.s.host_root / "proc"))
-                if leaf is None:
-                    rest.append(i)
-                elif leaf in by_leaf:
-                    todo[i] = (inc, self._placed(diag, by_leaf[leaf]))
+            self._place_headerless(todo, headerless)
+        for inc, diag in todo:
+            self._incident(inc, diag)
+
+    def _place_headerless(self, todo: list[tuple[Incident, dict[str, Any]]], headerless: list[int]) -> None:
+        """Give each kill line without its report (``todo[i]`` for ``i`` in ``headerless``) its cgroup.
+
+        The victim, if still there (exiting, or a zombie), says which cgroup it was in: placed there,
+        or left alone when that is not one of our containers (another tenant's kill must not use up
+        the counter lead of ours). The rest go by the counters. What neither places may be in a
+        container made since the last sweep: those join the accounting (``oomsight.agent.newcomers``)
+        and the kills left are tried once more.
+        """
+        proc = str(self.s.host_root / "proc")
+        leaves = {i: read_memory_cgroup_leaf(todo[i][0].victim.pid, proc) for i in headerless}
+        left = self._place_once(todo, headerless, leaves)
+        if left and self.newcomers.adopt(self.oom_accounted, self.explained):
+            left = self._place_once(todo, left, leaves)
+        for i in left:
+            if leaves[i] is None:
+                self.counters.inc("oomsight_agent_errors_total", kind="headerless_unlocated")
+
+    def _place_once(
+        self, todo: list[tuple[Incident, dict[str, Any]]], which: list[int], leaves: dict[int, str | None]
+    ) -> list[int]:
+        """One pass of ``_place_headerless`` over the accounted cgroups; returns the kills not placed."""
+        by_leaf = {p.rstrip("/").rsplit("/", 1)[-1]: p for p in self.oom_accounted}
+        left, rest = [], []
+        for i in which:
+            leaf = leaves[i]
+            if leaf is None:
+                rest.append(i)
+            elif leaf in by_leaf:
+                todo[i] = (todo[i][0], self._placed(todo[i][1], by_leaf[leaf]))
+            else:
+                left.append(i)
+        if rest:
             candidates = self._may_explain([todo[i][0].usec for i in rest])
             places = place_unreported(candidates, self._oom_counters(candidates), len(rest))
             for i, path in zip(rest, places, strict=True):
-                inc, diag = todo[i]
-                todo[i] = (inc, self._placed(diag, path))
-        for inc, diag in todo:
-            self._incident(inc, diag)
+                if path is None:
+                    left.append(i)
+                else:
+                    todo[i] = (todo[i][0], self._placed(todo[i][1], path))
+        return sorted(left)
 
     def _aftermath(self, inc: Incident, later_kill: bool) -> Aftermath | None:
         """The victim's container and its pod read right after the kill (before anything else), with
@@ -565,10 +595,10 @@ class Agent:
                 continue
         return out
 
-    def _placed(self, diag: dict[str, Any], path: str | None) -> dict[str, Any]:
-        """A kill line without its report (oomsight.core.oomcount), placed in ``path`` if found."""
-        ref = parse_cgroup_path(path) if path else None
-        if path is None or ref is None:
+    def _placed(self, diag: dict[str, Any], path: str) -> dict[str, Any]:
+        """A kill line without its report (oomsight.core.oomcount), placed in ``path``."""
+        ref = parse_cgroup_path(path)
+        if ref is None:
             self.counters.inc("oomsight_agent_errors_total", kind="headerless_unlocated")
             return diag
         self.oom_accounted[path] += 1
@@ -752,6 +782,7 @@ class Agent:
         t0 = time.perf_counter()
         if self.reader is not None and self.reader.wait(0):
             self._process_kmsg()  # account every kill already logged before reading the counters
+        mark = self.pods.changes  # a Pod that changes after this may have a container the walk misses
         sweep = self.walker.sweep()
         if self.reader is not None and self.reader.wait(0):
             # ... and those logged while the walk read them: a cgroup seen for the first time on a
@@ -837,6 +868,7 @@ class Agent:
             )
             self._watermark(pod, cont.name, ws, limit, level, bd, when)
         all_paths = {e.path for e in sweep.entries}
+        self.newcomers.swept(mark, all_paths)
         for path, n in accounted.items():  # matched before, not now (its pod went): keep its count
             if path not in self.oom_accounted:
                 self.explained[path] = n

@@ -128,12 +128,14 @@ class AgentCollector(Collector):
         pending: Callable[[], int],
         node: str,
         source: Callable[[], str] = lambda: "none",
+        pods: Callable[[], int] = lambda: 0,
     ) -> None:
         self.snapshot = snapshot
         self.counters = counters
         self.pending = pending
         self.node = node
         self.source = source
+        self.pods = pods
 
     def collect(self) -> Iterator[Metric]:
         snap = self.snapshot()
@@ -235,6 +237,9 @@ class AgentCollector(Collector):
         )
         yield GaugeMetricFamily(
             "oomsight_agent_containers", "containers seen by the last sweep", value=len(snap.containers)
+        )
+        yield GaugeMetricFamily(
+            "oomsight_agent_pods", "Pods of this node the agent's watch holds", value=self.pods()
         )
 
 

@@ -46,6 +46,8 @@ class PodCache:
         self._removed: set[str] = set()
         self._thread: threading.Thread | None = None
         self.lists = 0
+        self.changes = 0
+        """Pods added, changed or removed, and relists, so far: unchanged means no new container."""
         self._last_code: int | None = None
 
     # ---- reads --------------------------------------------------------------------------
@@ -89,6 +91,7 @@ class PodCache:
             self.on_error("pod_parse", 0)
             return
         with self._lock:
+            self.changes += 1
             if deleted:
                 if self._pods.pop(info.uid, None) is not None:
                     self._removed.add(info.uid)
@@ -113,6 +116,7 @@ class PodCache:
         with self._lock:
             self._removed |= set(self._pods) - set(fresh)
             self._pods = fresh
+            self.changes += 1
         self.lists += 1
         if self._last_code is not None:
             log.info("pods: listed %d pods of node %s again", len(fresh), self.node)
