@@ -227,3 +227,27 @@ def test_kill_at_the_memory_swap_limit_says_so_in_the_note():
     assert "at its own memory+swap limit of 34.0 GiB" in note, note
     note = oom_event({**diag, "limit_counter": "memory"}, POD, "app", "node-a", BOOT, 1, T0).note
     assert "at its own limit of 34.0 GiB" in note, note
+
+
+def test_high_working_set_note_says_swap_and_memory_stalls_when_there_are():
+    """A real 6.1 guest's container (tests/fixtures/node/debian-6.1-v2-vm-swap, swapper): memory.swap.max
+    max, 22 MiB swapped out, memory.pressure some avg10 1.39: at its limit it swaps, it is not killed."""
+    from oomsight.core.memory import parse_pressure
+
+    psi = parse_pressure(
+        "memory.pressure",
+        "some avg10=1.39 avg60=0.55 avg300=0.13 total=404858\n"
+        "full avg10=1.39 avg60=0.55 avg300=0.13 total=404858\n",
+    )
+    bd = {"anon": 32989184, "swap": 23040000}
+    spec = high_working_set_event(
+        POD, "app", "n", BOOT, 33472512, 32 << 20, "container", bd, 0.9, T0, pressure=psi
+    )
+    assert "swaps its memory out (22.0 MiB already)" in spec.note
+    assert "OOM-kills a process in it only when it may swap no more" in spec.note
+    assert spec.note.endswith("stalled on memory 1.4% of the last 10 s (PSI memory.pressure).")
+    calm = parse_pressure("p", "some avg10=0.20 avg60=0 avg300=0 total=9\n")
+    quiet = high_working_set_event(
+        POD, "app", "n", BOOT, 60 << 20, 64 << 20, "container", {"anon": 60 << 20}, 0.9, T0, pressure=calm
+    )
+    assert quiet.note.endswith("at 100% the kernel OOM-kills a process in it.")

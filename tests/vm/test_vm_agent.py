@@ -154,6 +154,9 @@ def test_agent_spools_the_kill_and_the_node_risk(guest: dict[str, Any]) -> None:
     assert got == [(uid["noswap"], events.REASON_OOM_CONTAINER)]
     risk = [e for e in spooled if e["reason"] == events.REASON_NODE_FINDING]
     assert any("swap-unlimited" in json.dumps(e) for e in risk), [e["reason"] for e in spooled]
+    high = [e for e in spooled if e["reason"] == events.REASON_HIGH_WORKING_SET]
+    swapper = [e for e in high if e["regarding"]["uid"] == uid["swapper"]]
+    assert len(swapper) == 1 and "the kernel swaps its memory out" in swapper[0]["note"], swapper
     s = samples(guest)
     key = ("oomsight_oom_kills_total", lbl("noswap", scope="container", container_survived="false",
                                           reason=events.REASON_OOM_CONTAINER))  # fmt: skip

@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 
 from oomsight.core import events
+from oomsight.core.node import V1_ONLY_FINDINGS
 from realparts import unavailable
 
 pytestmark = pytest.mark.vm
@@ -265,7 +266,9 @@ def test_node_reports_dying_memcgs_psi_and_swap_on_v2(guest: dict[str, Any]) -> 
     assert node["swap_total_bytes"] == 0
     ids = {f["id"] for f in node["findings"]}
     assert "swap-off" in ids
-    assert not ids & {"kmem-leak-kernel", "kernel-old-memcg"}  # the v1 / 3.10-only findings
+    assert not ids & V1_ONLY_FINDINGS  # the v1 / 3.10-only findings
+    assert node["pod_swap"] is not None and node["pod_swap"]["containers"] >= 1  # swap accounting on
+    assert "swap-unlimited" not in ids  # the containers' swap.max is max, but the node has no swap
 
 
 def test_agent_spools_one_event_per_kill_with_the_right_reason(guest: dict[str, Any]) -> None:

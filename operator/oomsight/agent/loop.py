@@ -59,7 +59,7 @@ from oomsight.core.eventspecs import (
 )
 from oomsight.core.findings import Finding
 from oomsight.core.kubepath import parse_cgroup_path
-from oomsight.core.memory import MemoryReading, breakdown
+from oomsight.core.memory import MemoryReading, Pressure, breakdown
 from oomsight.core.node import NodeFacts, node_findings
 from oomsight.core.oomcount import place_unreported
 from oomsight.core.oomreport import Incident, OomAssembler
@@ -866,7 +866,7 @@ class Agent:
                     pressure=r.pressure,
                 )
             )
-            self._watermark(pod, cont.name, ws, limit, level, bd, when)
+            self._watermark(pod, cont.name, ws, limit, level, bd, when, r.pressure)
         all_paths = {e.path for e in sweep.entries}
         self.newcomers.swept(mark, all_paths)
         for path, n in accounted.items():  # matched before, not now (its pod went): keep its count
@@ -997,6 +997,7 @@ class Agent:
         level: str,
         bd: dict[str, int | None],
         when: datetime,
+        pressure: Pressure | None = None,
     ) -> None:
         mark = Watermark.at(
             pod.policy_threshold if pod.policy_threshold is not None else self.s.warn_threshold
@@ -1007,7 +1008,8 @@ class Agent:
         if transition == "fired" and limit:
             self._emit(
                 high_working_set_event(
-                    pod, container, self.s.node_name, self.boot_id, ws, limit, level, bd, mark.warn, when
+                    pod, container, self.s.node_name, self.boot_id, ws, limit, level, bd, mark.warn, when,
+                    pressure=pressure,
                 )
             )
 

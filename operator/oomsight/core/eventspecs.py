@@ -43,6 +43,7 @@ from oomsight.core.events import (
     keyed_event_name,
     kill_event_name,
 )
+from oomsight.core.memory import Pressure
 from oomsight.core.podinfo import PodInfo
 from oomsight.core.quantity import prose_bytes
 
@@ -242,7 +243,10 @@ def high_working_set_event(
     threshold: float,
     when: datetime,
     cleared: bool = False,
+    pressure: Pressure | None = None,
 ) -> EventSpec:
+    """``pressure`` (v2 ``memory.pressure``) adds how long its tasks stalled on memory; swapped-out
+    memory in ``breakdown`` changes what 100% means: the kernel swaps before it kills."""
     ratio = working_set / limit if limit else 0.0
     dominant = dominant_of(breakdown)
     dom = (
@@ -260,10 +264,22 @@ def high_working_set_event(
         typ: EventType = "Normal"
     else:
         reason = REASON_HIGH_WORKING_SET
+        swapped = breakdown.get("swap") or 0
+        at_limit = (
+            f"at 100% the kernel swaps its memory out ({prose_bytes(swapped)} already) and OOM-kills a "
+            "process in it only when it may swap no more"
+            if swapped
+            else "at 100% the kernel OOM-kills a process in it"
+        )
+        stall = ""
+        if pressure is not None and pressure.some.avg10 >= 1.0:
+            stall = (
+                f" Its tasks were stalled on memory {pressure.some.avg10:.1f}% of the last 10 s "
+                "(PSI memory.pressure)."
+            )
         note = (
             f"Container {container}'s working set is {prose_bytes(working_set)}, {ratio:.0%} of its "
-            f"{prose_bytes(limit)} {lvl}limit (warning at {threshold:.0%}){dom}; at 100% the kernel "
-            f"OOM-kills a process in it."
+            f"{prose_bytes(limit)} {lvl}limit (warning at {threshold:.0%}){dom}; {at_limit}.{stall}"
         )
         typ = "Warning"
     return _keyed_pod_event(pod, container, node, boot_id, reason, "MeasureWorkingSet", note, typ, when)
