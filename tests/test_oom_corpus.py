@@ -1106,6 +1106,25 @@ EXPECTED += [
         ],
     ),
     (
+        "vm-6.1-v2-journal-shmem.log",
+        "iso",
+        [
+            {
+                "pid": 134,
+                "comm": "python3",
+                "scope": "container",
+                "dominant": "anon",
+                "survived": False,
+                "by_adj": False,
+                "limit": 48 << 20,
+                "kernel": "6.1.0-50-amd64",
+                "header_missing": False,
+                "pod": "5e1f0c2a-7b3d-4c8e-9f10-2a3b4c5d6e7f",
+                "cid": "0f1e2d3c4b5a",
+            },
+        ],
+    ),
+    (
         "vm-6.12-v2-group-kill-kmsg.log",
         "kmsg",
         [
@@ -1672,6 +1691,18 @@ def test_journal_view_that_starts_at_the_cpu_line_still_names_the_kernel() -> No
     assert inc.header_missing and inc.kernel == "5.15.0-107-generic"
     assert inc.stats_format == "v2" and inc.stats()["pgscan"] == 1895615
     assert diagnose(inc).facts.charged.kernel == 32768 + 110592 + 144 + 189840
+
+
+def test_journald_print_of_a_6_1_stats_block_fills_the_breakdown() -> None:
+    """6.1 prints memory.stat as one printk record; journald keeps it one entry and journalctl indents
+    its later lines (a real capture: capture_vm61_journal.py). Every key is read: 12 MiB of /dev/shm."""
+    (inc,) = _incidents("vm-6.1-v2-journal-shmem.log")[1]
+    assert inc.stats_format == "v2"
+    stats = inc.stats()
+    assert (stats["shmem"], stats["file"], stats["anon"]) == (12582912, 12582912, 37560320)
+    assert stats["pgscan"] >= 0 and "thp_collapse_alloc" in stats  # the block's last keys too
+    d = diagnose(inc).as_json()
+    assert d["charged"]["shmem"] == 12 << 20 and d["group_kill"] is True
 
 
 def test_a_cpu_line_long_before_a_header_less_kill_is_not_its_release() -> None:
