@@ -141,7 +141,7 @@ def test_swap_from_the_containers_memory_swap_max_on_a_real_v2_guest() -> None:
     assert ps.limited_bytes == 16 << 20 and ps.used_bytes == 23040000 + 3932160
     assert facts.swap_total_bytes == 98300 * 1024
     f = {x.id: x for x in node_findings(facts)}["swap-unlimited"]
-    assert "1 of the 3 container cgroups have memory.swap.max 'max'" in f.message
+    assert "1 of the 3 container cgroups have a memory limit and memory.swap.max 'max'" in f.message
     assert "25.7 MiB is swapped out now" in f.message and "kubelet" in f.fix
 
 
@@ -341,7 +341,10 @@ MIB = 1 << 20
             [(64 * MIB, None, 5 * MIB), (64 * MIB, 0, 0)], "unlimited",
             {"swap-on": "info", "swap-unlimited": "warning"},
         ),
-        ([(None, None, 0)], "unlimited", {"swap-on": "info", "swap-unlimited": "info"}),  # no memory limit
+        ([(None, None, 0)], "unlimited", {"swap-on": "info"}),  # no swap setting anywhere, no memory limit
+        # NoSwap with the pods' sandbox (pause) cgroups, which keep memory.max and swap.max at max
+        ([(64 * MIB, 0, 0), (None, None, 0), (None, 0, 0), (None, None, 0)], "NoSwap", {"swap-on": "info"}),
+        ([(64 * MIB, 8 * MIB, 0), (None, None, 0)], "LimitedSwap", {"swap-on": "info"}),
     ],
 )
 def test_pod_swap_on_v2(rows: list[tuple[int | None, int | None, int | None]], behaviour: str,
@@ -355,6 +358,8 @@ def test_pod_swap_on_v2(rows: list[tuple[int | None, int | None, int | None]], b
     findings = {f.id: f for f in node_findings(facts)}
     ev = dict(findings["swap-on"].evidence)
     assert ev["swap_behaviour"] == behaviour and ev["containers"] == str(len(rows))
+    if ps.behaviour == "NoSwap" and ps.unlimited:
+        assert "the others neither a memory limit nor a swap setting" in findings["swap-on"].message
     if "swap-unlimited" in findings:
         f = findings["swap-unlimited"]
         assert dict(f.evidence)["source"] == "https://kep.k8s.io/2400"

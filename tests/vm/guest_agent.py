@@ -4,7 +4,8 @@
 
 What it sets up, all real in the guest: a swap file on the root disk (ext4 on virtio-blk; ``mkswap``
 + ``swapon``), and three kubelet-style pods on cgroup v2, one container each, with the swap settings
-a kubelet writes (``memory.swap.max``, KEP-2400):
+a kubelet writes (``memory.swap.max``, KEP-2400), each next to its pod's sandbox cgroup as
+containerd leaves it (no memory limit, no swap setting):
 
 - ``swapper``: ``memory.max`` 32 MiB, ``memory.swap.max`` ``max`` (a container started with no swap
   setting): 48 MiB of anon, more than its limit; the kernel swaps the rest out and kills nothing.
@@ -135,6 +136,9 @@ class Scenario:
         pod, uid = self.kit.pod(qos="burstable", driver=driver)
         c, cid = self.kit.container(pod, limit=32 * MIB, oom_group=oom_group)
         (c.path / "memory.swap.max").write_text(swap_max)
+        # The pod's sandbox (pause) cgroup next to it, as containerd leaves it: no memory limit, no
+        # swap setting (memory.max and memory.swap.max stay 'max'), and no container of the Pod.
+        self.kit.container(pod)
         self.cgroups[name] = c
         self.pods.append(pod_json(uid, name, cid, request, "32Mi"))
         self.results["pods"][name] = {"uid": uid, "container_id": cid, "cgroup": c.rel}

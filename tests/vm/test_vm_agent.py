@@ -102,7 +102,7 @@ def test_node_reports_the_containers_swap_on_v2(guest: dict[str, Any]) -> None:
     ps = node["pod_swap"]
     assert ps["behaviour"] == "unlimited"
     counts = [ps[k] for k in ("containers", "unlimited", "unlimited_with_memory_limit", "zero", "limited")]
-    assert counts == [3, 1, 1, 1, 1]
+    assert counts == [6, 4, 1, 1, 1]  # the 3 sandboxes: swap.max max without a memory limit
     assert ps["limited_bytes"] == 16 * MIB
     pods = guest["pods"]
     assert ps["used_bytes"] == pytest.approx(

@@ -248,7 +248,11 @@ class PodSwap:
     - cgroup v1 has no per-container swap limit the kubelet sets for NodeSwap (swap is v2 only,
       kubernetes#119427); these facts are read on v2 only.
 
-    Sandbox (pause) containers sit next to the others and are counted like them.
+    Sandbox (pause) cgroups sit next to the containers under the pod and look like them, but the
+    kubelet sets no swap for them: containerd writes only ``cpu.shares`` into the pause container's
+    spec (the pod's limits go into annotations; google/gvisor#13777 quotes such a spec), so they keep
+    ``memory.max`` and ``memory.swap.max`` at ``max`` on every node. That is why ``max`` counts as a
+    risk only together with a finite ``memory.max``, and why the behaviour is read from the others.
     """
 
     containers: int
@@ -268,11 +272,13 @@ class PodSwap:
 
     @property
     def behaviour(self) -> str:
-        """``NoSwap``, ``LimitedSwap``, ``unlimited`` (some container can swap without a limit), or
-        ``none`` (no container cgroup with swap accounting)."""
+        """``unlimited`` (a container with a memory limit may swap without one, or no cgroup has any
+        swap setting: a kubelet that sets none), else ``LimitedSwap`` (some have a share) or
+        ``NoSwap``; ``none`` without container cgroups with swap accounting. Cgroups with neither a
+        memory limit nor a swap setting (sandboxes) do not decide it."""
         if not self.containers:
             return "none"
-        if self.unlimited:
+        if self.unlimited_with_limit or not (self.zero or self.limited):
             return "unlimited"
         return "LimitedSwap" if self.limited else "NoSwap"
 
@@ -575,7 +581,10 @@ def _swap_findings(f: NodeFacts) -> list[Finding]:
         )
     elif ps.behaviour == "NoSwap":
         what = (
-            f"; every one of the {ps.containers} container cgroups has memory.swap.max 0 "
+            f"; {ps.zero} of the {ps.containers} container cgroups have memory.swap.max 0 (the kubelet's "
+            "NoSwap), the others neither a memory limit nor a swap setting (sandboxes): pods cannot swap."
+            if ps.unlimited
+            else f"; every one of the {ps.containers} container cgroups has memory.swap.max 0 "
             "(the kubelet's NoSwap): pods cannot swap."
         )
     elif ps.behaviour == "LimitedSwap":
@@ -586,7 +595,7 @@ def _swap_findings(f: NodeFacts) -> list[Finding]:
             "swap share is full too."
         )
     else:
-        what = f"; {ps.unlimited} of the {ps.containers} container cgroups may swap without a limit."
+        what = f"; {ps.unlimited} of the {ps.containers} container cgroups may swap without a swap limit."
     out = [
         Finding(
             "swap-on",
@@ -597,13 +606,13 @@ def _swap_findings(f: NodeFacts) -> list[Finding]:
             "on a cgroup v2 node" if v1 or ps is None else "",
         )
     ]
-    if ps is not None and ps.unlimited:
+    if ps is not None and ps.unlimited_with_limit:
         out.append(
             Finding(
                 "swap-unlimited",
-                "warning" if ps.unlimited_with_limit else "info",
-                f"{ps.unlimited} of the {ps.containers} container cgroups have memory.swap.max 'max' "
-                f"({ps.unlimited_with_limit} of them with a memory limit) on a node with "
+                "warning",
+                f"{ps.unlimited_with_limit} of the {ps.containers} container cgroups have a memory limit "
+                f"and memory.swap.max 'max' on a node with "
                 f"{prose_bytes(f.swap_total_bytes)} of swap: at its memory limit such a container swaps "
                 "instead of being OOM-killed (it slows down), and together they can fill the node's swap; "
                 f"{prose_bytes(ps.used_bytes)} is swapped out now.",
@@ -623,6 +632,7 @@ def _pod_swap_evidence(ps: PodSwap | None) -> tuple[tuple[str, str], ...]:
             "swap_behaviour": ps.behaviour,
             "containers": ps.containers,
             "swap_max_unlimited": ps.unlimited,
+            "swap_max_unlimited_with_memory_limit": ps.unlimited_with_limit,
             "swap_max_zero": ps.zero,
             "swap_max_limited": ps.limited,
             "swap_max_limited_bytes": ps.limited_bytes,
