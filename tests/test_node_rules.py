@@ -88,7 +88,7 @@ CASES = {
     ),
     "debian-6.1-v2-vm-swap": (
         # two kubepods trees side by side (cgroupfs and systemd names): the driver is the first listed
-        "6.1.0-50-amd64", "v2", None, True, (12, 12, 0),
+        "6.1.0-50-amd64", "v2", None, True, (15, 15, 0),
         {"swap-unlimited": "warning", "kmem-accounting-on": "info", "swap-on": "info"},
     ),
     "debian-6.1-v2-vm": (
@@ -133,16 +133,17 @@ def test_fixture_facts_and_findings(case: str) -> None:
 
 
 def test_swap_from_the_containers_memory_swap_max_on_a_real_v2_guest() -> None:
-    """tests/fixtures/node/debian-6.1-v2-vm-swap/SOURCE: swap on, containers with swap.max max/16 MiB/0."""
+    """tests/fixtures/node/debian-6.1-v2-vm-swap/SOURCE: swap on, containers with swap.max max/16 MiB/0,
+    each next to a sandbox cgroup with neither a memory limit nor a swap setting."""
     facts = read_node_facts(FIXTURES / "debian-6.1-v2-vm-swap")
     ps = facts.pod_swap
     assert ps is not None and ps.behaviour == "unlimited"
-    assert (ps.containers, ps.unlimited, ps.unlimited_with_limit, ps.zero, ps.limited) == (3, 1, 1, 1, 1)
-    assert ps.limited_bytes == 16 << 20 and ps.used_bytes == 23040000 + 3932160
+    assert (ps.containers, ps.unlimited, ps.unlimited_with_limit, ps.zero, ps.limited) == (6, 4, 1, 1, 1)
+    assert ps.limited_bytes == 16 << 20 and ps.used_bytes == 23371776 + 3801088
     assert facts.swap_total_bytes == 98300 * 1024
     f = {x.id: x for x in node_findings(facts)}["swap-unlimited"]
-    assert "1 of the 3 container cgroups have a memory limit and memory.swap.max 'max'" in f.message
-    assert "25.7 MiB is swapped out now" in f.message and "kubelet" in f.fix
+    assert "1 of the 6 container cgroups have a memory limit and memory.swap.max 'max'" in f.message
+    assert "25.9 MiB is swapped out now" in f.message and "kubelet" in f.fix
 
 
 def test_leak_finding_cites_its_sources_and_numbers() -> None:

@@ -230,22 +230,26 @@ def test_kill_at_the_memory_swap_limit_says_so_in_the_note():
 
 
 def test_high_working_set_note_says_swap_and_memory_stalls_when_there_are():
-    """A real 6.1 guest's container (tests/fixtures/node/debian-6.1-v2-vm-swap, swapper): memory.swap.max
-    max, 22 MiB swapped out, memory.pressure some avg10 1.39: at its limit it swaps, it is not killed."""
-    from oomsight.core.memory import parse_pressure
+    """A real 6.1 guest's container (tests/fixtures/node/debian-6.1-v2-vm-swap/SOURCE, swapper):
+    memory.swap.max max, 22.3 MiB swapped out, its tasks stalled on memory: at its limit it swaps."""
+    from agent.test_metrics import SWAPPER
+    from oomsight.core.memory import breakdown, parse_pressure, reading_v2
 
-    psi = parse_pressure(
-        "memory.pressure",
-        "some avg10=1.39 avg60=0.55 avg300=0.13 total=404858\n"
-        "full avg10=1.39 avg60=0.55 avg300=0.13 total=404858\n",
-    )
-    bd = {"anon": 32989184, "swap": 23040000}
+    files = {f.name: f.read_text() for f in SWAPPER.iterdir() if f.name.startswith("memory.")}
+    r = reading_v2(files)
+    bd = breakdown(r).as_dict()
+    assert r.pressure is not None and r.swap_limit_bytes is None and bd["swap"] == 23371776
     spec = high_working_set_event(
-        POD, "app", "n", BOOT, 33472512, 32 << 20, "container", bd, 0.9, T0, pressure=psi
+        POD, "app", "n", BOOT, r.working_set_bytes, 32 << 20, "container", bd, 0.9, T0, pressure=r.pressure
     )
-    assert "swaps its memory out (22.0 MiB already)" in spec.note
+    assert "swaps its memory out (22.3 MiB already)" in spec.note
     assert "OOM-kills a process in it only when it may swap no more" in spec.note
-    assert spec.note.endswith("stalled on memory 1.4% of the last 10 s (PSI memory.pressure).")
+    assert not spec.note.endswith("(PSI memory.pressure).")  # some avg10 0.59 %: under 1 %, not said
+    stalled = parse_pressure("p", "some avg10=1.62 avg60=0.57 avg300=0.13 total=462344\n")
+    spec = high_working_set_event(
+        POD, "app", "n", BOOT, r.working_set_bytes, 32 << 20, "container", bd, 0.9, T0, pressure=stalled
+    )
+    assert spec.note.endswith("stalled on memory 1.6% of the last 10 s (PSI memory.pressure).")
     calm = parse_pressure("p", "some avg10=0.20 avg60=0 avg300=0 total=9\n")
     quiet = high_working_set_event(
         POD, "app", "n", BOOT, 60 << 20, 64 << 20, "container", {"anon": 60 << 20}, 0.9, T0, pressure=calm

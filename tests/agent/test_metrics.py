@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -12,6 +14,13 @@ from oomsight.agent.metrics import (
     Counters,
     Snapshot,
     make_registry,
+)
+
+SWAPPER = (
+    Path(__file__).parent.parent / "fixtures/node/debian-6.1-v2-vm-swap/sys/fs/cgroup/oomsight-test-625bde26"
+    / "kubepods.slice/kubepods-burstable.slice"
+    / "kubepods-burstable-podbc3fd38d_9c33_4d12_92cb_0e817c2f8cc0.slice"
+    / "cri-containerd-a729d6861ddb43a98226feb2296916fa68aca091f92e4fec9af4eee718efc3d8.scope"
 )
 
 
@@ -98,18 +107,15 @@ def test_peak_and_pressure_series_only_where_the_kernel_has_the_files():
     """memory.peak (5.19+) and memory.pressure (v2 PSI): a series where read, none (not 0) where not."""
     from oomsight.core.memory import parse_pressure
 
-    # a real 6.1 guest's container memory.pressure (tests/fixtures/node/debian-6.1-v2-vm-swap, swapper)
-    psi = parse_pressure(
-        "memory.pressure",
-        "some avg10=1.39 avg60=0.55 avg300=0.13 total=404858\n"
-        "full avg10=1.39 avg60=0.55 avg300=0.13 total=404858\n",
-    )
+    # a real 6.1 guest's container (tests/fixtures/node/debian-6.1-v2-vm-swap/SOURCE, swapper)
+    psi = parse_pressure("memory.pressure", (SWAPPER / "memory.pressure").read_text())
+    assert psi.full is not None and psi.some.total_us == psi.full.total_us == 462344
     v2 = ContainerSample("shop", "web", "app", 1, 2, None, "node", (), peak_bytes=48 << 20, pressure=psi)
     old = ContainerSample("shop", "old", "app", 1, 2, None, "node", ())  # 5.10 without PSI, or v1
     text, s = scrape(Snapshot((v2, old)), Counters())
     assert s[("oomsight_container_memory_peak_bytes", lbl())] == 48 << 20
     for kind in ("some", "full"):
-        assert s[("oomsight_container_memory_pressure_stalled_seconds_total", lbl(kind=kind))] == 0.404858
-        assert s[("oomsight_container_memory_pressure_avg10_ratio", lbl(kind=kind))] == 0.0139
+        assert s[("oomsight_container_memory_pressure_stalled_seconds_total", lbl(kind=kind))] == 0.462344
+        assert s[("oomsight_container_memory_pressure_avg10_ratio", lbl(kind=kind))] == 0.0059
     assert not [k for k in s if dict(k[1]).get("pod") == "old" and ("peak" in k[0] or "pressure" in k[0])]
     assert "# TYPE oomsight_container_memory_pressure_stalled_seconds_total counter" in text

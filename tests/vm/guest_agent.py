@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import platform
 import shutil
 import subprocess
@@ -100,17 +101,21 @@ def pod_json(uid: str, name: str, cid: str, request: str, limit: str) -> dict[st
     }
 
 
-def capture_node_fixture(out: Path, containers: list[Cgroup]) -> None:
+def capture_node_fixture(out: Path, root: Path) -> None:
     """This host as a tests/fixtures/node host root: the node files (as tests/vm/guest_scenarios.py
-    captures them) plus each container cgroup's files the swap check reads (and memory.peak/pressure)."""
+    captures them) plus, for every leaf cgroup under ``root`` (the containers and the sandboxes), the
+    files the swap check reads (and memory.peak, memory.pressure, memory.events)."""
     from oomsight.host.nodeinfo import POD_SWAP_FILES
     from vm.guest_scenarios import capture_node
 
     capture_node(out)
-    for cg in containers:
-        target = out / "sys/fs/cgroup" / cg.rel.lstrip("/")
+    mount = Path("/sys/fs/cgroup")
+    for d, dirs, _ in os.walk(root):
+        if dirs:
+            continue
+        target = out / "sys/fs/cgroup" / Path(d).relative_to(mount)
         for name in (*POD_SWAP_FILES, "memory.peak", "memory.pressure", "memory.events"):
-            src = cg.path / name
+            src = Path(d) / name
             if src.exists():
                 (target / name).write_text(src.read_text())
 
@@ -190,7 +195,7 @@ class Scenario:
         node = subprocess.run(["oomsight", "node", "--json"], capture_output=True, text=True, check=False)
         doc = json.loads(node.stdout) if node.stdout else None
         self.results["node"] = {"rc": node.returncode, "json": doc, "stderr": node.stderr[-2000:]}
-        capture_node_fixture(self.out / "node-fixture", list(self.cgroups.values()))
+        capture_node_fixture(self.out / "node-fixture", self.kit.root)
 
 
 def scrape(agent: Any) -> str:
