@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import uuid
 from pathlib import Path
 
 import pytest
 
-from cgroupkit import MIB, CgroupKit
+from cgroupkit import MIB, PROGS, CgroupKit
 from oomsight.cli.main import main
 from oomsight.core.memory import breakdown
 from oomsight.host.cgroupfs import CgroupEntry, CgroupWalker, Sweep, detect_layout
@@ -304,3 +305,23 @@ def test_top_json_shows_the_kubelet_tree(cgroups: CgroupKit, capsys):
         assert doc["cgroup_version"] == "hybrid" and doc["memory_cgroup_version"] == "v1"
     finally:
         _stop(proc)
+
+
+def test_oom_kills_reads_the_counter_of_a_real_kill_kept_open_or_not(cgroups: CgroupKit):
+    """The counter alone (``memory.oom_control``), read through the sweep's kept-open file or, for a
+    cgroup no sweep has opened, from its path; a removed cgroup is Vanished."""
+    pod, _ = cgroups.pod()
+    cg, _ = cgroups.container(pod, limit=32 * MIB)
+    walker = _walker()
+    assert walker.oom_kills(cg.rel) == 0  # never swept: read from the path
+    hog = cg.run(sys.executable, str(PROGS / "memhog.py"), "--grow-anon-mib", "4")
+    assert hog.wait(60) == -9
+    assert walker.oom_kills(cg.rel) == 1
+    walker.sweep()  # now kept open
+    hog = cg.run(sys.executable, str(PROGS / "memhog.py"), "--grow-anon-mib", "4")
+    assert hog.wait(60) == -9
+    assert walker.oom_kills(cg.rel) == 2
+    assert _find(walker.sweep(), cg.name).reading.oom_kills == 2  # the same as the full reading
+    cg.path.rmdir()
+    with pytest.raises(Vanished):
+        walker.oom_kills(cg.rel)

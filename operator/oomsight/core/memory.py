@@ -195,6 +195,12 @@ def parse_pressure(name: str, text: str) -> Pressure:
 # --------------------------------------------------------------------------------------------- readings
 
 
+def oom_kill_count(name: str, text: str) -> int | None:
+    """The ``oom_kill`` counter alone, from v1 ``memory.oom_control`` or v2 ``memory.events`` text;
+    None when the kernel has none (v1 before 4.13). Raises ``ParseError`` on a malformed file."""
+    return parse_flat_keyed(name, text).get("oom_kill")
+
+
 @dataclass(frozen=True, slots=True)
 class OomControl:
     """v1 ``memory.oom_control``. ``oom_kill`` is None before 4.13 (the counter did not exist)."""

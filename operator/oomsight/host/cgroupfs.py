@@ -32,6 +32,7 @@ from oomsight.core.memory import (
     V2_FILES,
     EffectiveLimit,
     MemoryReading,
+    oom_kill_count,
     parse_v1_limit,
     parse_v2_limit,
     reading_v1,
@@ -306,6 +307,8 @@ class CgroupWalker:
                 files = (*files, "memory.use_hierarchy")
         self._files = tuple(files)
         self._limit_file = "memory.limit_in_bytes" if self._v1 else "memory.max"
+        self._oom_file = "memory.oom_control" if self._v1 else "memory.events"
+        self._oom_index = self._files.index(self._oom_file) if self._oom_file in self._files else None
         self.sweeps_total = 0
         self.errors_total = 0
         self.vanished_total = 0
@@ -402,12 +405,34 @@ class CgroupWalker:
         return self._read_path(path, every_file=True)
 
     def oom_kills(self, path: str) -> int | None:
-        """One cgroup's OOM-kill counter, read from the sweep's files (kept open after a sweep)
-        rather than every file ``read`` takes; None when the sweep's files do not hold it.
+        """One cgroup's OOM-kill counter: only its counter file (v1 ``memory.oom_control``, v2
+        ``memory.events``), through the sweep's kept-open file when there is one. A kill line without
+        its report has every accounted container's counter read, so this is per kill: reading the
+        sweep's other files too (``memory.stat`` above all) was most of the agent's CPU in a flood
+        of other processes' kills (py-spy). None when the kernel keeps no counter.
 
         Raises ``Vanished`` or ``ParseError``.
         """
-        return self._read_path(path, every_file=False).oom_kills
+        directory = self._root + path
+        name = self._oom_file
+        fds = self._open.get(directory)
+        try:
+            if fds is not None and self._oom_index is not None and fds[self._oom_index] >= 0:
+                text: str | None = _pread_all(fds[self._oom_index])
+            else:
+                text = _read_file(f"{directory}/{name}")
+        except _Gone as err:
+            raise Vanished(f"cgroup {path} vanished", path=directory) from err
+        except OSError as err:
+            if err.errno in VANISHED_ERRNOS:
+                self._forget(directory)
+                raise Vanished(f"cgroup {path} vanished", path=directory) from err
+            raise translate_oserror(err, directory) from err
+        if not text:  # absent, or a removed cgroup whose kept file reads empty
+            if text is None and os.path.isdir(directory):
+                return None
+            raise Vanished(f"cgroup {path} vanished", path=directory)
+        return oom_kill_count(name, text)
 
     # -- internals
 
