@@ -75,6 +75,7 @@ from oomsight.host.klogctl import KlogctlReader
 from oomsight.host.kmsg import Cursor as KmsgCursor
 from oomsight.host.kmsg import Gap, KmsgReader, read_boot_id
 from oomsight.host.nodeinfo import read_node_facts
+from oomsight.host.oomnotify import OomNotifier
 from oomsight.host.processes import read_memory_cgroup_leaf
 from oomsight.kube.events import EventSender
 from oomsight.kube.pods import PodCache
@@ -146,6 +147,9 @@ class Agent:
         )
         self.memory_root = str(layout.memory_root)
         self.newcomers = Newcomers(self.walker, lambda: self.pods.changes)
+        self.oomnotify = OomNotifier.open(layout)
+        """v1: which accounted containers went OOM lately; a kill line without its report then reads
+        only their counters (None on v2: all are read)."""
         """Containers made since the last sweep, accounted at once when a headerless kill needs them."""
         self.afterkill = AfterKill(layout, str(settings.host_root / "proc"))
         """Reads the cgroups around each kill right after it: the pod's container limits, survival."""
@@ -540,6 +544,10 @@ class Agent:
                 left.append(i)
         if rest:
             candidates = self._may_explain([todo[i][0].usec for i in rest])
+            if self.oomnotify is not None and all(todo[i][0].constraint == "CONSTRAINT_MEMCG" for i in rest):
+                # A memcg's kill: only where the kernel signalled an OOM lately can it have happened.
+                since = time.monotonic() - OOM_QUIET_SECONDS
+                candidates = {p: candidates[p] for p in self.oomnotify.may_have_oomed(candidates, since)}
             places = place_unreported(candidates, self._oom_counters(candidates), len(rest))
             for i, path in zip(rest, places, strict=True):
                 if path is None:
@@ -869,6 +877,8 @@ class Agent:
             self._watermark(pod, cont.name, ws, limit, level, bd, when, r.pressure)
         all_paths = {e.path for e in sweep.entries}
         self.newcomers.swept(mark, all_paths)
+        if self.oomnotify is not None:
+            self.oomnotify.watch(self.oom_accounted)
         for path, n in accounted.items():  # matched before, not now (its pod went): keep its count
             if path not in self.oom_accounted:
                 self.explained[path] = n
