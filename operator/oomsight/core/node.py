@@ -237,14 +237,16 @@ class PodSwap:
 
     - on cgroup v2 the kubelet passes ``memory.swap.max`` to the runtime for every container it starts
       (``LinuxContainerResources.Unified``); nothing at the pod, QoS or ``kubepods`` level;
-    - ``NoSwap`` (the default since 1.30): ``memory.swap.max`` = 0 in every container;
+    - ``NoSwap`` (added as the default in 1.30, KEP-2400 beta 2): ``memory.swap.max`` = 0 in every
+      container;
     - ``LimitedSwap``: a Burstable container whose memory request differs from its limit gets
       ``request / node memory × node swap``; every other container (Guaranteed, BestEffort, request =
       limit, node-critical) gets 0;
     - a container started with no swap setting (a kubelet before NodeSwap or with the gate off, or
-      ``UnlimitedSwap``, removed in 1.30) keeps the kernel default ``max``: with swap on the node, its
-      memory limit no longer means an OOM kill: at ``memory.max`` the kernel swaps its anonymous
-      memory out instead (the container slows down), up to all of the node's swap.
+      ``UnlimitedSwap``, the default of 1.28 and 1.29 per kubernetes/website#42166, removed in
+      1.30) keeps the kernel default ``max``: with swap on the node, its memory limit no longer
+      means an OOM kill: at ``memory.max`` the kernel swaps its anonymous memory out instead (the
+      container slows down), up to all of the node's swap.
     - cgroup v1 has no per-container swap limit the kubelet sets for NodeSwap (swap is v2 only,
       kubernetes#119427); these facts are read on v2 only.
 
@@ -617,8 +619,8 @@ def _swap_findings(f: NodeFacts) -> list[Finding]:
                 "instead of being OOM-killed (it slows down), and together they can fill the node's swap; "
                 f"{prose_bytes(ps.used_bytes)} is swapped out now.",
                 (*ev, *_pod_swap_evidence(ps), *SWAP_SOURCES),
-                "run a kubelet ≥ 1.28 with memorySwap.swapBehavior NoSwap or LimitedSwap (it writes "
-                "memory.swap.max for every container), or turn swap off (swapoff -a)",
+                "run a kubelet ≥ 1.30 with memorySwap.swapBehavior NoSwap (its default) or LimitedSwap "
+                "(it writes memory.swap.max for every container), or turn swap off (swapoff -a)",
             )
         )
     return out
