@@ -101,6 +101,9 @@ OOM_QUIET_SECONDS = 5.0
 """Without a kill for this long, per-cgroup OOM-kill counters are taken as fully accounted."""
 SURPLUS_CLOCK_SLACK = 0.05
 """Seconds allowed between a kernel log stamp and ``time.monotonic()`` (both CLOCK_MONOTONIC)."""
+KILLS_COUNTER = "oomsight_oom_kills_total"
+ONCE_PER_CGROUP = ("unmatched", "cgerr", "unattr")
+"""Once-keys ``<kind>:<cgroup path>``: forgotten when the cgroup goes (``nocg:<container id>`` too)."""
 AGENT_V1_FILES = (
     "memory.usage_in_bytes",
     "memory.limit_in_bytes",
@@ -189,6 +192,9 @@ class Agent:
         self._fresh = True
         """No accounted counts saved for this boot: the first sweep takes counters as history."""
         self.logged_once: set[str] = set()
+        """Keys logged once; those of a cgroup or container (``ONCE_PER_CGROUP``, ``nocg:``) go with it."""
+        self._series_gone: dict[tuple[str, str], float] = {}
+        """(namespace, pod) of kill counters whose pod went: since when (removed after the grace)."""
         self.incidents: deque[dict[str, Any]] = deque(maxlen=MAX_INCIDENTS)
         self.kill_times: deque[float] = deque(maxlen=100_000)
         self.findings: tuple[Finding, ...] = ()
@@ -490,7 +496,7 @@ class Agent:
                 todo.append((inc, diagnose(inc, aftermath=self._aftermath(inc, later)).as_json()))
             except Exception as err:  # noqa: BLE001 - one odd report must not stop the agent
                 self._error("diagnose")
-                self._once(f"diag:{inc.seq}", "diagnose: incident at seq %s failed: %s", inc.seq, err)
+                log.warning("diagnose: incident at seq %s failed: %s", inc.seq, err)  # once: seqs differ
         if not todo:
             return
         self.last_kill = time.monotonic()
@@ -899,6 +905,7 @@ class Agent:
         if sweep.errors:
             self.counters.inc("oomsight_agent_errors_total", sweep.errors, kind="cgroup_read")
         self._forget_vanished(live_keys)
+        self._forget_once(all_paths)
         self.jvms.forget(live_paths)
         if len(self._bd_last) > len(live_paths):
             self._bd_last = {p: v for p, v in self._bd_last.items() if p in live_paths}
@@ -1054,6 +1061,39 @@ class Agent:
             del self.high[key]
         self.book.forget_pods(live_uids)
         self.aggregator.expire(datetime.now(UTC))
+        self._forget_series({(p.namespace, p.name) for p in self.pods.pods()})
+
+    def _forget_series(self, live: set[tuple[str, str]]) -> None:
+        """A deleted pod's kill counters leave /metrics ``metrics_grace`` seconds after it went (a
+        scrape in between sees its last kill); a pod of the same name back in time keeps them."""
+        now = time.monotonic()
+        for labels, _ in self.counters.family(KILLS_COUNTER):
+            key = (labels.get("namespace", ""), labels.get("pod", ""))
+            if key not in live:
+                self._series_gone.setdefault(key, now)
+        for key in [k for k in self._series_gone if k in live]:
+            del self._series_gone[key]
+        expired = {k for k, since in self._series_gone.items() if now - since >= self.s.metrics_grace}
+        if expired:
+            self.counters.remove(
+                KILLS_COUNTER, lambda lbl: (lbl.get("namespace", ""), lbl.get("pod", "")) not in expired
+            )
+            for key in expired:
+                del self._series_gone[key]
+
+    def _forget_once(self, swept: set[str]) -> None:
+        """Drop the once-keys of cgroups that are gone and of containers no pod here has any more,
+        so that they do not pile up with every container the node ever ran."""
+        ids = {c.container_id for p in self.pods.pods() for c in p.containers if c.container_id}
+        gone = []
+        for key in self.logged_once:
+            kind, _, subject = key.partition(":")
+            if kind in ONCE_PER_CGROUP and subject.startswith("/"):
+                if subject not in swept and not self.walker.exists(subject):
+                    gone.append(key)
+            elif kind == "nocg" and subject not in ids:
+                gone.append(key)
+        self.logged_once.difference_update(gone)
 
     def _write_report(self, now: float) -> None:
         last = self.reports.last_write

@@ -75,6 +75,14 @@ class Counters:
         with self.lock:
             return [(dict(lbl), v) for (n, lbl), v in self.values.items() if n == name]
 
+    def remove(self, name: str, keep: Callable[[dict[str, str]], bool]) -> int:
+        """Drop the series of ``name`` whose labels ``keep`` refuses (a deleted pod's); how many."""
+        with self.lock:
+            gone = [k for k in self.values if k[0] == name and not keep(dict(k[1]))]
+            for k in gone:
+                del self.values[k]
+        return len(gone)
+
 
 # name -> (help, label names). Every counter the agent increments is declared here, so it is
 # exported (at 0 when it never happened: a missing series cannot be alerted on).

@@ -13,6 +13,7 @@ DEFAULT_STATE_DIR = "/var/lib/oomsight"
 DEFAULT_INTERVAL = 10.0
 DEFAULT_METRICS_PORT = 9808
 REPORT_MIN_INTERVAL = 60.0
+DEFAULT_METRICS_GRACE = 300.0
 KERNEL_LOG_CHOICES = ("auto", "kmsg", "syslog", "none")
 """oomsight.host.kernlog.CHOICES (the agent's settings do not import the host layer)."""
 
@@ -37,6 +38,9 @@ class Settings:
     """``--warn-threshold``/``OOMSIGHT_WARN_THRESHOLD``: working set ÷ limit that raises HighWorkingSet."""
     report_interval: float = REPORT_MIN_INTERVAL
     """``--report-interval``: minimum seconds between NodeMemoryReport writes (at least 60 in a cluster)."""
+    metrics_grace: float = DEFAULT_METRICS_GRACE
+    """``--metrics-grace``/``OOMSIGHT_METRICS_GRACE``: seconds a deleted pod's kill counters stay on
+    /metrics (so that a scrape sees its last kill), then its series are removed."""
     kernel_log: str = "auto"
     """``--kernel-log``/``OOMSIGHT_KERNEL_LOG``: the first kernel log source to try (``auto`` = kmsg,
     then syslog, then none; ``none`` = the OOM-kill counters alone). oomsight.host.kernlog."""
@@ -53,6 +57,7 @@ ENV = {
     "warn_threshold": "OOMSIGHT_WARN_THRESHOLD",
     "report_interval": "OOMSIGHT_REPORT_INTERVAL",
     "kernel_log": "OOMSIGHT_KERNEL_LOG",
+    "metrics_grace": "OOMSIGHT_METRICS_GRACE",
 }
 
 
@@ -81,6 +86,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "(env OOMSIGHT_WARN_THRESHOLD; default 90)",
     )
     add("--report-interval", help="minimum seconds between NodeMemoryReport writes (default 60)")
+    add(
+        "--metrics-grace",
+        help="seconds a deleted pod's oomsight_oom_kills_total series stay on /metrics before they are "
+        f"removed (env OOMSIGHT_METRICS_GRACE; default {DEFAULT_METRICS_GRACE:g})",
+    )
     add(
         "--kernel-log",
         help="first kernel log source to try: auto (= kmsg), kmsg (/dev/kmsg), syslog (syslog(2), "
@@ -149,4 +159,5 @@ def from_args(args: argparse.Namespace) -> Settings:
         warn_threshold=threshold / 100.0,
         report_interval=_number(args, "report_interval", REPORT_MIN_INTERVAL, 1, 86400),
         kernel_log=kernel_log,
+        metrics_grace=_number(args, "metrics_grace", DEFAULT_METRICS_GRACE, 0, 86400),
     )

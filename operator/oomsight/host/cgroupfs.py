@@ -404,6 +404,10 @@ class CgroupWalker:
         """
         return self._read_path(path, every_file=True)
 
+    def exists(self, path: str) -> bool:
+        """Whether the cgroup ``path`` (relative to the root, as in a sweep) is still there."""
+        return os.path.isdir(self._root + path)
+
     def oom_kills(self, path: str) -> int | None:
         """One cgroup's OOM-kill counter: only its counter file (v1 ``memory.oom_control``, v2
         ``memory.events``), through the sweep's kept-open file when there is one. A kill line without

@@ -51,7 +51,7 @@ from typing import Any
 
 from oomsight.core.kmsg import Record
 from oomsight.host.errors import HostAccessDenied, HostError
-from oomsight.host.kmsg import Cursor, Gap, WallClock, read_boot_id
+from oomsight.host.kmsg import GAPS_KEPT, Cursor, Gap, WallClock, read_boot_id
 
 SYSLOG_ACTION_READ_ALL = 3
 SYSLOG_ACTION_SIZE_BUFFER = 10
@@ -160,7 +160,7 @@ class KlogctlReader:
         self.malformed = 0
         self.overruns = 0
         self.polls = 0
-        self.gaps: list[Gap] = []
+        self.gaps: deque[Gap] = deque(maxlen=GAPS_KEPT)
         self._tail: list[bytes] = []
         self._last_seq = -1
         self._last_usec = -1

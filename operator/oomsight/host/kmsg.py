@@ -27,6 +27,7 @@ import errno
 import os
 import select
 import time
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -39,6 +40,8 @@ READ_SIZE = 16384
 """Larger than one record can be (CONSOLE_EXT_LOG_MAX, 8 KiB); a short buffer gets EINVAL."""
 CAP_SYSLOG = 34
 """include/uapi/linux/capability.h."""
+GAPS_KEPT = 1000
+"""How many gaps a reader keeps in ``gaps`` (each is also yielded when it happens)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,8 +221,9 @@ class KmsgReader:
         """Records that did not parse (counted, skipped)."""
         self.overruns = 0
         """Times read(2) returned EPIPE."""
-        self.gaps: list[Gap] = []
-        """Every gap seen so far, also yielded in the stream."""
+        self.gaps: deque[Gap] = deque(maxlen=GAPS_KEPT)
+        """The last ``GAPS_KEPT`` gaps seen, also yielded in the stream (bounded: a long-running
+        reader on a busy node sees one with every overrun)."""
 
     @classmethod
     def from_host_root(
