@@ -69,6 +69,7 @@ from oomsight.core.stuck import find_stuck
 from oomsight.core.watermark import Watermark, step
 from oomsight.host.afterkill import AfterKill, kill_age_seconds
 from oomsight.host.cgroupfs import CgroupWalker, detect_layout
+from oomsight.host.heap import release_free_heap
 from oomsight.host.jvm import JvmScanner
 from oomsight.host.kernlog import open_kernel_log
 from oomsight.host.klogctl import KlogctlReader
@@ -102,6 +103,7 @@ OOM_QUIET_SECONDS = 5.0
 SURPLUS_CLOCK_SLACK = 0.05
 """Seconds allowed between a kernel log stamp and ``time.monotonic()`` (both CLOCK_MONOTONIC)."""
 KILLS_COUNTER = "oomsight_oom_kills_total"
+HEAP_TRIM_SECONDS = 60.0
 ONCE_PER_CGROUP = ("unmatched", "cgerr", "unattr")
 """Once-keys ``<kind>:<cgroup path>``: forgotten when the cgroup goes (``nocg:<container id>`` too)."""
 AGENT_V1_FILES = (
@@ -195,6 +197,7 @@ class Agent:
         """Keys logged once; those of a cgroup or container (``ONCE_PER_CGROUP``, ``nocg:``) go with it."""
         self._series_gone: dict[tuple[str, str], float] = {}
         """(namespace, pod) of kill counters whose pod went: since when (removed after the grace)."""
+        self._last_trim = time.monotonic()
         self.incidents: deque[dict[str, Any]] = deque(maxlen=MAX_INCIDENTS)
         self.kill_times: deque[float] = deque(maxlen=100_000)
         self.findings: tuple[Finding, ...] = ()
@@ -906,6 +909,7 @@ class Agent:
             self.counters.inc("oomsight_agent_errors_total", sweep.errors, kind="cgroup_read")
         self._forget_vanished(live_keys)
         self._forget_once(all_paths)
+        self._trim_heap()
         self.jvms.forget(live_paths)
         if len(self._bd_last) > len(live_paths):
             self._bd_last = {p: v for p, v in self._bd_last.items() if p in live_paths}
@@ -1080,6 +1084,14 @@ class Agent:
             )
             for key in expired:
                 del self._series_gone[key]
+
+    def _trim_heap(self) -> None:
+        """At most once a minute, after a sweep: the C heap's free pages go back to the kernel, or RSS
+        keeps the high-water mark of every sweep's texts, scattered (oomsight.host.heap)."""
+        now = time.monotonic()
+        if now - self._last_trim >= HEAP_TRIM_SECONDS:
+            self._last_trim = now
+            release_free_heap()
 
     def _forget_once(self, swept: set[str]) -> None:
         """Drop the once-keys of cgroups that are gone and of containers no pod here has any more,
