@@ -4,10 +4,15 @@
 each, the Pod on the real kube-apiserver) are kept alive while the oldest one is deleted and a new
 one created every ``--churn`` seconds, so every container lives about ``containers × churn`` seconds.
 Every ``--kill-every`` seconds one of the younger half is OOM-killed for real (memhog grows until the
-kernel kills it). The agent's RSS (VmRSS) and open file descriptors (``/proc/<pid>/fd``) are sampled
-every ``--sample`` seconds; after ``--warmup`` seconds a least-squares line is fitted to each and its
-slope printed in MiB per hour and fds per hour. At the end the OOM Events in the namespace (new Events
-plus ``series`` counts) are compared with the kills made.
+kernel kills it). The agent's RSS (VmRSS, with RssAnon and RssFile) and open file descriptors
+(``/proc/<pid>/fd``) are sampled every ``--sample`` seconds; after ``--warmup`` seconds a least-squares
+line is fitted to each and its slope printed in MiB per hour and fds per hour. The fds are split: the
+agent keeps each swept container cgroup's files open between sweeps, and it sweeps every container
+cgroup on the node (on a shared machine, others' too), so that part follows the node's cgroup count;
+the rest (sockets, kmsg, state files) is what would show a leak. RSS is also fitted over the second
+half alone and over the samples after the node's peak cgroup count (a high-water mark, not growth).
+At the end the OOM Events in the namespace (new Events plus ``series`` counts) are compared with the
+kills made, and the deleted pods' ``oomsight_oom_kills_total`` series left on /metrics are counted.
 
     .venv/bin/python bench/soak.py --minutes 60            # the README's figures
     .venv/bin/python bench/soak.py --minutes 3 --warmup 30 --sample 10    # a smoke run
@@ -31,6 +36,8 @@ import uuid
 from collections import deque
 from pathlib import Path
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from bench_agent import namespace, proc_cpu_seconds, proc_status
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,6 +49,7 @@ from oomsight.core.events import OOM_REASONS  # noqa: E402
 from oomsight.kube.rest import Rest  # noqa: E402
 
 MIB = 1 << 20
+CGROUP_MOUNT = "/sys/fs/cgroup/"
 
 
 class Churn:
@@ -88,8 +96,25 @@ def slope_per_hour(samples: list[tuple[float, float]]) -> float:
     return statistics.linear_regression(xs, ys).slope
 
 
-def fd_count(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
+def fd_split(pid: int, own_root: str) -> dict[str, int]:
+    """The agent's open fds, split: cgroup files (kept open between sweeps by design, about 5 per
+    container cgroup on the node, this soak's and everyone else's, plus one per ancestor's limit)
+    and the rest (sockets, the kmsg fd, state files). Only the rest says whether fds leak."""
+    cgroup = other = 0
+    held: set[str] = set()
+    for name in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{name}")
+        except OSError:
+            continue  # closed meanwhile
+        if target.startswith(CGROUP_MOUNT):
+            cgroup += 1
+            held.add(os.path.dirname(target))
+        else:
+            other += 1
+    own = sum(1 for d in held if d.startswith(own_root))
+    return {"fds": cgroup + other, "fds_cgroup": cgroup, "fds_other": other, "cgroups_held": len(held),
+            "cgroups_held_own": own}
 
 
 def soak(rest: Rest, kubeconfig: str, args: argparse.Namespace, work: Path) -> dict:
@@ -119,15 +144,20 @@ def soak(rest: Rest, kubeconfig: str, args: argparse.Namespace, work: Path) -> d
                 s = {
                     "t": round(now - start, 1),
                     "rss_mib": proc_status(pid, "VmRSS") / MIB,
-                    "fds": fd_count(pid),
+                    "rss_anon_mib": proc_status(pid, "RssAnon") / MIB,
+                    "rss_file_mib": proc_status(pid, "RssFile") / MIB,
+                    **fd_split(pid, str(kit.root)),
                     "cpu_s": proc_cpu_seconds(pid) - cpu0,
                     "created": churn.created,
                     "kills": kills,
                 }
                 samples.append(s)
                 print(
-                    f"soak: t={s['t']:6.0f}s rss={s['rss_mib']:.1f} MiB fds={s['fds']} "
-                    f"cpu={s['cpu_s']:.1f}s containers_created={s['created']} kills={kills}",
+                    f"soak: t={s['t']:6.0f}s rss={s['rss_mib']:.1f} MiB (anon {s['rss_anon_mib']:.1f}, "
+                    f"file {s['rss_file_mib']:.1f}) fds={s['fds']} (cgroup files {s['fds_cgroup']} in "
+                    f"{s['cgroups_held']} cgroups, {s['cgroups_held_own']} of them this soak's; "
+                    f"other {s['fds_other']}) cpu={s['cpu_s']:.1f}s containers_created={s['created']} "
+                    f"kills={kills}",
                     flush=True,
                 )
                 next_sample += args.sample
@@ -145,9 +175,31 @@ def soak(rest: Rest, kubeconfig: str, args: argparse.Namespace, work: Path) -> d
         resp = rest.request("GET", f"/apis/events.k8s.io/v1/namespaces/{ns}/events")
         events = [e for e in resp.body.get("items", []) if e.get("reason") in OOM_REASONS]
         reported = series_total(events)
+        # Every kill is in a pod that is deleted a few minutes later: the deleted pods' series must
+        # leave /metrics (after the agent's --metrics-grace, 300 s by default).
+        live_names = {sc.name for sc in churn.live}
+        kill_series = [
+            smp.labels.get("pod", "")
+            for fam in text_string_to_metric_families(agent.get("/metrics"))
+            for smp in fam.samples
+            if smp.name == "oomsight_oom_kills_total"
+        ]
+        gone_series = sum(1 for pod in kill_series if pod not in live_names)
         steady = [s for s in samples if s["t"] >= args.warmup]
         rss_slope = slope_per_hour([(s["t"], s["rss_mib"]) for s in steady])
+        # A one-time step early on (code pages faulted in, allocator arenas) against steady growth:
+        # the same line fitted to the second half of the run alone.
+        late = [s for s in samples if s["t"] >= samples[-1]["t"] / 2]
+        rss_slope_late = slope_per_hour([(s["t"], s["rss_mib"]) for s in late])
+        anon_slope = slope_per_hour([(s["t"], s["rss_anon_mib"]) for s in steady])
+        # The agent reads every container cgroup on the node, not only this soak's: others' storms on a
+        # shared machine raise its RSS to a high-water mark that stays (freed memory is kept by the
+        # allocators). The line fitted to the samples after the node's peak count of cgroups alone:
+        peak_i = max(range(len(samples)), key=lambda i: (samples[i]["cgroups_held"], i))
+        after_peak = [s for s in samples[peak_i + 1 :] if s["t"] >= args.warmup]
+        peak_slope = slope_per_hour([(s["t"], s["rss_mib"]) for s in after_peak])
         fd_slope = slope_per_hour([(s["t"], s["fds"]) for s in steady])
+        other_fd_slope = slope_per_hour([(s["t"], s["fds_other"]) for s in steady])
         last = samples[-1]
         result = {
             "minutes": args.minutes,
@@ -156,23 +208,43 @@ def soak(rest: Rest, kubeconfig: str, args: argparse.Namespace, work: Path) -> d
             "containers_deleted": churn.deleted,
             "kills": kills,
             "kills_reported": reported,
+            "kill_series_on_metrics": len(kill_series),
+            "kill_series_of_deleted_pods": gone_series,
             "samples": len(samples),
             "samples_fitted": len(steady),
             "rss_mib_first": round(steady[0]["rss_mib"], 1) if steady else None,
             "rss_mib_last": round(last["rss_mib"], 1),
             "rss_mib_peak": round(proc_status(pid, "VmHWM") / MIB, 1),
             "rss_slope_mib_per_h": round(rss_slope, 2),
+            "rss_slope_late_half_mib_per_h": round(rss_slope_late, 2),
+            "rss_anon_slope_mib_per_h": round(anon_slope, 2),
+            "node_cgroups_peak": samples[peak_i]["cgroups_held"],
+            "node_cgroups_peak_t": samples[peak_i]["t"],
+            "rss_slope_after_node_peak_mib_per_h": round(peak_slope, 2) if len(after_peak) >= 10 else None,
+            "samples_after_node_peak": len(after_peak),
             "fds_first": steady[0]["fds"] if steady else None,
             "fds_last": last["fds"],
             "fd_slope_per_h": round(fd_slope, 2),
+            "fds_other_first": steady[0]["fds_other"] if steady else None,
+            "fds_other_last": last["fds_other"],
+            "fds_other_slope_per_h": round(other_fd_slope, 2),
+            "cgroups_held_last": last["cgroups_held"],
+            "cgroups_held_own_last": last["cgroups_held_own"],
             "cpu_percent": round(last["cpu_s"] / max(last["t"], 1) * 100, 2),
             "kernel": os.uname().release,
         }
         print(
             f"soak: {args.minutes:g} min, {churn.created} containers created / {churn.deleted} deleted "
-            f"({args.containers} live), {kills} kills -> {reported} reported; "
-            f"RSS {result['rss_mib_first']} -> {result['rss_mib_last']} MiB, slope {rss_slope:+.2f} MiB/h; "
-            f"fds {result['fds_first']} -> {result['fds_last']}, slope {fd_slope:+.2f} fds/h; "
+            f"({args.containers} live), {kills} kills -> {reported} reported; kill series on /metrics "
+            f"{len(kill_series)}, {gone_series} of them of deleted pods; "
+            f"RSS {result['rss_mib_first']} -> {result['rss_mib_last']} MiB, slope {rss_slope:+.2f} MiB/h "
+            f"(anon {anon_slope:+.2f}; second half alone {rss_slope_late:+.2f}; after the node's peak of "
+            f"{samples[peak_i]['cgroups_held']} cgroups at t={samples[peak_i]['t']:.0f}s "
+            f"{peak_slope:+.2f} over {len(after_peak)} samples); "
+            f"fds {result['fds_first']} -> {result['fds_last']}, slope {fd_slope:+.2f} fds/h, of which "
+            f"cgroup files held open for the node's {last['cgroups_held']} swept cgroups "
+            f"({last['cgroups_held_own']} this soak's); other fds {result['fds_other_first']} -> "
+            f"{result['fds_other_last']}, slope {other_fd_slope:+.2f} fds/h; "
             f"CPU {result['cpu_percent']}% of one core"
         )
         agent.stop()
