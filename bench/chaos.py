@@ -18,6 +18,8 @@ Rows:
   state-full-ro     the state directory (a 256 KiB tmpfs) filled to ENOSPC, then remounted read-only
   kmsg-overrun      a printk flood (lines written to /dev/kmsg) overruns the ring under the reader
   cgroup-removed    cgroups created and removed as fast as possible while the agent sweeps them
+  op-sigkill, op-peering, op-apiserver
+                    the operator's faults with 5,000 Pods: see bench/chaos_operator.py
 
 The printk flood writes into the machine's one kernel ring: other readers of /dev/kmsg on this
 machine lose those records too (as on a real node in a printk storm). Run as root with cgroup v1.
@@ -51,6 +53,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "hack"), str(ROOT / "operator")]
 
 from cgroupkit import CgroupKit, _rmdir  # noqa: E402
+from chaos_operator import OPERATOR_ROWS, add_arguments, print_operator_table  # noqa: E402
 from kube.agentkit import AgentProc, PodScene, ensure_crds, make_scene, rest_for  # noqa: E402
 from oomsight.core.events import OOM_REASONS  # noqa: E402
 from oomsight.kube.rest import Rest  # noqa: E402
@@ -383,10 +386,15 @@ ROWS: dict[str, Callable[[dict[str, Any], argparse.Namespace], dict[str, Any]]] 
     "state-full-ro": row_state_full,
     "kmsg-overrun": row_kmsg_overrun,
     "cgroup-removed": row_cgroup_removed,
+    **OPERATOR_ROWS,  # bench/chaos_operator.py: op-sigkill, op-peering, op-apiserver
 }
 
 
 def print_table(results: list[dict[str, Any]]) -> None:
+    print_operator_table(results)
+    results = [r for r in results if "writes" not in r]
+    if not results:
+        return
     print()
     print(f"| {'what was tried':70} | kills | reported | lost | dup | stray | recover |")
     print(f"|{'-' * 72}|------:|---------:|-----:|----:|------:|--------:|")
@@ -420,6 +428,7 @@ def main() -> int:
     ap.add_argument("--flood-mib", type=int, default=8)
     ap.add_argument("--settle", type=float, default=180.0, help="seconds to wait for every kill's Event")
     ap.add_argument("--json", help="write the rows here")
+    add_arguments(ap)
     args = ap.parse_args()
     rows = [r.strip() for r in (args.only or ",".join(ROWS)).split(",") if r.strip()]
     unknown = [r for r in rows if r not in ROWS]
