@@ -629,6 +629,11 @@ class PolicyMemory:
     history: dict[str, dict[int, list[int]]] = field(default_factory=dict)
     """"Kind/name/container" → peak interval index → [interval start, working set, demand], the highest
     of all replicas: persisted in the status (``history.peaks``) and replayed after a restart."""
+    pending: dict[str, tuple[list[Any], int | None]] = field(default_factory=dict)
+    """"Kind/name/container" → (persisted ``history.peaks`` rows, limit) not replayed yet: replayed at
+    the container's first reconcile, after the reports' peaks, without the intervals those already
+    reach (counted twice they would move the percentiles and the confidence, and every restart or
+    failover would rewrite each pod's annotation and the status)."""
 
     def remember(self, key: str, t: float, ws: int, breakdown: Breakdown | None) -> None:
         cfg = self.recommender.settings
@@ -724,8 +729,26 @@ def memory_for(policy: PolicySpec, previous_status: Mapping[str, Any] | None) ->
                     mem.recommender.add_oom(key, t, limit)
                     mem.oom_times.setdefault(key, []).append(t)
                 mem.cutoffs[key] = t
-            _replay_history(mem, key, (c.get("history") or {}).get("peaks") or [], limit)
+            mem.pending[key] = (list((c.get("history") or {}).get("peaks") or []), limit)
     return mem
+
+
+def _replay_pending(mem: PolicyMemory, key: str) -> None:
+    """Replay ``key``'s persisted peaks (once), except the intervals the live readings already reach."""
+    got = mem.pending.pop(key, None)
+    if got is None:
+        return
+    rows, limit = got
+    live = mem.recommender.interval_peaks(key)
+    interval = mem.recommender.settings.peak_interval
+    keep = []
+    for row in rows:
+        if isinstance(row, Sequence) and len(row) == 3 and all(isinstance(v, int) for v in row):
+            have = live.get(math.floor(row[0] / interval))
+            if have is not None and have[0] >= row[1] and have[1] >= row[2]:
+                continue
+        keep.append(row)
+    _replay_history(mem, key, keep, limit)
 
 
 def _replay_history(mem: PolicyMemory, key: str, rows: Sequence[Any], limit: int | None) -> None:
@@ -904,6 +927,7 @@ def reconcile(
                         continue
                     mem.fed_ooms.add(fed)
                     rec.add_oom(key, ev.time, cv.limit)  # its own limit, not the pod's
+            _replay_pending(mem, key)
             entry: dict[str, Any] = {"name": cname}
             if cur_req is not None:
                 entry["currentRequest"] = _q(cur_req)

@@ -379,6 +379,15 @@ class Recommender:
             s.last_limit = limit_bytes
         return True
 
+    def interval_peaks(self, key: str) -> dict[int, tuple[int, int]]:
+        """Interval index -> (highest working set, highest demand) read so far, over every replica."""
+        s = self._series.get(key)
+        out: dict[int, tuple[int, int]] = {}
+        for w in (*s.peaks, *s.open.values()) if s is not None else ():
+            ws, demand = out.get(w.index, (0, 0))
+            out[w.index] = (max(ws, w.ws), max(demand, w.demand))
+        return out
+
     def add_oom(self, key: str, t: float, limit_bytes: int | None = None) -> None:
         """An OOM kill at ``t`` under ``limit_bytes`` (None: the last limit seen with a sample)."""
         s = self._get(key)
