@@ -144,13 +144,14 @@ def audit_tally(path: Path) -> dict[str, Any]:
     }
 
 
-def count_writes(path: Path) -> int:
+def count_writes(path: Path, who: str = UA) -> int:
+    """Audited writes whose User-Agent starts with ``who`` (answered or not)."""
     if not path.exists():
         return 0
     n = 0
     with path.open(errors="replace") as f:
         for line in f:
-            if UA in line and '"ResponseComplete"' in line:
+            if f'"userAgent":"{who}' in line and '"ResponseComplete"' in line:
                 n += 1
     return n
 
@@ -256,7 +257,7 @@ class OpScene:
 
 def _row(name: str, fault: str, s: OpScene, ended: float, args: argparse.Namespace,
          settle_wait: float = 15.0) -> dict[str, Any]:  # fmt: skip
-    lost, conv = s.settle(ended, args.settle)
+    lost, conv = s.settle(ended, args.op_settle)
     time.sleep(settle_wait)  # a write made twice after convergence shows up now
     t = audit_tally(s.cp.audit_log)
     errors = sum(ln.count("Traceback") for op in s.ops for ln in [op.log_path.read_text(errors="replace")])
@@ -308,9 +309,10 @@ def op_peering(s: OpScene) -> tuple[str, float]:
     assert a.proc is not None and b.proc is not None
     a.proc.send_signal(signal.SIGSTOP)
     t_stop = time.monotonic()
+    b_before = count_writes(s.cp.audit_log, UA + "op-b")
     # The standby acts once the stopped leader's peering record is older than its lifetime.
     deadline = time.monotonic() + 180
-    while time.monotonic() < deadline and UA + "op-b" not in s.cp.audit_log.read_text(errors="replace"):
+    while time.monotonic() < deadline and count_writes(s.cp.audit_log, UA + "op-b") <= b_before:
         time.sleep(0.5)
     took_over = time.monotonic() - t_stop
     time.sleep(5)
@@ -341,6 +343,7 @@ OPERATOR_ROWS: dict[str, Callable[[dict[str, Any], argparse.Namespace], dict[str
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--op-work", help="keep the operator rows' audit and operator logs under this directory")
+    ap.add_argument("--op-settle", type=float, default=420.0, help="seconds allowed to converge")
     ap.add_argument("--op-pods", type=int, default=5000, help="Pods of the operator rows")
     ap.add_argument("--op-kill-after", type=int, default=1500,
                     help="operator writes made before the fault")  # fmt: skip
