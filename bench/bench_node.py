@@ -26,139 +26,17 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import threading
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "hack"))
-sys.path.insert(0, str(ROOT / "tests"))
+from nodekit import NODE, Cluster, Kills, deployment, pod_pids, running_pod
 
-import envtest_lib  # noqa: E402
-from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
-
-from oomsight.core.oomreport import Incident  # noqa: E402
-from oomsight.host.kmsg import KmsgReader  # noqa: E402
-from oomsight.host.oomwatch import IncidentWatcher  # noqa: E402
-from oomsight.kube.rest import connect  # noqa: E402
-
-NODE = "oomsight-node"
 AGENT_SERVICE = "oomsight-system/services/oomsight-agent-metrics:9808"
 GROW = "x = []\nwhile True: x.append(b'1' * (4 << 20))"
 CHILD = f"import subprocess, sys, time\nsubprocess.run([sys.executable, '-c', {GROW!r}])\ntime.sleep(86400)"
 STEADY = "import time\nx = [b'1' * (4 << 20) for _ in range(8)]\ntime.sleep(86400)"
 KINDS = {"main": GROW, "child": CHILD}
-
-
-class Kills(threading.Thread):
-    """Every OOM kill in /dev/kmsg from now on: (kmsg seconds, task_memcg, victim pid)."""
-
-    def __init__(self) -> None:
-        super().__init__(daemon=True)
-        self.seen: list[tuple[float, str, int]] = []
-        self.lock = threading.Lock()
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        with KmsgReader(start="now") as reader:
-            watcher = IncidentWatcher(reader)
-            while not self.stop.is_set():
-                for item in watcher.poll(0.5):
-                    if isinstance(item, Incident):
-                        with self.lock:
-                            self.seen.append(
-                                ((item.victim.usec or 0) / 1e6, item.task_memcg or "", item.victim.pid)
-                            )
-
-    def for_pod(self, uid: str, pids: set[int]) -> list[tuple[float, str, int]]:
-        """Kills in the Pod's cgroups, or of one of its processes (past 10 reports in 5 s the kernel
-        drops the report's header, and the kill line then names no cgroup)."""
-        with self.lock:
-            return [k for k in self.seen if f"pod{uid}" in k[1] or k[2] in pids]
-
-
-def pod_pids(uid: str) -> set[int]:
-    """Host PIDs in the Pod's memory cgroups right now."""
-    pids: set[int] = set()
-    for procs in Path("/sys/fs/cgroup/memory/kubepods").rglob(f"pod{uid}/**/cgroup.procs"):
-        try:
-            pids.update(int(p) for p in procs.read_text().split())
-        except (OSError, ValueError):
-            continue
-    return pids
-
-
-class Cluster:
-    def __init__(self, directory: Path) -> None:
-        self.cp = envtest_lib.ControlPlane(directory)
-        self.rest = connect(str(self.cp.kubeconfig))
-
-    def text(self, path: str) -> str:
-        with urllib.request.urlopen(
-            self.cp.server_url + path, context=self.cp.ssl_context(), timeout=20
-        ) as r:
-            return str(r.read().decode())
-
-    def json(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
-        resp = self.rest.request(method, path, body)
-        if method == "GET" and not resp.ok:
-            raise RuntimeError(f"{method} {path}: {resp.status} {resp.body}")
-        return dict(resp.body)
-
-    def samples(self, path: str, name: str) -> dict[tuple[str, str, str], float]:
-        """(namespace, pod, container) -> value of metric ``name`` at ``path``."""
-        out: dict[tuple[str, str, str], float] = {}
-        for family in text_string_to_metric_families(self.text(path)):
-            for s in family.samples:
-                if s.name == name and s.labels.get("container"):
-                    out[(s.labels.get("namespace", ""), s.labels.get("pod", ""), s.labels["container"])] = (
-                        s.value
-                    )
-        return out
-
-
-def deployment(name: str, script: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {
-                    "terminationGracePeriodSeconds": 1,
-                    "automountServiceAccountToken": False,
-                    "containers": [
-                        {
-                            "name": "hog",
-                            "image": "localhost/oomsight:dev",
-                            "imagePullPolicy": "Never",
-                            "command": ["python3", "-c", script],
-                            "resources": {"limits": {"memory": "64Mi"}, "requests": {"memory": "32Mi"}},
-                        }
-                    ],
-                },
-            },
-        },
-    }
-
-
-def running_pod(c: Cluster, ns: str, app: str, timeout: float = 120) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        items = c.json("GET", f"/api/v1/namespaces/{ns}/pods", None).get("items") or []
-        for pod in items:
-            if (
-                pod["metadata"]["labels"].get("app") == app
-                and pod.get("status", {}).get("phase") == "Running"
-            ):
-                return dict(pod)
-        time.sleep(0.2)
-    raise RuntimeError(f"no running pod for {app} in {ns}")
 
 
 def one_kill(c: Cluster, kills: Kills, ns: str, kind: str, poll: float, wait: float) -> dict[str, Any]:

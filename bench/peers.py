@@ -59,6 +59,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "hack"), str(ROOT / "operator"), str(ROOT / "bench")]
 
+import nodekit  # noqa: E402
 import peerbuild  # noqa: E402
 from bench_agent import EventWatch, namespace, pct, proc_cpu_seconds, proc_status  # noqa: E402
 from bench_live_latency import measure_skew  # noqa: E402
@@ -73,7 +74,7 @@ INTERVAL = 10.0
 KINDS = ("main", "child", "pod", "node", "storm")
 CONTROLLERS = ("cpu", "cpuacct", "pids")  # besides memory, as a kubelet's cgroupfs driver creates them
 KILL_LINE = re.compile(r"Killed process (\d+) \(")
-HEADER_LINE = re.compile(r"^oom-kill:.*,pid=(\d+),")
+HEADER_LINE = re.compile(r"^oom-kill:.*\btask_memcg=([^,]*),.*,pid=(\d+),")
 NPD_KILL = re.compile(r"Reason:OOMKilling Message:[^}]*?Killed process (\d+) \(")
 
 
@@ -92,6 +93,8 @@ class KernelLog(threading.Thread):
         self.skew = skew
         self.kills: dict[int, float] = {}
         self.headers: set[int] = set()
+        self.memcgs: dict[int, str] = {}
+        """Kill pid -> the victim's memory cgroup, from its report (when the kernel printed one)."""
         self.gaps = 0
         self.records = 0
         self.kill_lines = 0
@@ -111,7 +114,8 @@ class KernelLog(threading.Thread):
                         self.kill_lines += 1
                         self.kills.setdefault(int(m.group(1)), (rec.usec or 0) / 1e6 + self.skew)
                     elif m := HEADER_LINE.search(rec.text):
-                        self.headers.add(int(m.group(1)))
+                        self.headers.add(int(m.group(2)))
+                        self.memcgs[int(m.group(2))] = m.group(1)
 
 
 @dataclass
@@ -640,15 +644,116 @@ def working_sets(agent_metrics: str, cad_metrics: str, pods: CostPods) -> dict[s
 # ------------------------------------------------------------------------------------ run
 
 
-def kubelet_entry() -> dict[str, Any]:
-    """The kubelet reports only on the containers it runs itself (through containerd), never on this
-    bench's cgroups: it needs the real node (``hack/envtest up --node``) and kills inside its Pods."""
-    if "--node" not in (ROOT / "hack" / "envtest_lib.py").read_text():
-        return {"error": "no real node here: hack/envtest has no `up --node` (kubelet) yet"}
-    return {
-        "error": "not measured: the kubelet sees only the containers it runs, and this bench's kills are "
-        "in its own cgroups; driving the real node (hack/envtest up --node) is not done yet"
-    }
+@dataclass
+class NodeKill:
+    kind: str
+    pod: str
+    pid: int
+
+
+NODE_GROW = "import time\nx = []\nwhile True:\n    x.append(b'1' * (4 << 20))\n    time.sleep(0.05)"
+"""Grows 80 MiB/s: a bit slower than it could, so the bench sees the process in the Pod's cgroup."""
+
+
+def node_script(kind: str, delay: float) -> str:
+    """Sleep ``delay`` s (the Pod starts, the bench finds its processes), then grow until killed:
+    ``main`` as the container's own process, ``child`` in a child while PID 1 waits and lives on."""
+    if kind == "main":
+        return f"import time\ntime.sleep({delay:g})\n{NODE_GROW}"
+    return (
+        f"import subprocess, sys, time\ntime.sleep({delay:g})\n"
+        f"subprocess.run([sys.executable, '-c', {NODE_GROW!r}])\ntime.sleep(86400)"
+    )
+
+
+def judge_kubelet(args: argparse.Namespace, kernel: KernelLog, work: Path) -> dict[str, Any]:
+    """The kubelet's report of its own Pods' kills on the real node: ``--kills`` Pods of each kind
+    (``main``, ``child``), 64 Mi limit, ``restartPolicy: Never``, python3 of the project image. Its
+    report is the Pod status ``OOMKilled`` (``state``/``lastState.terminated.reason``), timed when a
+    watch shows it; the kill is this bench's kmsg kill line whose pid was in the Pod's cgroups, or
+    whose report names the Pod's cgroup. A killed child is never in the status: counted as not seen."""
+    node = None
+    if args.node_dir:
+        node_dir = Path(args.node_dir)
+    else:
+        node_dir = work / "node"
+        try:
+            node = nodekit.node_up(node_dir, args.node_wait, lambda m: say(f"kubelet: {m}"))
+        except Exception as err:  # any failure to bring the node up is the reason
+            why = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+            return {"error": f"the real node (hack/envtest up --node) did not come up: {why}"}
+    try:
+        c = nodekit.Cluster(node_dir)
+        ns = f"peers-kubelet-{uuid.uuid4().hex[:6]}"
+        c.create("/api/v1/namespaces", {"metadata": {"name": ns}})
+        watch = nodekit.PodWatch(c, ns)
+        watch.start()
+        watch.ready.wait(10)
+        pods: list[tuple[str, str]] = []
+        for i in range(args.kills):
+            for kind in ("main", "child"):
+                # 1.5 s apart: under the kernel's 10 reports per 5 s, as the single kills above
+                delay = 8 + 1.5 * len(pods)
+                name = f"oom-{kind}-{i}"
+                c.create(
+                    f"/api/v1/namespaces/{ns}/pods",
+                    {"metadata": {"name": name}, "spec": nodekit.pod_spec(node_script(kind, delay), "Never")},
+                )
+                pods.append((kind, name))
+        say(f"kubelet: {len(pods)} Pods on the real node, a kill every 1.5 s from 8 s on")
+        pids: dict[str, set[int]] = defaultdict(set)
+        victim: dict[str, int] = {}
+        deadline = time.monotonic() + 120 + 1.5 * len(pods)
+        done_at: float | None = None
+        while time.monotonic() < deadline:
+            for _, name in pods:
+                uid = watch.uids.get(name)
+                if not uid or name in victim:
+                    continue
+                pids[name] |= nodekit.pod_pids(uid)
+                mine = [
+                    (t, pid)
+                    for pid, t in list(kernel.kills.items())
+                    if pid in pids[name] or f"pod{uid}" in kernel.memcgs.get(pid, "")
+                ]
+                if mine:
+                    victim[name] = min(mine)[1]
+            mains_reported = all(n in watch.reported for k, n in pods if k == "main")
+            if len(victim) == len(pods) and mains_reported:
+                done_at = done_at or time.monotonic()
+                if time.monotonic() - done_at > 15:  # a child's report would have come by now
+                    break
+            time.sleep(0.2)
+        kills = [NodeKill(kind, name, victim[name]) for kind, name in pods if name in victim]
+        if len(kills) < len(pods):
+            say(f"kubelet: {len(pods) - len(kills)} of {len(pods)} Pods' kills not found in the kernel log")
+        reported = {k.pid: k.pod in watch.reported for k in kills}
+        attributed = {k.pid: watch.reported.get(k.pod, (0.0, ""))[1] == "hog" for k in kills}
+        lat: dict[str, list[float]] = defaultdict(list)
+        for k in kills:
+            if k.pod in watch.reported and k.pid in kernel.kills:
+                lat[k.kind].append(watch.reported[k.pod][0] - kernel.kills[k.pid])
+        out = detection_summary(
+            kills,  # type: ignore[arg-type]
+            reported,
+            attributed,
+            lat,
+            "Pod status (state/lastState.terminated.reason OOMKilled)",
+        )
+        out["kills_total"] = len(pods)
+        out["scope"] = (
+            f"its own {len(pods)} Pods on the real node (kubelet v1.36.4, containerd 1.6.20), not this "
+            "bench's cgroups"
+        )
+        out["cost"] = {}
+        c.json("DELETE", f"/api/v1/namespaces/{ns}")
+        return out
+    except Exception as err:  # the other tools' results stand
+        return {"error": f"kubelet: {str(err).strip().splitlines()[-1] if str(err).strip() else err!r}"}
+    finally:
+        if node is not None:
+            with contextlib.suppress(Exception):
+                node.down()
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -663,7 +768,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         except peerbuild.PeerError as err:
             say(f"error: {err}")
             tools[name] = {"error": str(err)}
-    tools["kubelet"] = kubelet_entry()
+    if "kubelet" not in args.tools:
+        tools["kubelet"] = {"error": "not run (left out of --tools)"}
 
     import envtest_lib
 
@@ -804,6 +910,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 tools["oomsight"]["log_warnings"] = sum(
                     1 for ln in agent.log().splitlines() if "WARNING" in ln or "ERROR" in ln
                 )
+            # -- the kubelet, last: its node's containerd and kubelet would weigh on the cost windows
+            if "kubelet" in args.tools:
+                tools["kubelet"] = judge_kubelet(args, kernel, work)
+                if "error" in tools["kubelet"]:
+                    say(f"error: kubelet: {tools['kubelet']['error']}")
         finally:
             if agent is not None:
                 agent.kill()
@@ -844,7 +955,8 @@ def table(result: dict[str, Any], args: argparse.Namespace) -> str:
         child_total = bk.get("child", {}).get("kills", 0)
         lines.append(
             f"| {t} | {d['kills_seen']}/{d['kills_total']} | {d['kills_attributed']} | "
-            f"{d['child_kills_seen']}/{child_total} | {storm.get('seen', 0)}/{storm.get('kills', 0)} | "
+            f"{d['child_kills_seen']}/{child_total} | "
+            f"{str(storm.get('seen', 0)) + '/' + str(storm['kills']) if storm else '-'} | "
             f"{fmt(d['latency_p50_ms'])} | {fmt(d['latency_p99_ms'])} | {fmt(storm.get('latency_p99_ms'))} | "
             f"{d['lands']} |"
         )
@@ -852,10 +964,11 @@ def table(result: dict[str, Any], args: argparse.Namespace) -> str:
     kinds = [k for k in KINDS if any(k in tools[t].get("by_kind", {}) for t in tools)]
     lines.append("| seen by kind | " + " | ".join(kinds) + " |")
     lines.append("|---|" + "---|" * len(kinds))
-    for t in ("oomsight", "cadvisor", "npd"):
+    for t in ("oomsight", "cadvisor", "npd", "kubelet"):
         bk = tools[t].get("by_kind")
         if bk:
-            lines.append(f"| {t} | " + " | ".join(f"{bk[k]['seen']}/{bk[k]['kills']}" for k in kinds) + " |")
+            cells = (f"{bk[k]['seen']}/{bk[k]['kills']}" if k in bk else "-" for k in kinds)
+            lines.append(f"| {t} | " + " | ".join(cells) + " |")
     lines.append("")
     sizes = [str(s) for s in args.sizes]
     lines.append(
@@ -929,7 +1042,18 @@ def main() -> int:
     ap.add_argument("--warmup", type=float, default=20.0, help="seconds before each cost window (default 20)")
     ap.add_argument("--measure", type=float, default=60.0, help="seconds of each cost window (default 60)")
     ap.add_argument("--settle", type=float, default=25.0, help="seconds to wait for reports (default 25)")
-    ap.add_argument("--tools", default="oomsight,cadvisor,npd", help="peers to run (default all three)")
+    ap.add_argument(
+        "--tools", default="oomsight,cadvisor,npd,kubelet", help="tools to run (default all four)"
+    )
+    ap.add_argument(
+        "--node-dir", help="a real node already up (hack/envtest up --node DIR); default: bring one up"
+    )
+    ap.add_argument(
+        "--node-wait",
+        type=float,
+        default=1800.0,
+        help="seconds to wait for the machine's one real node while another run holds it (default 1800)",
+    )
     ap.add_argument("--workdir", help="keep logs, kills.json and events.json here (default: a temp dir)")
     ap.add_argument("--json", action="store_true", help="print the JSON result (the table goes to stderr)")
     args = ap.parse_args()
