@@ -27,9 +27,15 @@ agent's Events is ``hack/envtest``'s real kube-apiserver. A tool that cannot run
    peak (VmHWM, reset through ``clear_refs`` before the containers of that size are added).
 3. Accuracy: working set per container, oomsight's ``oomsight_container_working_set_bytes`` against
    cAdvisor's ``container_memory_working_set_bytes``, on containers holding 4-40 MiB.
+4. The kubelet, last (its node would weigh on the cost windows): it reports only on containers it
+   runs, so it gets its own kills on the real node (``hack/envtest up --node``, brought up and down
+   here, or ``--node-dir`` for one already up; while another run holds the machine's one node this
+   waits up to ``--node-wait`` s): ``--kills`` Pods of each kind, ``main`` and ``child``. Its report
+   is the Pod status ``OOMKilled``, timed when a watch shows it; a killed child is never in it.
 
-Needs root, the cgroup v1 memory controller and /dev/kmsg. The whole run takes ~7 min with the
-defaults (peers built already; first builds: NPD ~2 min, cAdvisor ~5 min on a busy 2-core machine).
+Needs root, the cgroup v1 memory controller and /dev/kmsg. The whole run takes ~10 min with the
+defaults (peers and the node's binaries built already; first builds: NPD ~2 min, cAdvisor ~5 min on a
+busy 2-core machine; the node's project image ~1 min for each new tree).
 
     .venv/bin/python bench/peers.py [--kills 5] [--storm 100] [--sizes 50,200,1000] [--json]
 """
@@ -668,7 +674,8 @@ def node_script(kind: str, delay: float) -> str:
 
 def judge_kubelet(args: argparse.Namespace, kernel: KernelLog, work: Path) -> dict[str, Any]:
     """The kubelet's report of its own Pods' kills on the real node: ``--kills`` Pods of each kind
-    (``main``, ``child``), 64 Mi limit, ``restartPolicy: Never``, python3 of the project image. Its
+    (``main``, ``child``), 64 Mi limit, ``restartPolicy: Never``, python3 of the project image, started
+    one after another, each growing 3 s after it runs. Its
     report is the Pod status ``OOMKilled`` (``state``/``lastState.terminated.reason``), timed when a
     watch shows it; the kill is this bench's kmsg kill line whose pid was in the Pod's cgroups, or
     whose report names the Pod's cgroup. A killed child is never in the status: counted as not seen."""
@@ -690,22 +697,11 @@ def judge_kubelet(args: argparse.Namespace, kernel: KernelLog, work: Path) -> di
         watch.start()
         watch.ready.wait(10)
         pods: list[tuple[str, str]] = []
-        for i in range(args.kills):
-            for kind in ("main", "child"):
-                # 1.5 s apart: under the kernel's 10 reports per 5 s, as the single kills above
-                delay = 8 + 1.5 * len(pods)
-                name = f"oom-{kind}-{i}"
-                c.create(
-                    f"/api/v1/namespaces/{ns}/pods",
-                    {"metadata": {"name": name}, "spec": nodekit.pod_spec(node_script(kind, delay), "Never")},
-                )
-                pods.append((kind, name))
-        say(f"kubelet: {len(pods)} Pods on the real node, a kill every 1.5 s from 8 s on")
         pids: dict[str, set[int]] = defaultdict(set)
         victim: dict[str, int] = {}
-        deadline = time.monotonic() + 120 + 1.5 * len(pods)
-        done_at: float | None = None
-        while time.monotonic() < deadline:
+
+        def track() -> None:
+            """The Pods' processes as they come, and each Pod's kill once the kernel logged it."""
             for _, name in pods:
                 uid = watch.uids.get(name)
                 if not uid or name in victim:
@@ -718,6 +714,29 @@ def judge_kubelet(args: argparse.Namespace, kernel: KernelLog, work: Path) -> di
                 ]
                 if mine:
                     victim[name] = min(mine)[1]
+
+        # One Pod at a time, each started once the one before runs (containerd on a loaded 2-core
+        # machine missed the kubelet's deadline creating ten at once); each grows 3 s after it starts.
+        for i in range(args.kills):
+            for kind in ("main", "child"):
+                name = f"oom-{kind}-{i}"
+                c.create(
+                    f"/api/v1/namespaces/{ns}/pods",
+                    {"metadata": {"name": name}, "spec": nodekit.pod_spec(node_script(kind, 3), "Never")},
+                )
+                pods.append((kind, name))
+                started = time.monotonic() + 180
+                while time.monotonic() < started:
+                    track()
+                    pod = c.json("GET", f"/api/v1/namespaces/{ns}/pods/{name}")
+                    if (pod.get("status") or {}).get("phase") in ("Running", "Succeeded", "Failed"):
+                        break
+                    time.sleep(0.2)
+        say(f"kubelet: {len(pods)} Pods started on the real node, one after another")
+        deadline = time.monotonic() + 120
+        done_at: float | None = None
+        while time.monotonic() < deadline:
+            track()
             mains_reported = all(n in watch.reported for k, n in pods if k == "main")
             if len(victim) == len(pods) and mains_reported:
                 done_at = done_at or time.monotonic()
@@ -912,6 +931,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 )
             # -- the kubelet, last: its node's containerd and kubelet would weigh on the cost windows
             if "kubelet" in args.tools:
+                kit.cleanup(cost_pods.procs)  # the cost's 1000 processes out of the node's way
+                cost_pods.procs.clear()
                 tools["kubelet"] = judge_kubelet(args, kernel, work)
                 if "error" in tools["kubelet"]:
                     say(f"error: kubelet: {tools['kubelet']['error']}")
