@@ -34,6 +34,7 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -52,6 +53,7 @@ from bench_agent import EventWatch, namespace, parse_time, pct, proc_cpu_seconds
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "hack"), str(ROOT / "operator")]
 
+import chaos_node  # noqa: E402
 from cgroupkit import CgroupKit, _rmdir  # noqa: E402
 from chaos_operator import OPERATOR_ROWS, add_arguments, print_operator_table  # noqa: E402
 from kube.agentkit import AgentProc, PodScene, ensure_crds, make_scene, rest_for  # noqa: E402
@@ -387,6 +389,7 @@ ROWS: dict[str, Callable[[dict[str, Any], argparse.Namespace], dict[str, Any]]] 
     "kmsg-overrun": row_kmsg_overrun,
     "cgroup-removed": row_cgroup_removed,
     **OPERATOR_ROWS,  # bench/chaos_operator.py: op-sigkill, op-peering, op-apiserver
+    **chaos_node.ROWS,  # the real node's faults (hack/envtest up --node): bench/chaos_node.py
 }
 
 
@@ -429,6 +432,8 @@ def main() -> int:
     ap.add_argument("--settle", type=float, default=180.0, help="seconds to wait for every kill's Event")
     ap.add_argument("--json", help="write the rows here")
     add_arguments(ap)
+    ap.add_argument("--keep-logs", help="copy the agents' logs (and the control plane's) to this directory")
+    chaos_node.add_arguments(ap)
     args = ap.parse_args()
     rows = [r.strip() for r in (args.only or ",".join(ROWS)).split(",") if r.strip()]
     unknown = [r for r in rows if r not in ROWS]
@@ -443,9 +448,11 @@ def main() -> int:
         cp = ControlPlane(work / "cp").start()
         kit = CgroupKit()
         ctx: dict[str, Any] = {"cp": cp, "kubeconfig": str(cp.kubeconfig), "work": work, "kit": kit}
+        stack = contextlib.ExitStack()
         try:
             ctx["rest"] = rest_for(cp.kubeconfig)
             ensure_crds(ctx["rest"])
+            stack.enter_context(chaos_node.real_node(ctx, args, rows))  # down again whatever happens
             for name in rows:
                 print(f"chaos: {name} ...", flush=True)
                 try:
@@ -464,8 +471,14 @@ def main() -> int:
                 print(f"chaos: {name}: {json.dumps({k: v for k, v in results[-1].items() if k != 'note'})}",
                       flush=True)  # fmt: skip
         finally:
+            stack.close()
             kit.cleanup()
             cp.stop()
+            if args.keep_logs:
+                keep = Path(args.keep_logs)
+                keep.mkdir(parents=True, exist_ok=True)
+                for log in work.rglob("*.log"):
+                    shutil.copy(log, keep / f"{log.parent.name}-{log.name}")
     print_table(results)
     print(json.dumps({"kernel": os.uname().release, "rows": results}))
     if args.json:
