@@ -21,6 +21,7 @@ AGENT_ALLOWED = [
     ("get", "pods"),
     ("list", "pods"),
     ("watch", "pods"),
+    ("get", "events.events.k8s.io"),
     ("create", "events.events.k8s.io"),
     ("patch", "events.events.k8s.io"),
     ("create", "events"),

@@ -1,9 +1,10 @@
 """Deliver ``events.k8s.io/v1`` Events, idempotently.
 
-``send(spec)`` makes the API hold exactly the state ``spec`` describes: it creates the Event; a
-409 Conflict means it already exists (an earlier attempt got through, or a repeat), so only the
-mutable field (``series``) is patched, when there is one; a 404 on that patch means the Event expired
-(``--event-ttl``), so it is created again. The outcome says what the caller should do:
+``send(spec)`` makes the API hold the state ``spec`` describes: it creates the Event; a 409 Conflict
+means it already exists (an earlier attempt got through, or a repeat), so only the mutable field
+(``series``) is raised to ours, when there is one, and never lowered: read, compare, then patched on the
+``resourceVersion`` read (a late older write must not undo a newer count); a 404 means the Event
+expired (``--event-ttl``), so it is created again. The outcome says what the caller should do:
 
 - ``delivered``: forget it;
 - ``rejected`` (400, 403, 404 namespace gone, 422): retrying cannot help; report and count it;
@@ -60,11 +61,35 @@ class EventSender:
 
     def send(self, spec: EventSpec) -> Result:
         resp = self._create(spec)
-        if resp.status == 409:
-            patch = spec.patch_body()
-            if patch is None:  # it exists and there is no series to update: already delivered
-                return Result("delivered", 409)
-            resp = self._patch(spec, patch)
-            if resp.status == 404:
-                resp = self._create(spec)
+        if resp.status != 409:
+            return Result(classify(resp.status), resp.status, resp.message)
+        patch = spec.patch_body()
+        if patch is None:  # it exists and there is no series to update: already delivered
+            return Result("delivered", 409)
+        return self._raise_series(spec, patch)
+
+    def _raise_series(self, spec: EventSpec, patch: dict[str, object]) -> Result:
+        """The Event exists: raise its ``series`` to ours, never lower it.
+
+        A plain merge patch is last-writer-wins, and the last write to arrive is not always the newest:
+        a request the agent gave up on (timeout while etcd or the API server was slow) can still be
+        applied afterwards, and an agent Pod being replaced flushes its spool while its successor
+        sends newer states of the same Events. Applied after a newer count, an older one silently
+        loses kills. So: read the Event, stop when it already counts as many, else patch on the
+        ``resourceVersion`` read; a conflict (someone wrote in between) is retried."""
+        cur = self.rest.request("GET", _path(spec.namespace, spec.name))
+        if cur.status == 404:  # expired (--event-ttl) since the create's 409: create it again
+            resp = self._create(spec)
+            if resp.status == 409:
+                return Result("retry", 409, "created meanwhile by another write; patched on the next try")
+            return Result(classify(resp.status), resp.status, resp.message)
+        if not cur.ok:
+            return Result(classify(cur.status), cur.status, cur.message)
+        have = int((cur.body.get("series") or {}).get("count") or 1)
+        if have >= spec.count:
+            return Result("delivered", cur.status)
+        version = str((cur.body.get("metadata") or {}).get("resourceVersion") or "")
+        resp = self._patch(spec, {**patch, "metadata": {"resourceVersion": version}})
+        if resp.status in (404, 409):  # changed or expired since the read: read again
+            return Result("retry", resp.status, resp.message)
         return Result(classify(resp.status), resp.status, resp.message)

@@ -1,0 +1,70 @@
+"""A kill Event's ``series`` count on the real API server is raised, never lowered, across an etcd
+restart: a late older write (a request given up on while etcd was down, an outgoing agent Pod's
+flush) must not undo a newer count, or kills are lost without a trace (oomsight.kube.events)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from oomsight.core.eventspecs import oom_event
+from oomsight.core.podinfo import ContainerInfo, PodInfo
+from oomsight.kube.events import EventSender
+
+pytestmark = pytest.mark.kube
+
+DIAG = {
+    "scope": "container",
+    "victim": {"pid": 4242, "comm": "memhog", "anon_rss_bytes": 40 << 20, "file_rss_bytes": 0,
+               "shmem_rss_bytes": 0, "oom_score_adj": 0},
+    "limit_bytes": 64 << 20,
+    "charged": {"anon": 60 << 20, "file": 1 << 20, "shmem": 0, "kernel": 2 << 20},
+    "dominant": "anon",
+    "container_survived": True,
+}  # fmt: skip
+
+
+def _count(rest: Any, namespace: str, name: str) -> int:
+    resp = rest.request("GET", f"/apis/events.k8s.io/v1/namespaces/{namespace}/events/{name}")
+    assert resp.ok, resp.message
+    return int((resp.body.get("series") or {}).get("count") or 1)
+
+
+def test_a_late_older_series_write_after_an_etcd_restart_does_not_lower_the_count(
+    control_plane: Any, rest: Any, namespace: str
+) -> None:
+    pod = PodInfo(uid=str(uuid.uuid4()), namespace=namespace, name="hog", node_name="node-a",
+                  containers=(ContainerInfo("app", "ab" * 32, 64 << 20, 128 << 20),))  # fmt: skip
+    t0 = datetime.now(UTC)
+    first = oom_event(DIAG, pod, "app", "node-a", str(uuid.uuid4()), 7, t0)
+    second = first.repeated(t0 + timedelta(seconds=1))
+    third = second.repeated(t0 + timedelta(seconds=2))
+    sender = EventSender(rest, "node-a")
+    assert sender.send(first).outcome == "delivered"
+    assert sender.send(second).outcome == "delivered"
+    assert _count(rest, namespace, first.name) == 2
+
+    control_plane._etcd.stop(str(control_plane.binary("etcd")), control_plane.stop_timeout)
+    try:
+        down = sender.send(third)  # the API server cannot reach etcd: kept, to be retried
+        assert down.outcome == "retry", down
+    finally:
+        control_plane._start_etcd()
+    for _ in range(30):  # the API server reconnects to etcd: retried as the agent's sender would
+        if (result := sender.send(third)).outcome == "delivered":
+            break
+    assert result.outcome == "delivered", result
+    assert _count(rest, namespace, first.name) == 3
+
+    # The older state arrives after the newer one (the write given up on during the outage, or an
+    # agent Pod being replaced flushing its spool while the new one sends): it must change nothing.
+    late = sender.send(second)
+    assert late.outcome == "delivered", late
+    assert _count(rest, namespace, first.name) == 3
+
+    fourth = third.repeated(t0 + timedelta(seconds=3))
+    assert sender.send(fourth).outcome == "delivered"
+    assert _count(rest, namespace, first.name) == 4
