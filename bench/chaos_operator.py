@@ -156,6 +156,35 @@ def count_writes(path: Path, who: str = UA) -> int:
     return n
 
 
+def paused_writes(audit: Path, logs: dict[str, Path]) -> int:
+    """Writes a replica made while its log said it was paused (kopf's "Pausing operations" until its
+    next "Resuming operations"): what a standby wrote although it was not the active one."""
+    spans: dict[str, list[tuple[str, str]]] = {}
+    for who, log in logs.items():
+        start = None
+        for line in log.read_text(errors="replace").splitlines():
+            stamp = line[1:24].replace(" ", "T").replace(",", ".")  # kopf's local time: UTC here
+            if "Pausing operations" in line and start is None:
+                start = stamp
+            elif "Resuming operations" in line and start is not None:
+                spans.setdefault(who, []).append((start, stamp))
+                start = None
+        if start is not None:
+            spans.setdefault(who, []).append((start, "9999"))
+    n = 0
+    if not audit.exists():
+        return 0
+    for line in audit.read_text(errors="replace").splitlines():
+        with contextlib.suppress(ValueError):
+            e = json.loads(line)
+            if _write_key(e) is None:
+                continue
+            who = str(e.get("userAgent", "")).split("/")[0].removeprefix(UA)
+            t = str(e.get("stageTimestamp", ""))[:23]
+            n += any(a <= t < b for a, b in spans.get(who, []))
+    return n
+
+
 class OpScene:
     """A control plane with the audit log, bench_operator's scene in it, and kubelet OOM kills."""
 
@@ -264,7 +293,9 @@ def _row(name: str, fault: str, s: OpScene, ended: float, args: argparse.Namespa
     note = (
         f"{len(s.scene.pod_workload)} Pods, {len(s.scene.expected)} policies, {s.ooms} kubelet OOM kills; "
         f"writes by kind {t['by_kind']}; repeated by kind {t['repeated_by_kind'] or 0}; "
-        f"objects written by two replicas {t['both']}; {errors} tracebacks in the operator logs"
+        f"objects written by two replicas {t['both']}; writes by a paused replica "
+        f"{paused_writes(s.cp.audit_log, {op.name: op.log_path for op in s.ops})}; "
+        f"{errors} tracebacks in the operator logs"
         + (f"; repeated e.g. {t['examples'][:2]}" if t["examples"] else "")
     )
     return {"row": name, "fault": fault, "writes": t["writes"], "lost": lost, "dup": t["repeated"],
