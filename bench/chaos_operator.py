@@ -254,7 +254,9 @@ class OpScene:
         deadline = time.monotonic() + timeout
         lost = -1
         while time.monotonic() < deadline:
-            with contextlib.suppress(Exception):
+            # bench_operator's reads exit on an HTTP error (e.g. 429 while the API server's storage
+            # initializes after a restart): here that is a poll to repeat.
+            with contextlib.suppress(Exception, SystemExit):
                 ok, missing = self.done()
                 if ok and missing == 0:
                     return 0, time.monotonic() - since
