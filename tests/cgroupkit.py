@@ -46,6 +46,51 @@ def require_cgroup_v1() -> None:
         unavailable(f"real-cgroup test cannot run: {reason}")
 
 
+REPORT_BURST = 10
+REPORT_WINDOW = 5.0
+"""The kernel prints an OOM kill's full report (``dump_header``) at most 10 times per 5 s, machine-wide
+(mm/oom_kill.c ``oom_rs``: DEFAULT_RATELIMIT_BURST, DEFAULT_RATELIMIT_INTERVAL); its kill line always."""
+
+
+def _recent_kill_lines(window: float) -> list[float]:
+    """CLOCK_MONOTONIC times (the kernel's stamps, close enough here) of the kill lines of the last
+    ``window`` seconds still in the ring, whoever caused them."""
+    now = time.clock_gettime(time.CLOCK_MONOTONIC)
+    out = []
+    fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        while True:
+            try:
+                raw = os.read(fd, 8192)
+            except BlockingIOError:
+                break
+            except BrokenPipeError:  # overwritten while read: go on with the next record
+                continue
+            head, _, text = raw.decode(errors="replace").partition(";")
+            fields = head.split(",")
+            if len(fields) > 2 and ("Killed process" in text or " killed process " in text.lower()):
+                t = int(fields[2]) / 1e6
+                if now - t <= window:
+                    out.append(t)
+    finally:
+        os.close(fd)
+    return out
+
+
+def wait_for_report_budget(timeout: float = 120.0, spare: int = 3) -> None:
+    """Before a kill whose test needs the kernel's full report: wait (up to ``timeout``) until the
+    last window's kill lines leave at least ``spare`` reports of the burst, so kills elsewhere on the
+    machine (other tests' storms, other users) do not leave this one with a bare kill line. Any fixed
+    5 s window of the kernel's lies within the last 5.5 s, so counting those is enough."""
+    deadline = time.monotonic() + timeout
+    while True:
+        recent = _recent_kill_lines(REPORT_WINDOW + 0.5)
+        if len(recent) <= REPORT_BURST - spare or time.monotonic() > deadline:
+            return
+        oldest_leaves = min(recent) + REPORT_WINDOW + 0.5 - time.clock_gettime(time.CLOCK_MONOTONIC)
+        time.sleep(min(max(oldest_leaves, 0.1), 1.0))
+
+
 def _write(path: Path, value: str | int) -> None:
     path.write_text(str(value))
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cgroupkit import Cgroup, CgroupKit, KubeletPod, kubelet_pod, shell_with_oom_child
+from cgroupkit import Cgroup, CgroupKit, KubeletPod, kubelet_pod, shell_with_oom_child, wait_for_report_budget
 from oomsight.core.events import OOM_REASONS
 from oomsight.kube.rest import Rest, connect
 
@@ -68,6 +68,7 @@ class PodScene:
     def oom_kill_main(self, timeout: float = 30.0) -> int:
         """Run a process that grows until the kernel OOM-kills it (the container's main process);
         return its pid (``sh`` execs memhog, so the kill line names this pid)."""
+        wait_for_report_budget()
         p = self.cgroup.spawn("--grow-anon-mib", "8", ready=False)
         p.wait(timeout=timeout)
         if p.stdout is not None:
@@ -77,6 +78,7 @@ class PodScene:
 
     def oom_kill_child(self, timeout: float = 30.0) -> subprocess.Popen[str]:
         """A child grows until it is killed; the parent (the "container") keeps running."""
+        wait_for_report_budget()
         p = self.cgroup.spawn("--children", "1", "--child-grow-mib", "8", "--child-oom-score-adj", "1000")
         self.procs.append(p)
         child = p.ready_pids[1]  # type: ignore[attr-defined]
@@ -90,6 +92,7 @@ class PodScene:
         """The container's first process is ``sh``; its child ``dd`` needs twice the limit and is
         OOM-killed, sh lives on (``cgroupkit.shell_with_oom_child``)."""
         limit = self.cgroup.limit() or 64 * MIB
+        wait_for_report_budget()
         sh, dd = shell_with_oom_child(self.cgroup, 2 * limit, timeout)
         self.procs.append(sh)
         wait_for(lambda: not Path(f"/proc/{dd}").exists() or _zombie(dd), timeout, "dd to be killed")
