@@ -24,7 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from oomsight.core import events
 from oomsight.core.node import V1_ONLY_FINDINGS
 from realparts import unavailable
-from vm.test_vm_v2 import KERNELS, REPO, release_tuple, vm_lib
+from vm.test_vm_v2 import KERNELS, guest_results, release_tuple
 
 pytestmark = pytest.mark.vm
 
@@ -34,32 +34,8 @@ MIB = 1 << 20
 @pytest.fixture(scope="module", params=KERNELS)
 def guest(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     series = request.param
-    vm = vm_lib()
-    try:
-        vm.ensure_host_tools()
-        vm.check_tcg()
-    except vm.VmError as err:
-        unavailable(f"hack/vm cannot run: {err}")
-    build = subprocess.run(
-        [str(REPO / "hack" / "vm"), "build", "--kernel", series], capture_output=True, text=True, check=False
-    )
-    if build.returncode != 0:
-        unavailable(f"hack/vm build --kernel {series} failed: {build.stderr.strip().splitlines()[-1:]}")
     out = tmp_path_factory.mktemp(f"vm-agent-{series}")
-    proc = subprocess.run(
-        [
-            str(REPO / "hack" / "vm"), "run", "--kernel", series, "--mem", "512M", "--share", str(out),
-            "--", "python3", "tests/vm/guest_agent.py", str(out),
-        ],
-        cwd=REPO, capture_output=True, text=True, check=False, timeout=1200,
-    )  # fmt: skip
-    tail = f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    assert proc.returncode == 0, f"guest agent run on {series} failed:\n{tail}"
-    results: dict[str, Any] = json.loads((out / "results.json").read_text())
-    assert "error" not in results, f"{series}: {results['error']}\n{tail}"
-    results["out"] = out
-    results["series"] = series
-    return results
+    return guest_results(series, out, "512M", "tests/vm/guest_agent.py", timeout=1200)
 
 
 def samples(guest: dict[str, Any]) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

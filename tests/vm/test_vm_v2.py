@@ -72,10 +72,12 @@ def release_tuple(release: str) -> tuple[int, int]:
     return int(major), int(minor)
 
 
-@pytest.fixture(scope="module", params=KERNELS)
-def guest(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """Boot the kernel once, run every scenario, return ``results.json`` (plus ``out``: its dir)."""
-    series = request.param
+def guest_results(
+    series: str, out: Path, mem: str, script: str, *args: str, timeout: float
+) -> dict[str, Any]:
+    """Boot ``series`` once with ``out`` shared, run ``python3 <script> <out> <args>`` as root there,
+    and return the ``results.json`` it wrote (plus ``out`` and ``series``); a missing qemu or kernel
+    is ``unavailable`` (a failure under CI=true), a failed guest run an assertion with its output."""
     vm = vm_lib()
     try:
         vm.ensure_host_tools()
@@ -87,21 +89,29 @@ def guest(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     )
     if build.returncode != 0:
         unavailable(f"hack/vm build --kernel {series} failed: {build.stderr.strip().splitlines()[-1:]}")
-    out = tmp_path_factory.mktemp(f"vm-{series}")
     proc = subprocess.run(
         [
-            str(REPO / "hack" / "vm"), "run", "--kernel", series, "--mem", "1G", "--share", str(out),
-            "--", "python3", "tests/vm/guest_scenarios.py", str(out),
-            *(SMOKE if series in SMOKE_KERNELS else ()),
+            str(REPO / "hack" / "vm"), "run", "--kernel", series, "--mem", mem, "--share", str(out),
+            "--", "python3", script, str(out), *args,
         ],
-        cwd=REPO, capture_output=True, text=True, check=False, timeout=1800,
+        cwd=REPO, capture_output=True, text=True, check=False, timeout=timeout,
     )  # fmt: skip
     tail = f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    assert proc.returncode == 0, f"guest suite on {series} failed:\n{tail}"
+    assert proc.returncode == 0, f"{script} on {series} failed:\n{tail}"
     results: dict[str, Any] = json.loads((out / "results.json").read_text())
+    assert "error" not in results, f"{series}: {results['error']}\n{tail}"
     results["out"] = out
     results["series"] = series
     return results
+
+
+@pytest.fixture(scope="module", params=KERNELS)
+def guest(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Boot the kernel once, run every scenario, return ``results.json`` (plus ``out``: its dir)."""
+    series = request.param
+    out = tmp_path_factory.mktemp(f"vm-{series}")
+    smoke = SMOKE if series in SMOKE_KERNELS else ()
+    return guest_results(series, out, "1G", "tests/vm/guest_scenarios.py", *smoke, timeout=1800)
 
 
 def scenario(guest: dict[str, Any], name: str) -> dict[str, Any]:
