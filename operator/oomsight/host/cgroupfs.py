@@ -276,12 +276,13 @@ def _pread_all(fd: int) -> str:
     return data.decode("ascii", "replace")
 
 
-def _fd_budget() -> int:
-    """How many files a walker may keep open: half the soft RLIMIT_NOFILE headroom, at most 16384."""
+def fd_budget(share: int = 2) -> int:
+    """How many files one user may keep open: 1/``share`` of the soft RLIMIT_NOFILE headroom (64
+    kept free), at most 16384. The walker takes half; the OOM notifier a quarter."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
         return 16384
-    return max(0, min(16384, (soft - 64) // 2))
+    return max(0, min(16384, (soft - 64) // share))
 
 
 class CgroupWalker:
@@ -333,7 +334,7 @@ class CgroupWalker:
         self._limit_fds: dict[str, int] = {}
         self._iface: set[str] = set()
         self._nfds = 0
-        self._fd_budget = _fd_budget() if keep_open else 0
+        self._fd_budget = fd_budget() if keep_open else 0
 
     def close(self) -> None:
         """Close the files kept open between sweeps."""

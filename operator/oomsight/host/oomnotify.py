@@ -19,20 +19,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-import resource
 import select
 import time
 from collections.abc import Iterable
 
-from oomsight.host.cgroupfs import CgroupLayout
-
-
-def _budget() -> int:
-    """At most a quarter of the soft RLIMIT_NOFILE headroom (the walker keeps files open too)."""
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY:
-        return 16384
-    return max(0, min(16384, (soft - 64) // 4))
+from oomsight.host.cgroupfs import CgroupLayout, fd_budget
 
 
 class OomNotifier:
@@ -45,7 +36,7 @@ class OomNotifier:
         self._path: dict[int, str] = {}
         self._last: dict[str, float] = {}
         """Per watched path: monotonic time its eventfd last fired."""
-        self._budget = _budget()
+        self._budget = fd_budget(4)  # a quarter: the walker keeps files open too
         self.failed = 0
         """Registrations the kernel refused (e.g. a cgroup removed meanwhile); such paths stay unwatched."""
 
