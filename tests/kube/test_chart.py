@@ -196,6 +196,7 @@ def test_helm_install_creates_every_object(
         assert config["OOMSIGHT_PEERING"] == release
         assert config["OOMSIGHT_HOST_ROOT"] == "/host"
         assert config["OOMSIGHT_KERNEL_LOG"] == "auto"  # kmsg where it opens, else syslog(2), else counters
+        assert config["OOMSIGHT_METRICS_GRACE"] == "300"  # deleted pods' kill counters linger
 
         notes = helm(helm_bin, kubeconfig, "get", "notes", release, "--namespace", namespace).stdout
         assert "kubectl get memorypolicies" in notes and f'ClusterKopfPeering "{release}"' in notes
@@ -225,6 +226,7 @@ BAD_VALUES = [
     (["--set", "metrics.agentPort=70000"], ["agentPort", "maximum", "65,535"]),
     (["--set", "agent.reportInterval=5"], ["reportInterval", "60"]),
     (["--set", "agent.kernelLog=dmesg"], ["kernelLog", "auto", "syslog"]),
+    (["--set", "agent.metricsGrace=-1"], ["metricsGrace", "minimum"]),
 ]
 
 
