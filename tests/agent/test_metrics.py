@@ -119,3 +119,32 @@ def test_peak_and_pressure_series_only_where_the_kernel_has_the_files():
         assert s[("oomsight_container_memory_pressure_avg10_ratio", lbl(kind=kind))] == 0.0059
     assert not [k for k in s if dict(k[1]).get("pod") == "old" and ("peak" in k[0] or "pressure" in k[0])]
     assert "# TYPE oomsight_container_memory_pressure_stalled_seconds_total counter" in text
+
+
+def test_kill_latency_is_a_histogram_per_stage_on_the_corrected_clock():
+    from oomsight.agent.latency import KillLatency
+
+    lat = KillLatency()
+    lat.start(1, 50_000_000, 51.0)  # no record read yet: the offset is unknown, nothing is timed
+    # local_clock runs 0.2 s ahead of CLOCK_MONOTONIC: a record stamped 100.2 s was read at 100.0005,
+    # another one, stamped 100.3, at 100.4 (it waited): the offset is the smallest difference
+    lat.offset.observe(100.0005, 100_200_000)
+    lat.offset.observe(100.4, 100_300_000)
+    assert abs(lat.offset.value() - (-0.1995)) < 1e-9
+    lat.start(7, 101_200_000, 101.0205)  # killed at 101.0005 (monotonic), read 20 ms later
+    lat.mark(7, "assembled", 101.09)
+    lat.delivered("not-timed")  # an Event of no timed kill (a warning, a replayed kill)
+    reg = make_registry(AgentCollector(Snapshot, Counters(), lambda: 0, "node-a", latency=lat))
+    samples = {}
+    for fam in text_string_to_metric_families(generate_latest(reg).decode()):
+        for s in fam.samples:
+            samples[(s.name, s.labels.get("stage"), s.labels.get("le"))] = s.value
+    name = "oomsight_agent_kill_report_latency_seconds"
+    assert samples[(name + "_bucket", "read", "0.01")] == 0
+    assert samples[(name + "_bucket", "read", "0.025")] == 1
+    assert samples[(name + "_bucket", "assembled", "0.075")] == 0
+    assert samples[(name + "_bucket", "assembled", "0.1")] == 1
+    assert samples[(name + "_bucket", "assembled", "+Inf")] == 1
+    assert abs(samples[(name + "_sum", "read", None)] - 0.02) < 1e-6
+    for stage in ("attributed", "spooled", "delivered"):
+        assert samples[(name + "_count", stage, None)] == 0

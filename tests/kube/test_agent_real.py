@@ -178,6 +178,15 @@ def test_metrics_show_the_kills_and_pass_promtool(rest, scenes, namespace, node,
     assert sample(text, "oomsight_container_memory_limit_bytes", **lbl, level="container") == 64 << 20
     assert (sample(text, "oomsight_container_memory_bytes", **lbl, kind="anon") or 0) > 0
     assert sample(text, "oomsight_agent_kmsg_records_total") > 0
+    # each kill timed at each stage, from the kill line to the API's acknowledgement, in order
+    lat = "oomsight_agent_kill_report_latency_seconds"
+    wait_for(lambda: sample(a.get("/metrics"), lat + "_count", stage="delivered") == 2, 60, "2 delivered")
+    text = a.get("/metrics")
+    stages = ("read", "assembled", "attributed", "spooled", "delivered")
+    sums = [sample(text, lat + "_sum", stage=s) for s in stages]
+    assert [sample(text, lat + "_count", stage=s) for s in ("read", "spooled")] == [2, 2]
+    assert sums == sorted(sums), sums
+    assert 0 < sums[-1] < 120, sums  # seconds: the kmsg clock was put on CLOCK_MONOTONIC (uptime is hours)
     out = subprocess.run([str(promtool_bin), "check", "metrics"], input=text, capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
 

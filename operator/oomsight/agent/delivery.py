@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 from oomsight.agent.metrics import Counters
 from oomsight.agent.state import StateDir
@@ -21,9 +22,16 @@ log = logging.getLogger(__name__)
 
 class Deliverer:
     def __init__(
-        self, state: StateDir, sender: EventSender, counters: Counters, backoff_max: float = 5.0
+        self,
+        state: StateDir,
+        sender: EventSender,
+        counters: Counters,
+        backoff_max: float = 5.0,
+        on_delivered: Callable[[str], None] = lambda name: None,
     ) -> None:
         self.state = state
+        self.on_delivered = on_delivered
+        """Called with the Event's name once the API acknowledged it (the kill latency's last stage)."""
         self.sender = sender
         self.counters = counters
         self.backoff_max = backoff_max
@@ -62,6 +70,7 @@ class Deliverer:
                 return False
             result = self.sender.send(spec)
             if result.outcome == "delivered":
+                self.on_delivered(spec.name)
                 self.state.done(spec.name, rev)
                 self.counters.inc("oomsight_agent_events_total", reason=spec.reason)
                 self.last_ok = time.monotonic()

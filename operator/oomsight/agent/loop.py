@@ -34,6 +34,7 @@ from typing import Any
 
 from oomsight import __version__
 from oomsight.agent.delivery import Deliverer
+from oomsight.agent.latency import KillLatency
 from oomsight.agent.metrics import (
     AgentCollector,
     ContainerSample,
@@ -58,6 +59,7 @@ from oomsight.core.eventspecs import (
     stuck_event,
 )
 from oomsight.core.findings import Finding
+from oomsight.core.kmsg import Record
 from oomsight.core.kubepath import parse_cgroup_path
 from oomsight.core.memory import MemoryReading, Pressure, breakdown
 from oomsight.core.node import NodeFacts, node_findings
@@ -142,7 +144,16 @@ class Agent:
         self.state = StateDir(settings.state_dir)
         self.rest = connect(settings.kubeconfig)
         self.pods = PodCache(self.rest, settings.node_name, on_error=self._api_error)
-        self.deliverer = Deliverer(self.state, EventSender(self.rest, settings.node_name), self.counters)
+        self.latency = KillLatency()
+        """Kill line → read, assembled, attributed, spooled, delivered (oomsight.agent.latency)."""
+        self._timing = False
+        """Off for the first batch read (the ring buffer of before the start: downtime, not latency)."""
+        self.deliverer = Deliverer(
+            self.state,
+            EventSender(self.rest, settings.node_name),
+            self.counters,
+            on_delivered=self.latency.delivered,
+        )
         self.reports = ReportWriter(
             self.rest, settings.node_name, min_interval=settings.report_interval, on_error=self._report_error
         )
@@ -265,7 +276,8 @@ class Agent:
             return False, "not ready: waiting for the first sweep (the kernel log is read first)"
         return True, "ok"
 
-    def _emit(self, spec: EventSpec) -> None:
+    def _emit(self, spec: EventSpec) -> EventSpec:
+        """Spool ``spec`` (folded into its series by the aggregator) and wake the sender; the spec spooled."""
         spec = self.aggregator.occur(spec)
         try:
             self.state.put(spec)
@@ -274,6 +286,7 @@ class Agent:
             self._error("spool_write")
             self._once("spool", "state: cannot spool Event %s: %s; delivering it from memory", spec.name, err)
         self.deliverer.kick()
+        return spec
 
     # ---- start and stop -----------------------------------------------------------------
     def _open_log(self) -> None:
@@ -349,6 +362,7 @@ class Agent:
                 self.s.node_name,
                 source=lambda: self.source,
                 pods=lambda: len(self.pods.pods()),
+                latency=self.latency,
             )
             try:
                 self.metrics = MetricsServer(
@@ -444,7 +458,13 @@ class Agent:
         assert self.reader is not None
         incidents: list[Incident] = []
         burst_end = time.monotonic() + BURST_SECONDS
+        timing, latency = self._timing, self.latency
+        read_at: dict[int, float] = {}
+        """Kill line (or ``oom-kill:`` summary) sequence number → when it was read (monotonic)."""
         while True:
+            last: Record | None = None
+            kill_lines: list[int] = []
+            done: list[Incident] = []
             for item in self.reader.read_available(limit=5000):
                 if isinstance(item, Gap) and item.unknown:
                     self.counters.inc("oomsight_agent_kmsg_gaps_total")
@@ -466,10 +486,24 @@ class Agent:
                             item.next_seq - 1,
                         )
                     continue
-                incidents += self.assembler.feed(item)
+                last = item
+                text = item.text
+                if timing and item.seq is not None and ("Killed process" in text or "oom-kill:" in text):
+                    kill_lines.append(item.seq)
+                done += self.assembler.feed(item)
+            now = time.monotonic()
+            if last is not None and last.usec is not None:
+                latency.offset.observe(now, last.usec)
+            for seq in kill_lines:
+                read_at[seq] = now
+            self._assembled(done, now, read_at)
+            incidents += done
             if final or time.monotonic() > burst_end or not self.reader.wait(QUIET):
                 break
-        incidents += self.assembler.idle()
+        done = self.assembler.idle()
+        self._assembled(done, time.monotonic(), read_at)
+        incidents += done
+        self._timing = True
         # The reader counts as it goes; the counters catch up once per batch, not once per record.
         self._catch_up("oomsight_agent_kmsg_records_total", self.reader.records_read)
         malformed = self._catch_up("oomsight_agent_kmsg_malformed_total", self.reader.malformed)
@@ -481,6 +515,14 @@ class Agent:
                 malformed,
             )
         self._incidents(incidents)
+
+    def _assembled(self, incidents: list[Incident], now: float, read_at: dict[int, float]) -> None:
+        """Start timing the kills (read live) whose reports are complete: their read and assembled stages."""
+        for inc in incidents:
+            read = read_at.get(inc.seq) if inc.seq is not None else None
+            if read is not None and inc.usec is not None and inc.seq is not None:
+                self.latency.start(inc.seq, inc.usec, read)
+                self.latency.mark(inc.seq, "assembled", now)
 
     def _incidents(self, incidents: list[Incident]) -> None:
         """Diagnose a batch; account the kills whose report names their cgroup first, so that the
@@ -627,6 +669,7 @@ class Agent:
         """Counted always; logged once per cgroup at info: on a first start the ring buffer holds
         kills of pods long gone, and on a shared node kills outside Kubernetes are normal."""
         self.counters.inc("oomsight_agent_unattributed_oom_kills_total", why=why)
+        self.latency.forget(diag.get("seq"))
         cg = diag.get("task_cgroup") or diag.get("oom_cgroup") or "an unknown cgroup (report rate-limited)"
         if self._first(f"unattr:{cg}"):
             log.info(
@@ -670,7 +713,9 @@ class Agent:
         when = inc.wall or datetime.now(UTC)
         seq = inc.seq if inc.seq is not None else (inc.usec or 0)
         spec = oom_event(diag, pod, name, self.s.node_name, self.boot_id, seq, when)
-        self._emit(spec)
+        self.latency.mark(inc.seq, "attributed")
+        spec = self._emit(spec)
+        self.latency.spooled(inc.seq, spec.name)
         survived = diag.get("container_survived")
         self.counters.inc(
             "oomsight_oom_kills_total",

@@ -21,6 +21,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
+from oomsight.agent.latency import KillLatency
 from oomsight.core.memory import Pressure
 
 log = logging.getLogger(__name__)
@@ -137,8 +138,10 @@ class AgentCollector(Collector):
         node: str,
         source: Callable[[], str] = lambda: "none",
         pods: Callable[[], int] = lambda: 0,
+        latency: KillLatency | None = None,
     ) -> None:
         self.snapshot = snapshot
+        self.latency = latency
         self.counters = counters
         self.pending = pending
         self.node = node
@@ -249,6 +252,8 @@ class AgentCollector(Collector):
         yield GaugeMetricFamily(
             "oomsight_agent_pods", "Pods of this node the agent's watch holds", value=self.pods()
         )
+        if self.latency is not None:
+            yield from self.latency.families()
 
 
 def make_registry(collector: AgentCollector) -> CollectorRegistry:
