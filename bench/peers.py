@@ -492,6 +492,55 @@ def judge_oomsight(kills: list[Kill], truth: dict[int, float], watch: EventWatch
     return detection_summary(kills, reported, attributed, lat, "Pod Event")
 
 
+STAGES = ("read", "assembled", "attributed", "spooled", "delivered")
+STAGE_METRIC = "oomsight_agent_kill_report_latency_seconds"
+
+
+def stage_figures(metrics: str) -> dict[str, Any]:
+    """The agent's own per-stage histogram (kill line → read, assembled, attributed, spooled,
+    delivered): per stage the kills timed, the share within 100 ms (exact: 0.1 is a bucket bound)
+    and p50/p99 interpolated within a bucket as PromQL's histogram_quantile does. read and assembled
+    count every kill line on the machine (other sessions' too); the later stages only this node's."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    buckets: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for fam in text_string_to_metric_families(metrics):
+        for smp in fam.samples:
+            if smp.name == STAGE_METRIC + "_bucket":
+                buckets[smp.labels["stage"]].append((float(smp.labels["le"]), smp.value))
+    if not buckets:
+        return {"error": f"no {STAGE_METRIC} on the agent's /metrics (an older agent)"}
+
+    def quantile(rows: list[tuple[float, float]], q: float) -> float | None:
+        total = rows[-1][1]
+        if not total:
+            return None
+        rank, lo, below = q * total, 0.0, 0.0
+        for le, n in rows:
+            if n >= rank:
+                if le == float("inf"):
+                    return lo
+                return lo + (le - lo) * (rank - below) / max(n - below, 1e-9)
+            lo, below = le, n
+        return lo
+
+    out: dict[str, Any] = {}
+    for stage in STAGES:
+        rows = sorted(buckets.get(stage, []))
+        if not rows or not rows[-1][1]:
+            out[stage] = {"kills": 0}
+            continue
+        within = next(n for le, n in rows if le >= 0.1)
+        p50, p99 = quantile(rows, 0.5), quantile(rows, 0.99)
+        out[stage] = {
+            "kills": int(rows[-1][1]),
+            "within_100ms": round(within / rows[-1][1], 3),
+            "p50_ms": round(p50 * 1000, 1) if p50 is not None else None,
+            "p99_ms": round(p99 * 1000, 1) if p99 is not None else None,
+        }
+    return out
+
+
 def judge_cadvisor(kills: list[Kill], truth: dict[int, float], cad: Cadvisor) -> dict[str, Any]:
     """cAdvisor names the task's memcg (from the report's ``oom-kill:`` line): attributed = that is
     the kill's container cgroup. A kill whose report the kernel dropped is invisible to it."""
@@ -850,7 +899,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             watch.ready.wait(10)
             time.sleep(3)  # every tool past its start-up (cAdvisor's first housekeeping, NPD's lookback)
             npd_before = npd.oom_counter() if "npd" in procs else 0.0
+            load_before = os.getloadavg()
             kills = make_kills(rest, kit, node_kit, ns, node, args.kills, args.storm, kernel)
+            say(
+                "detection: load average before the kills "
+                + "/".join(f"{x:.1f}" for x in load_before)
+                + ", after "
+                + "/".join(f"{x:.1f}" for x in os.getloadavg())
+            )
             say(f"detection: waiting {args.settle:g} s for the reports")
             time.sleep(args.settle)
             truth = dict(kernel.kills)
@@ -884,6 +940,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             )
             if "oomsight" in procs:
                 tools["oomsight"] = judge_oomsight(kills, truth, watch)
+                assert agent is not None
+                stages = tools["oomsight"]["stages"] = stage_figures(agent.get("/metrics"))
+                for stage, f in stages.items():
+                    if isinstance(f, dict) and f.get("kills"):
+                        say(
+                            f"detection: oomsight stage {stage}: {f['kills']} kills, p50 {f['p50_ms']} ms, "
+                            f"p99 {f['p99_ms']} ms, {f['within_100ms'] * 100:.0f}% within 100 ms "
+                            "(the agent's histogram)"
+                        )
+                    elif stage == "error":
+                        say(f"detection: oomsight stages: {f}")
             if "cadvisor" in procs:
                 tools["cadvisor"] = judge_cadvisor(kills, truth, cad)
             if "npd" in procs:
