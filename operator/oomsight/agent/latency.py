@@ -74,8 +74,9 @@ class KillLatency:
         self._sums = dict.fromkeys(STAGES, 0.0)
         self._by_seq: OrderedDict[int, float] = OrderedDict()
         """Kill sequence number → its kill line's time on CLOCK_MONOTONIC."""
-        self._by_event: OrderedDict[str, float] = OrderedDict()
-        """Event name → the kill line's time, until the API acknowledged the Event."""
+        self._by_event: OrderedDict[str, list[float]] = OrderedDict()
+        """Event name → its kill lines' times, until the API acknowledged the Event (a series, one
+        Event counting several kills, acknowledges them all at once)."""
 
     def _observe(self, stage: str, seconds: float) -> None:
         seconds = max(0.0, seconds)
@@ -107,7 +108,7 @@ class KillLatency:
             return
         self._observe("spooled", time.monotonic() - killed)
         with self._lock:
-            self._by_event[event] = killed
+            self._by_event.setdefault(event, []).append(killed)
             if len(self._by_event) > MAX_OPEN:
                 self._by_event.popitem(last=False)
 
@@ -117,9 +118,10 @@ class KillLatency:
 
     def delivered(self, event: str) -> None:
         with self._lock:
-            killed = self._by_event.pop(event, None)
-        if killed is not None:
-            self._observe("delivered", time.monotonic() - killed)
+            kills = self._by_event.pop(event, ())
+        now = time.monotonic()
+        for killed in kills:
+            self._observe("delivered", now - killed)
 
     def families(self) -> Iterator[HistogramMetricFamily]:
         fam = HistogramMetricFamily(
