@@ -284,6 +284,7 @@ def test_files_kept_open_follow_the_cgroups(cgroups: CgroupKit):
 def test_top_json_shows_the_kubelet_tree(cgroups: CgroupKit, capsys):
     pod, uid = cgroups.pod(qos="burstable", driver="systemd", limit=128 * MIB)
     container, cid = cgroups.container(pod, limit=256 * MIB)
+    _stop(container.spawn("--anon", "72"))  # gone, but the cgroup's peak keeps it
     proc = container.spawn("--anon", "40")
     try:
         assert main(["top", "--json"]) == 0
@@ -303,6 +304,8 @@ def test_top_json_shows_the_kubelet_tree(cgroups: CgroupKit, capsys):
         assert procs["rss_bytes"] >= 40 * MIB
         assert procs["next_victim"]["pid"] == proc.pid
         assert doc["cgroup_version"] == "hybrid" and doc["memory_cgroup_version"] == "v1"
+        assert c["peak_bytes"] >= 72 * MIB > c["working_set_bytes"]  # memory.max_usage_in_bytes
+        assert c["pressure"] is None  # PSI is per cgroup on v2 only
     finally:
         _stop(proc)
 

@@ -238,6 +238,14 @@ def test_memory_high_throttles_without_a_kill(guest: dict[str, Any]) -> None:
     path = s["cgroup"]
     agent = guest["agent"]["cgroups"][path]
     assert agent["pressure"]["some"]["total_us"] > 0
+    top = {c["container_id"]: c for c in guest["top"]["json"]["containers"]}
+    live = top[s["container_id"]]
+    assert live["pressure"]["some"]["stalled_seconds"] > 0  # `oomsight top --json` says so too
+    assert 0 <= live["pressure"]["some"]["avg10_ratio"] <= 1
+    if release_tuple(guest["kernel"]) >= (5, 19):
+        assert live["peak_bytes"] >= 30 * MIB  # memory.peak: throttled near memory.high (32 MiB)
+    else:
+        assert live["peak_bytes"] is None  # no memory.peak before 5.19
 
 
 def test_agent_detection_path_agrees_with_diagnose(guest: dict[str, Any]) -> None:

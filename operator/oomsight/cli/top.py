@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from oomsight.cli.common import add_host_root, add_json, print_json
-from oomsight.core.memory import Breakdown, breakdown
+from oomsight.core.memory import V1_SWEEP_FILES, Breakdown, Pressure, PressureLine, breakdown
 from oomsight.core.processes import ProcessSummary
 from oomsight.core.quantity import human_bytes
 from oomsight.host.cgroupfs import CgroupEntry, CgroupWalker, Sweep, detect_layout
@@ -80,9 +80,21 @@ def container_json(entry: CgroupEntry, processes: Processes | None = None) -> di
         "working_set_ratio": None if r is None else round(r, 4),
         "breakdown": breakdown(reading).as_dict() if reading else None,
         "oom_kills": reading.oom_kills if reading else None,
+        "peak_bytes": reading.peak_bytes if reading else None,
+        "pressure": _pressure_json(reading.pressure) if reading and reading.pressure else None,
         "processes": _processes_json(entry, processes),
         "error": entry.error,
     }
+
+
+def _pressure_json(p: Pressure) -> dict[str, dict[str, float] | None]:
+    """v2 ``memory.pressure`` (PSI) as the agent's metrics give it: per kind, the share of the last
+    10 s its tasks were stalled on memory (0-1) and the seconds stalled since the cgroup was made."""
+
+    def line(x: PressureLine | None) -> dict[str, float] | None:
+        return None if x is None else {"avg10_ratio": x.avg10 / 100, "stalled_seconds": x.total_us / 1e6}
+
+    return {"some": line(p.some), "full": line(p.full)}
 
 
 def _processes_json(entry: CgroupEntry, processes: Processes | None) -> dict[str, object] | None:
@@ -195,7 +207,11 @@ def _victim(summary: ProcessSummary | None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    with CgroupWalker(detect_layout(args.host_root), keep_open=False) as walker:
+    layout = detect_layout(args.host_root)
+    # v1: the sweep's files plus the peak (memory.max_usage_in_bytes), one read more per cgroup for a
+    # one-off listing; v2 reads memory.peak and memory.pressure by default.
+    files = (*V1_SWEEP_FILES, "memory.max_usage_in_bytes") if layout.memory_version == "v1" else None
+    with CgroupWalker(layout, files=files, keep_open=False) as walker:
         result = walker.sweep(include_all=args.all, with_pids=True)
     processes = read_all_processes(result, Path(args.host_root) / "proc")
     if args.json:
