@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from oomsight.core import recommend as recommend_module
 from oomsight.core.errors import ParseError, UsageError
 from oomsight.core.histogram import VPA_BUCKETS, Buckets, DecayingHistogram
 from oomsight.core.memory import Breakdown
@@ -26,7 +27,7 @@ from oomsight.core.recommend import (
     demand_of,
     round_up,
 )
-from oomsight.core.usage_csv import parse_usage_csv
+from oomsight.core.usage_csv import parse_timestamp, parse_usage_csv
 
 MiB = 1 << 20
 DAY = 86400.0
@@ -292,6 +293,8 @@ def test_recent_peak_holds_the_limit_the_next_day_then_fades() -> None:
     soon = r.recommend(K, 8 * DAY)
     assert soon.limit_bytes >= 900 * MiB * 1.1
     assert soon.reason.startswith("limit from the recent peak")
+    # day 8 repeats day 1 (300Mi), but the 900Mi of day 7 has no twin a week before: it still counts
+    assert "which the weekly cycle does not explain" in soon.reason
     later = r.recommend(K, 12 * DAY)
     assert later.limit_bytes <= round_up(300 * MiB * 1.3)  # the 200% swing: the widest headroom
     assert later.reason.startswith("limit from the busy 1d")
@@ -341,6 +344,22 @@ def test_headroom_is_twice_the_swing_within_bounds(peaks: list[int], headroom: i
     assert rec.limit_bytes == round_up(max(busy, recent) * MiB * (1 + headroom / 100 * widen))
 
 
+def test_headroom_cap_shrinks_with_the_series_headroom() -> None:
+    """A big steady series (peaks agree to 1%: +10%) is capped at a third of headroomMax (10/30), a big
+    swinging one (+30%) at all of it: the cap is the headroom of a peak of headroomMax/headroomPercent."""
+    steady, swinging = Recommender(), Recommender()
+    daily(steady, [p * 16 for p in (400, 402, 398, 401, 400, 399, 403, 400)])  # about 6.3Gi
+    daily(swinging, [p * 16 for p in (400, 600, 400, 420, 400, 416, 400, 412)])
+    a, b = steady.recommend(K, 8 * DAY), swinging.recommend(K, 8 * DAY)
+    busy_a = 400 * 16 * MiB  # the nearest-rank p60 of the 8 peaks; the recent peak is lower
+    assert a.limit_bytes == round_up(busy_a + 448 * MiB * (0.1 * (2 - a.confidence)) / 0.3)
+    assert "capped at headroomMax 448Mi x 10/30" in a.reason
+    assert a.limit_bytes < round_up(busy_a + 512 * MiB)  # the flat 512Mi cap it replaced
+    busy_b = 412 * 16 * MiB
+    assert b.limit_bytes == round_up(busy_b + 448 * MiB)
+    assert "capped at headroomMax 448Mi." in b.reason
+
+
 @pytest.mark.parametrize(
     ("scale", "headroom_max", "capped"),
     [
@@ -362,6 +381,80 @@ def test_headroom_is_capped_in_bytes(scale: int, headroom_max: int | None, cappe
     request = typical + min(typical * h, 512 * MiB) if capped else typical * (1 + h)
     assert rec.request_bytes == round_up(request)
     assert ("capped at headroomMax 512Mi" in rec.reason) is capped
+
+
+def real_cut(name: str, cut: str) -> tuple[Recommender, float, int, list[tuple[float, int]]]:
+    """The engine fed a real fixture's rows before ``cut``; also the cut, the next 24 h's maximum and
+    the history as (t, bytes) for the VPA baseline."""
+    rows = parse_usage_csv((FIXTURES / name).read_text().splitlines())
+    t = parse_timestamp(cut, "cut", 0)
+    past = [row for row in rows if row.t < t]
+    r = Recommender()
+    for row in past:
+        r.add_sample(K, row.t, row.working_set_bytes, limit_bytes=row.limit_bytes)
+    nxt = max(row.working_set_bytes for row in rows if t <= row.t < t + DAY)
+    return r, t, nxt, [(row.t, row.working_set_bytes) for row in past]
+
+
+def test_real_weekly_cycle_covers_the_weekday_that_peaks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Real series (Bitbrains vm-278): idle at 100Mi, a Tuesday job to 280-330Mi every week. On Monday
+    night the last day (99Mi) repeats the Monday a week before (101Mi), so the next day is sized from
+    the Tuesday a week before (279Mi) and covers the next Tuesday (306Mi); without the weekly rule the
+    busy day and the recent peak (about 106Mi) would OOM, as would VPA-style's p90 x 1.15."""
+    r, cut, nxt, past = real_cut("bitbrains-2013-8-vm-278.csv", "2013-08-26T22:02:56Z")
+    rec = r.recommend(K, cut)
+    assert 300 * MiB < nxt < 310 * MiB  # the fixture is what its SOURCE says
+    assert rec.limit_bytes >= nxt and "weekly" in rec.notes
+    assert rec.reason.startswith(
+        "limit from the weekly cycle: the last 1d peak, 99Mi, is within 5% of the one a week before"
+        " (101Mi) and the 1d peaks swing by 176%, so the next 1d is sized from the same Tue a week"
+        " before (UTC days): 279Mi"
+    )
+    assert vpa_baseline(past, [], cut) < nxt
+    monkeypatch.setattr(recommend_module, "WEEKLY_MIN_SWING", 100.0)  # the rule off: what it replaced
+    assert r.recommend(K, cut).limit_bytes < nxt
+
+
+def test_real_weekly_cycle_lets_the_weekend_go(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Real series (Bitbrains vm-317): 4.6-4.8Gi Friday to Sunday, 1.7-2.4Gi Monday to Thursday. On
+    Sunday night the Sunday peak repeats the one a week before, so it is not carried into Monday: the
+    limit follows Monday a week before (1.9Gi) or Saturday's peak, halved for its age (2.0Gi), and
+    covers the next Monday (1.7Gi) at half of what the busy day alone asks (p60 of the peaks, 4.7Gi)."""
+    r, cut, nxt, past = real_cut("bitbrains-2013-8-vm-317.csv", "2013-08-11T22:02:56Z")
+    rec = r.recommend(K, cut)
+    assert 1700 * MiB < nxt < 1720 * MiB  # the fixture is what its SOURCE says
+    assert "weekly" in rec.notes and nxt <= rec.limit_bytes < 2600 * MiB
+    assert "which the weekly cycle does not explain" in rec.reason
+    assert "the same Mon a week before (UTC days) peaked at 1.9Gi" in rec.reason
+    monkeypatch.setattr(recommend_module, "WEEKLY_MIN_SWING", 100.0)
+    assert r.recommend(K, cut).limit_bytes > 2 * rec.limit_bytes
+    assert vpa_baseline(past, [], cut) > 2 * rec.limit_bytes
+
+
+@pytest.mark.parametrize(
+    ("last", "weekly"),
+    [
+        (700, True),  # the last day repeats the one a week before: the next day follows last week's
+        (760, False),  # 8.6% apart: not a repeat, the recent peak holds the limit
+    ],
+)
+def test_weekly_cycle_needs_a_repeat(last: int, weekly: bool) -> None:
+    r = Recommender()
+    daily(r, [300, 700, 300, 300, 300, 300, 300, 300, last])
+    rec = r.recommend(K, 9 * DAY - HOUR)
+    assert ("weekly" in rec.notes) is weekly
+    if weekly:
+        assert rec.limit_bytes == round_up(300 * MiB * (1 + 0.3 * (2 - rec.confidence)))
+    else:
+        assert rec.limit_bytes >= last * MiB * 1.3 and rec.reason.startswith("limit from the recent peak")
+
+
+def test_weekly_cycle_leaves_a_steady_series_alone() -> None:
+    """Peaks within 30% of each other: a 5% repeat a week apart is likely by chance, the rule is off."""
+    r = Recommender()
+    daily(r, [300, 390, 300, 300, 300, 300, 300, 300, 390])
+    rec = r.recommend(K, 9 * DAY - HOUR)
+    assert "weekly" not in rec.notes and rec.limit_bytes >= 390 * MiB
 
 
 def test_request_is_the_typical_day_and_the_limit_the_tail() -> None:
