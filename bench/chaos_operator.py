@@ -13,7 +13,9 @@ Event creates; only requests whose User-Agent is ``oomsight-operator-*``, i.e. t
 writes, each replica named by it): ``writes`` = successful PATCHes (pod annotations, policy statuses)
 and Event creates; ``repeated`` = writes whose request equals the previous successful write to the
 same object (a status compared without ``lastUpdateTime``; an Event by regarding, reason and note),
-i.e. the same write made twice; ``both`` = objects written by two replicas. ``lost`` = at the end,
+i.e. the same write made twice; ``both`` = objects written by two replicas; ``conflicts`` = the
+operator's writes answered 409 (their resourceVersion precondition failed: another writer changed the
+object since the operator's view; each is followed by one read). ``lost`` = at the end,
 selected Pods without their recommendation annotation plus policies whose status does not hold
 every Pod and workload (``bench_operator.converged``), i.e. writes never made. ``converged after`` =
 seconds from the end of the fault until every status and annotation is there.
@@ -107,18 +109,31 @@ def _write_key(e: dict[str, Any]) -> tuple[tuple[str, ...], str] | None:
     return obj, json.dumps(req, sort_keys=True)
 
 
+def _conflict(e: dict[str, Any]) -> bool:
+    """A write of the operator's answered 409 Conflict: its resourceVersion precondition failed (another
+    writer changed the object since the operator's view); the operator then reads the object once."""
+    return (
+        e.get("stage") == "ResponseComplete"
+        and str(e.get("userAgent", "")).startswith(UA)
+        and int((e.get("responseStatus") or {}).get("code") or 0) == 409
+    )
+
+
 def audit_tally(path: Path) -> dict[str, Any]:
     writes: Counter[str] = Counter()
     by_writer: dict[tuple[str, ...], set[str]] = {}
     last: dict[tuple[str, ...], str] = {}
     seen_events: set[tuple[tuple[str, ...], str]] = set()
     repeated: Counter[str] = Counter()
+    conflicts = 0
     examples: list[str] = []
     if not path.exists():
-        return {"writes": 0, "repeated": 0, "both": 0, "by_kind": {}, "repeated_by_kind": {}, "examples": []}
+        return {"writes": 0, "repeated": 0, "both": 0, "conflicts": 0, "by_kind": {}, "repeated_by_kind": {},
+                "examples": []}  # fmt: skip
     for line in path.read_text(errors="replace").splitlines():
         with contextlib.suppress(ValueError):
             e = json.loads(line)
+            conflicts += _conflict(e)
             k = _write_key(e)
             if k is None:
                 continue
@@ -138,6 +153,7 @@ def audit_tally(path: Path) -> dict[str, Any]:
         "writes": sum(writes.values()),
         "repeated": sum(repeated.values()),
         "both": sum(1 for w in by_writer.values() if len(w) > 1),
+        "conflicts": conflicts,
         "by_kind": dict(writes),
         "repeated_by_kind": dict(repeated),
         "examples": examples,
@@ -295,7 +311,8 @@ def _row(name: str, fault: str, s: OpScene, ended: float, args: argparse.Namespa
     note = (
         f"{len(s.scene.pod_workload)} Pods, {len(s.scene.expected)} policies, {s.ooms} kubelet OOM kills; "
         f"writes by kind {t['by_kind']}; repeated by kind {t['repeated_by_kind'] or 0}; "
-        f"objects written by two replicas {t['both']}; writes by a paused replica "
+        f"objects written by two replicas {t['both']}; 409 Conflicts answered to the operator "
+        f"{t['conflicts']}; writes by a paused replica "
         f"{paused_writes(s.cp.audit_log, {op.name: op.log_path for op in s.ops})}; "
         f"{errors} tracebacks in the operator logs"
         + (f"; repeated e.g. {t['examples'][:2]}" if t["examples"] else "")

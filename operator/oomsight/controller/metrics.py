@@ -40,6 +40,16 @@ class OperatorCollector(Collector):
             "Applied memory changes put back after an OOM kill (spec.actions.apply).",
             value=s["rollbacks"],
         )
+        conflicts = CounterMetricFamily(
+            "oomsight_operator_write_conflicts",
+            "409 Conflicts on a status or pod-annotation write (written on the resourceVersion it was "
+            "computed from), by what followed: held = the object read back already held the value, "
+            "rewritten = written on the version read back, failed = given up (the next reconcile retries).",
+            labels=["outcome"],
+        )
+        for outcome in ("held", "rewritten", "failed"):
+            conflicts.add_metric([outcome], s[f"conflicts_{outcome}"])
+        yield conflicts
         yield CounterMetricFamily(
             "oomsight_operator_pod_watch_errors", "Pod list/watch errors (retried).", value=s["watch_errors"]
         )

@@ -58,7 +58,13 @@ from oomsight.kube.crd import DEFAULT_PEERING_NAME, GROUP, MEMORY_POLICY_PLURAL,
 from oomsight.kube.nodes import apply_node_patch, get_node
 from oomsight.kube.owners import OwnerResolver
 from oomsight.kube.podwatch import PodWatch, session_for
-from oomsight.kube.policies import OperatorRest, patch_pod_annotations, patch_policy_status, policy_event
+from oomsight.kube.policies import (
+    OperatorRest,
+    Write,
+    policy_event,
+    write_pod_annotations,
+    write_policy_status,
+)
 from oomsight.kube.resize import patch_template, pod_resized_event, resize_pod
 
 log = logging.getLogger("oomsight.operator")
@@ -102,7 +108,21 @@ class Stats:
     resizes: int = 0
     templates: int = 0
     rollbacks: int = 0
+    conflicts_held: int = 0
+    """409s on a fenced write after which the object read back already held the value."""
+    conflicts_rewritten: int = 0
+    """409s on a fenced write after which the value was written on the version read back."""
+    conflicts_failed: int = 0
     last_reconcile_seconds: float = 0.0
+
+    def count(self, w: Write) -> None:
+        if w.conflicts:
+            if w.outcome == "held":
+                self.conflicts_held += w.conflicts
+            elif w.outcome == "rewritten":
+                self.conflicts_rewritten += w.conflicts
+            else:
+                self.conflicts_failed += w.conflicts
 
 
 class Operator:
@@ -290,6 +310,9 @@ class Operator:
             "writes_resize": st.resizes,
             "writes_template": st.templates,
             "rollbacks": st.rollbacks,
+            "conflicts_held": st.conflicts_held,
+            "conflicts_rewritten": st.conflicts_rewritten,
+            "conflicts_failed": st.conflicts_failed,
             "watch_errors": sum(w.errors for w in [*self.watches.values(), *self.event_watches.values()]),
             "policies": len(self.state.policies),
             "pods": len(self.state.pods),
@@ -430,32 +453,47 @@ class Operator:
             writes += await self.apply(key, entry.spec.uid, entry.memory, outcome)
         if status_changed(entry.last_status, result.status):
             body = {**result.status, "lastUpdateTime": rfc3339(now)}
-            resp = await self._io(patch_policy_status, self.rest, ns, name, body)
-            if resp.ok:
-                entry.last_status = body
+            w: Write = await self._io(write_policy_status, self.rest, ns, name, body, entry.version)
+            self.stats.count(w)
+            resp = w.response
+            if w.ok:
+                entry.last_status = dict(resp.body.get("status") or body)
+                entry.version = str((resp.body.get("metadata") or {}).get("resourceVersion") or entry.version)
+            if w.wrote:
                 self.stats.status_writes += 1
                 writes.append("status")
-            elif resp.status != 404:
+            elif w.ok:
+                log.info("MemoryPolicy %s/%s: the status already said this (another writer wrote it "
+                         "meanwhile): not written again", ns, name)  # fmt: skip
+            elif not w.ok and resp.status != 404:
                 log.warning("status of MemoryPolicy %s/%s not written (HTTP %s): %s", ns, name, resp.status,
                             resp.message[:300])  # fmt: skip
         if result.annotations:
-            outcomes = await asyncio.gather(
+            version = {p.name: state.pod_versions.get(p.uid, "") for p in pods}
+            outcomes: list[Write] = await asyncio.gather(
                 *(
-                    self._io(patch_pod_annotations, self.rest, ns, pod, ann)
+                    self._io(write_pod_annotations, self.rest, ns, pod, ann, version.get(pod, ""))
                     for pod, ann in result.annotations.items()
                 )
             )
-            done = 0
-            for (pod, _), resp in zip(result.annotations.items(), outcomes, strict=True):
-                if resp.ok:
-                    done += 1
-                    state.replace_pod_view(pod_view(resp.body))  # our own write must not look like a change
+            done = held = 0
+            for (pod, _), w in zip(result.annotations.items(), outcomes, strict=True):
+                self.stats.count(w)
+                resp = w.response
+                if w.ok:  # our own write (or what another replica wrote) must not look like a change
+                    done += w.wrote
+                    held += not w.wrote
+                    meta = resp.body.get("metadata") or {}
+                    state.replace_pod_view(pod_view(resp.body), str(meta.get("resourceVersion") or ""))
                 elif resp.status != 404:
                     log.warning("annotations of pod %s/%s not written (HTTP %s): %s", ns, pod, resp.status,
                                 resp.message[:200])  # fmt: skip
             self.stats.annotation_writes += done
             if done:
                 writes.append(f"{done} pod annotations")
+            if held:
+                log.info("MemoryPolicy %s/%s: %d pod(s) already had these annotations (another writer made "
+                         "them meanwhile): not written again", ns, name, held)  # fmt: skip
         if entry.spec.emit_events:
             for ch in result.changes:
                 resp = await self._io(
@@ -538,20 +576,23 @@ class Operator:
             return
         self._clearing.update(p.uid for p in pods)
         try:
-            outcomes = await asyncio.gather(
+            outcomes: list[Write] = await asyncio.gather(
                 *(
-                    self._io(patch_pod_annotations, self.rest, namespace, p.name,
-                             {ANNOTATION_WARNING_THRESHOLD: None})
+                    self._io(write_pod_annotations, self.rest, namespace, p.name,
+                             {ANNOTATION_WARNING_THRESHOLD: None}, self.state.pod_versions.get(p.uid, ""))
                     for p in pods
                 )
             )  # fmt: skip
         finally:
             self._clearing.difference_update(p.uid for p in pods)
         done = 0
-        for p, resp in zip(pods, outcomes, strict=True):
-            if resp.ok:
-                done += 1
-                self.state.replace_pod_view(pod_view(resp.body))
+        for p, w in zip(pods, outcomes, strict=True):
+            self.stats.count(w)
+            resp = w.response
+            if w.ok:
+                done += w.wrote
+                meta = resp.body.get("metadata") or {}
+                self.state.replace_pod_view(pod_view(resp.body), str(meta.get("resourceVersion") or ""))
             elif resp.status != 404:
                 log.warning("stale warning threshold of pod %s/%s not removed (HTTP %s): %s", namespace,
                             p.name, resp.status, resp.message[:200])  # fmt: skip
@@ -563,22 +604,25 @@ class Operator:
         """Remove the warning threshold from every pod of ``namespace``, a namespace with no MemoryPolicy
         left whose pods are not watched (one paginated list of its pods, then one patch per annotated pod)."""
         pages = self.rest.pages(f"/api/v1/namespaces/{namespace}/pods")
-        names: list[str] = []
+        names: list[tuple[str, str]] = []
         while (resp := await self._io(next, pages, None)) is not None:
             if not resp.ok:
                 log.warning("cannot list pods of %s to remove stale warning thresholds (HTTP %s): %s",
                             namespace, resp.status, resp.message[:200])  # fmt: skip
                 return
             names += [
-                str(p["metadata"]["name"])
+                (str(p["metadata"]["name"]), str(p["metadata"].get("resourceVersion") or ""))
                 for p in resp.body.get("items") or []
                 if ANNOTATION_WARNING_THRESHOLD in ((p.get("metadata") or {}).get("annotations") or {})
             ]
-        outcomes = await asyncio.gather(
-            *(self._io(patch_pod_annotations, self.rest, namespace, n, {ANNOTATION_WARNING_THRESHOLD: None})
-              for n in names)
+        outcomes: list[Write] = await asyncio.gather(
+            *(self._io(write_pod_annotations, self.rest, namespace, n, {ANNOTATION_WARNING_THRESHOLD: None},
+                       v)
+              for n, v in names)
         )  # fmt: skip
-        done = sum(1 for r in outcomes if r.ok)
+        for w in outcomes:
+            self.stats.count(w)
+        done = sum(1 for w in outcomes if w.wrote)
         self.stats.annotation_writes += done
         if done:
             log.info("removed the unowned warning threshold of %d pod(s) in %s", done, namespace)

@@ -46,6 +46,8 @@ class PolicyEntry:
     memory: PolicyMemory | None = None
     last_status: dict[str, Any] | None = None
     spec_fingerprint: str = ""
+    version: str = ""
+    """The policy's resourceVersion last seen: its status write is fenced on it."""
 
 
 def _spec_fingerprint(body: Mapping[str, Any]) -> str:
@@ -56,6 +58,9 @@ class ClusterState:
     def __init__(self, on_dirty: Callable[[PolicyKey], None] | None = None) -> None:
         self.on_dirty = on_dirty or (lambda key: None)
         self.pods: dict[str, PodView] = {}
+        self.pod_versions: dict[str, str] = {}
+        """Pod UID → resourceVersion last seen (every update, relevant or not): annotation writes are
+        fenced on it."""
         self.pods_by_ns: dict[str, set[str]] = {}
         self.policies: dict[PolicyKey, PolicyEntry] = {}
         self.policies_by_ns: dict[str, set[PolicyKey]] = {}
@@ -113,10 +118,12 @@ class ClusterState:
         """The pods of ``namespace`` whose warning-threshold annotation no policy owns any more."""
         return [self.pods[u] for u in sorted(self.stale_threshold.get(namespace, ())) if u in self.pods]
 
-    def replace_pod_view(self, pv: PodView) -> None:
+    def replace_pod_view(self, pv: PodView, version: str = "") -> None:
         """The operator's own write came back: record it without marking anything dirty."""
         if pv.uid in self.pods:
             self.pods[pv.uid] = pv
+            if version:
+                self.pod_versions[pv.uid] = version
             self._track_stale(pv.uid)
 
     @property
@@ -129,6 +136,9 @@ class ClusterState:
         pv = pod_view(body)
         if not pv.uid:
             return False
+        version = str((body.get("metadata") or {}).get("resourceVersion") or "")
+        if version:
+            self.pod_versions[pv.uid] = version
         old = self.pods.get(pv.uid)
         if old == pv:
             return False
@@ -172,6 +182,7 @@ class ClusterState:
         self._delete_uid(str((body.get("metadata") or {}).get("uid", "")))
 
     def _delete_uid(self, uid: str) -> None:
+        self.pod_versions.pop(uid, None)
         pv = self.pods.pop(uid, None)
         if pv is None:
             return
@@ -207,7 +218,9 @@ class ClusterState:
         spec = parse_policy(body)
         fp = _spec_fingerprint(body)
         entry = self.policies.get(spec.key)
+        version = str((body.get("metadata") or {}).get("resourceVersion") or "")
         if entry is not None and entry.spec_fingerprint == fp:
+            entry.version = version or entry.version
             return entry
         if entry is None:
             status = dict(body.get("status") or {}) or None
@@ -220,6 +233,7 @@ class ClusterState:
                 entry.previous_status = entry.last_status
             entry.spec = spec
         entry.spec_fingerprint = fp
+        entry.version = version or entry.version
         old = entry.selected
         self._unselect(spec.key, old)
         entry.selected = set()
