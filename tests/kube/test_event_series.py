@@ -1,18 +1,25 @@
 """A kill Event's ``series`` count on the real API server is raised, never lowered, across an etcd
 restart: a late older write (a request given up on while etcd was down, an outgoing agent Pod's
-flush) must not undo a newer count, or kills are lost without a trace (oomsight.kube.events)."""
+flush) must not undo a newer count, or kills are lost without a trace (oomsight.kube.events). A
+conflict with another write of the same Event is retried and said as such, not as an outage."""
 
 from __future__ import annotations
 
+import logging
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from oomsight.core.eventspecs import oom_event
+from oomsight.agent.delivery import Deliverer
+from oomsight.agent.metrics import Counters
+from oomsight.agent.state import StateDir
+from oomsight.core.eventspecs import EventSpec, oom_event
 from oomsight.core.podinfo import ContainerInfo, PodInfo
 from oomsight.kube.events import EventSender
+from oomsight.kube.rest import Response
 
 pytestmark = pytest.mark.kube
 
@@ -68,3 +75,49 @@ def test_a_late_older_series_write_after_an_etcd_restart_does_not_lower_the_coun
     fourth = third.repeated(t0 + timedelta(seconds=3))
     assert sender.send(fourth).outcome == "delivered"
     assert _count(rest, namespace, first.name) == 4
+
+
+class _RacedSender(EventSender):
+    """The sender, with another writer of the same Event (an outgoing agent Pod flushing its spool)
+    changing it once between this sender's read and its patch: the API server answers the patch 409."""
+
+    raced = False
+
+    def _patch(self, spec: EventSpec, patch: dict[str, object]) -> Response:
+        if not self.raced:
+            self.raced = True
+            other = self.rest.request(
+                "PATCH",
+                f"/apis/events.k8s.io/v1/namespaces/{spec.namespace}/events/{spec.name}",
+                {"metadata": {"annotations": {"test.oomsight.io/other-writer": "1"}}},
+                content_type="application/merge-patch+json",
+            )
+            assert other.ok, other.message
+        return super()._patch(spec, patch)
+
+
+def test_a_conflict_between_read_and_patch_is_one_line_saying_so_not_api_unavailable(
+    rest: Any, namespace: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    pod = PodInfo(uid=str(uuid.uuid4()), namespace=namespace, name="hog", node_name="node-a",
+                  containers=(ContainerInfo("app", "ab" * 32, 64 << 20, 128 << 20),))  # fmt: skip
+    t0 = datetime.now(UTC)
+    first = oom_event(DIAG, pod, "app", "node-a", str(uuid.uuid4()), 7, t0)
+    state = StateDir(tmp_path / "state")
+    sender = _RacedSender(rest, "node-a")
+    deliverer = Deliverer(state, sender, Counters())
+    state.put(first)
+    assert deliverer.drain(), "the first state is a plain create"
+    state.put(first.repeated(t0 + timedelta(seconds=1)))
+
+    with caplog.at_level(logging.INFO, logger="oomsight.agent.delivery"):
+        assert not deliverer.drain(), "the raced patch is retried"
+        assert deliverer.drain(), "read again and patched"
+
+    assert sender.raced
+    assert _count(rest, namespace, first.name) == 2
+    lines = [r.getMessage() for r in caplog.records]
+    assert not any("unavailable" in ln or "reachable again" in ln for ln in lines), lines
+    conflict = [ln for ln in lines if "409" in ln]
+    assert len(conflict) == 1, lines
+    assert f"Event {namespace}/{first.name} was changed by another write" in conflict[0], conflict

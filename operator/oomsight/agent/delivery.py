@@ -1,8 +1,9 @@
 """The sender thread: drains the on-disk spool into the API, oldest first, with backoff.
 
 Outcomes (``oomsight.kube.events``): delivered → removed from the spool; rejected (403, 422...) →
-logged once per code, counted, removed (retrying cannot help); retry (5xx, unreachable) → stays,
-and the thread waits 0.25 s doubling to ``backoff_max`` before the next attempt. New Events wake the
+logged once per code, counted, removed (retrying cannot help); retry (5xx, unreachable: "API
+unavailable"; 409/404: the Event changed or expired between the read and the write, one line each)
+→ stays, and the thread waits 0.25 s doubling to ``backoff_max`` before the next attempt. New Events wake the
 thread at once unless it is backing off.
 """
 
@@ -40,6 +41,8 @@ class Deliverer:
         self._thread: threading.Thread | None = None
         self._logged_codes: set[int] = set()
         self.backoff = 0.0
+        self._unavailable = False
+        """The "API unavailable" line was logged: the recovery gets its line too."""
         self.pending = state.count()
         self.last_ok = time.monotonic()
 
@@ -93,9 +96,25 @@ class Deliverer:
                         hint,
                     )
                 self.state.done(spec.name, rev)
+            elif result.code in (404, 409):
+                # Not an outage: the Event changed (another write of it, e.g. an outgoing agent Pod's
+                # flush) or expired between the sender's read and its write. The next try reads again.
+                self.counters.inc("oomsight_agent_api_errors_total", operation="event", code=str(result.code))
+                what = "was changed by another write" if result.code == 409 else "expired"
+                log.info(
+                    "events: Event %s/%s %s between its read and its write (HTTP %s); reading it again "
+                    "and retrying",
+                    spec.namespace,
+                    spec.name,
+                    what,
+                    result.code,
+                )
+                self.pending = self.state.count()
+                return False
             else:
                 self.counters.inc("oomsight_agent_api_errors_total", operation="event", code=str(result.code))
                 if self.backoff == 0:
+                    self._unavailable = True
                     log.warning(
                         "events: API unavailable (%s %s); spooling and retrying",
                         result.code,
@@ -119,8 +138,9 @@ class Deliverer:
                 self.counters.inc("oomsight_agent_errors_total", kind="sender")
                 ok = False
             if ok:
-                if self.backoff:
+                if self._unavailable:
                     log.info("events: API reachable again; spool drained")
+                    self._unavailable = False
                 self.backoff = 0.0
             else:
                 self.backoff = min(self.backoff_max, max(0.25, self.backoff * 2))
