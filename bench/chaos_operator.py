@@ -99,11 +99,16 @@ def _write_key(e: dict[str, Any]) -> tuple[tuple[str, ...], str] | None:
         reg = req.get("regarding") or {}
         obj = ("events", str(ref.get("namespace")), str(reg.get("kind")), str(reg.get("name")))
         return obj, json.dumps([req.get("reason"), req.get("note")])
+    # The resourceVersion a write is fenced on is its precondition, not what it writes: two writes of
+    # one value on two versions are the same write made twice.
     if ref.get("subresource") == "status" and isinstance(req, list):
         req = [
             {**op, "value": {k: v for k, v in (op.get("value") or {}).items() if k != "lastUpdateTime"}}
             for op in req
+            if op.get("path") != "/metadata/resourceVersion"
         ]
+    elif isinstance(req, dict) and isinstance(req.get("metadata"), dict):
+        req = {**req, "metadata": {k: v for k, v in req["metadata"].items() if k != "resourceVersion"}}
     obj = (str(ref.get("resource")), str(ref.get("subresource") or ""), str(ref.get("namespace")),
            str(ref.get("name")))  # fmt: skip
     return obj, json.dumps(req, sort_keys=True)

@@ -17,6 +17,10 @@ paused replica and disconnects its watches, so a standby neither reconciles nor 
 over it re-lists everything (the handlers and pod watches rebuild this state) and each policy's memory
 is seeded from its last status (``core.policy.memory_for``: OOM kills, recommendations, per-interval
 peaks), so nothing the status said is lost. Pod watches are read-only and may run on a standby.
+kopf peering has no fencing (a leader frozen mid-reconcile resumes while its successor writes; two
+replicas starting together both act for a few seconds), so the status and annotation writes are
+fenced on the resourceVersion they were computed from (``kube.policies``): the same write is not
+made twice, and a conflict with another value is resolved by reading the object back.
 """
 
 from __future__ import annotations
