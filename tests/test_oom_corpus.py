@@ -1825,3 +1825,47 @@ def test_group_kill_of_a_real_v2_container_names_every_process(series: str) -> N
         j = diagnose(inc).as_json()
         assert j["group_kill"] and len(j["also_killed"]) == 3
         assert j["container_survived"] is False
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "captured-6.18.44-container-main.log",
+        "captured-6.18.44-kubelet-single-main.log",
+        "captured-6.18.44-shmem.log",
+    ],
+)
+def test_a_read_stopped_inside_a_report_resumes_at_open_seq_and_gets_the_whole_report(name: str) -> None:
+    """The agent saves its place in the kernel log between reads, and a read can stop anywhere in a
+    report (the kernel preempted while printing it). Resumed at ``open_seq`` the restarted reader
+    assembles the very incident; resumed where the read stopped, just before the kill line, it got a
+    bare kill line with no cgroup (CI at 15:41 UTC: a kill reported twice after a SIGKILL)."""
+    _, records = parse_log(
+        (CORPUS / name).read_text(encoding="utf-8", errors="replace"), name=name, year=2026
+    )
+    (whole,) = assemble(records)
+    first = next(i for i, r in enumerate(records) if "invoked oom-killer" in r.text)
+    kill = next(i for i, r in enumerate(records) if r.seq == whole.seq)
+    assert first < kill
+    asm = OomAssembler()
+    for r in records[:first]:
+        asm.feed(r)
+    assert asm.open_seq is None
+    for cut in range(first + 1, kill + 1):  # the read stopped after records[cut - 1]
+        asm = OomAssembler()
+        done = [i for r in records[:cut] for i in asm.feed(r)]
+        assert done == [] and asm.idle() == []  # no kill line yet: nothing to hand out
+        assert asm.open_seq == records[first].seq
+        (again,) = assemble([r for r in records if r.seq is not None and r.seq >= asm.open_seq])
+        assert (again.seq, again.task_memcg, again.oom_memcg, again.victim.pid) == (
+            whole.seq,
+            whole.task_memcg,
+            whole.oom_memcg,
+            whole.victim.pid,
+        )
+    (bare,) = assemble(records[kill:])  # resumed past open_seq: the kill line alone
+    assert bare.task_memcg is None and bare.header_missing
+    asm = OomAssembler()
+    for r in records[: kill + 1]:
+        asm.feed(r)
+    assert len(asm.idle()) == 1 and asm.open_seq is None  # handed out: nothing open any more

@@ -95,6 +95,8 @@ BURST_SECONDS = 0.5
 """A flood of kernel messages is read in slices of this long, so sweeps still happen."""
 _Items = tuple[tuple[str, int], ...]
 CURSOR_SAVE_SECONDS = 2.0
+OPEN_REPORT_HOLD = 30.0
+"""Seconds a report whose kill line has not come yet keeps the saved cursor before its first line."""
 """How often the cursor is saved when only other kernel messages moved it (a kill saves at once)."""
 NODE_CHECK_SECONDS = 600.0
 UNRESOLVED_GRACE = 15.0
@@ -202,6 +204,8 @@ class Agent:
         reported only after ``OOM_QUIET_SECONDS`` without one there: per cgroup, because on a busy
         node some other cgroup is always being OOM-killed, so the node is never quiet."""
         self._saved_accounted: dict[str, int] = {}
+        self._open_report: tuple[int | None, float] = (None, 0.0)
+        """The first sequence number of the report being read when first seen open, and when."""
         self._fresh = True
         """No accounted counts saved for this boot: the first sweep takes counters as history."""
         self.logged_once: set[str] = set()
@@ -767,6 +771,19 @@ class Agent:
         )
         return True
 
+    def _report_start(self, now: float) -> int | None:
+        """The first record of a report still being read (the kernel was preempted while printing it,
+        or the read stopped at a burst's end): the cursor is saved before it, or a restart would read
+        its kill line without the lines naming the cgroup, place nothing, and report the kill a second
+        time from the counter. A header left open for ``OPEN_REPORT_HOLD`` (a report whose kill line
+        never came) no longer holds the cursor back. None when no report is open."""
+        seq = self.assembler.open_seq
+        if seq is None:
+            return None
+        if self._open_report[0] != seq:
+            self._open_report = (seq, now)
+        return seq if now - self._open_report[1] < OPEN_REPORT_HOLD else None
+
     def _save_cursor(self, force: bool = False) -> None:
         now = time.monotonic()
         accounted = {**self.explained, **self.oom_accounted}
@@ -781,6 +798,9 @@ class Agent:
         waiting = tuple(sorted({u.incident.seq for u in self.unresolved if u.incident.seq is not None}))
         if waiting:  # not handled yet: resume before them, but do not handle the others again
             seq = min(seq, waiting[0] - 1)
+        start = self._report_start(now)
+        if start is not None:
+            seq = min(seq, start - 1)
         seq = max(seq, self._saved_seq)
         handled = max(handled, self._saved_handled, seq)
         if seq == self._saved_seq and handled == self._saved_handled and accounted == self._saved_accounted:

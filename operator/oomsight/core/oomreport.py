@@ -376,7 +376,7 @@ class OomAssembler:
     then: no incident invented).
     """
 
-    __slots__ = ("_cur", "_release", "dropped_headers")
+    __slots__ = ("_cur", "_open", "_release", "dropped_headers")
 
     def __init__(self) -> None:
         self._cur: _Partial | None = None
@@ -386,6 +386,17 @@ class OomAssembler:
         the kernel; only a report picked up mid-way (``_MID_REPORT``) takes it."""
         self.dropped_headers = 0
         """Headers seen with no kill line after them (e.g. the victim was already exiting)."""
+        self._open: tuple[_Partial, int | None] | None = None
+        """The report being read and the sequence number of its first record."""
+
+    @property
+    def open_seq(self) -> int | None:
+        """Sequence number of the first record of a report still being read (no incident yet), or
+        None. A reader that saves its place must resume at or before it: resumed after it, the rest
+        of the report (its kill line, maybe without the ``oom-kill:`` line naming the cgroup) would be
+        read as a kill without its report."""
+        o, cur = self._open, self._cur
+        return o[1] if o is not None and cur is not None and o[0] is cur else None
 
     def feed(self, record: Record) -> list[Incident]:
         """Read one record; the incidents it completed (usually none).
@@ -396,6 +407,14 @@ class OomAssembler:
         6.7 and later print it a line per record (``seq_buf_do_printk``). Each line of a record is
         read as a record of its own, with the record's sequence number and time (captures of all
         three kernels: tests/fixtures/oom/vm-*-v2-*.log)."""
+        out = self._feed_record(record)
+        cur = self._cur
+        if cur is not None and (self._open is None or self._open[0] is not cur):
+            self._open = (cur, record.seq)
+        return out
+
+    def _feed_record(self, record: Record) -> list[Incident]:
+        """The work of ``feed``."""
         if "\n" not in record.text:
             return self._feed_line(record, record.text)
         out: list[Incident] = []
