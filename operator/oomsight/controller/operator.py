@@ -149,11 +149,6 @@ class Operator:
         self.metrics_runner: web.AppRunner | None = None
         self.session: aiohttp.ClientSession | None = None
         self.pool = ThreadPoolExecutor(max_workers=cfg.writers, thread_name_prefix="oomsight-write")
-        # Pod annotations go through their own, smaller pool: thousands of them at start-up must not
-        # queue the statuses (what `kubectl get memorypolicies` shows) behind them.
-        self.annotation_pool = ThreadPoolExecutor(
-            max_workers=max(2, cfg.writers // 2), thread_name_prefix="oomsight-ann"
-        )
         self.registry = kopf.OperatorRegistry()
         self._register()
 
@@ -167,8 +162,8 @@ class Operator:
     def _mark(self, key: PolicyKey) -> None:
         self._flag(key).set()
 
-    async def _io(self, fn: Any, *args: Any, pool: ThreadPoolExecutor | None = None) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(pool or self.pool, fn, *args)
+    async def _io(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
 
     # --- handlers ----------------------------------------------------------------------------------
     def _register(self) -> None:
@@ -205,7 +200,6 @@ class Operator:
         @kopf.on.cleanup(registry=reg)
         def cleanup(**_: Any) -> None:
             self.pool.shutdown(wait=False, cancel_futures=True)
-            self.annotation_pool.shutdown(wait=False, cancel_futures=True)
 
         @kopf.on.startup(registry=reg)
         async def load_reports(**_: Any) -> None:
