@@ -132,32 +132,36 @@ def _status(workloads: int, when: str) -> dict[str, Any]:
     return {"podsObserved": workloads, "workloads": [], "mode": "agents", "lastUpdateTime": when}
 
 
-def test_two_writers_of_one_status_from_one_policy_version_write_it_once(
-    kubeconfig: Path, kubectl: Kubectl, namespace: str
+CONFLICT, READ = ("PATCH", 409), ("GET", 200)
+
+
+@pytest.mark.parametrize(
+    ("pods", "outcome", "calls", "live"),
+    [
+        # The same decision made a second later: only lastUpdateTime differs, so it is the same write.
+        (3, "held", {CONFLICT: 1, READ: 1}, (3, "2026-12-04T10:00:00Z")),
+        # Another value: written on the version read back.
+        (4, "rewritten", {CONFLICT: 1, READ: 1, ("PATCH", 200): 1}, (4, "2026-12-04T10:00:01Z")),
+    ],
+    ids=["same-status-held", "other-status-rewritten"],
+)
+def test_a_second_status_write_from_the_same_policy_version(
+    kubeconfig: Path,
+    kubectl: Kubectl,
+    namespace: str,
+    pods: int,
+    outcome: str,
+    calls: dict[tuple[str, int], int],
+    live: tuple[int, str],
 ) -> None:
     pol = _policy(kubectl, namespace)
     name, seen = pol["metadata"]["name"], _version(pol)
     a, b = CountingRest(kubeconfig, "a"), CountingRest(kubeconfig, "b")
 
     first = write_policy_status(a, namespace, name, _status(3, "2026-12-04T10:00:00Z"), seen)
-    # The same decision made a second later: only lastUpdateTime differs, so it is the same write.
-    second: Write = write_policy_status(b, namespace, name, _status(3, "2026-12-04T10:00:01Z"), seen)
+    second: Write = write_policy_status(b, namespace, name, _status(pods, "2026-12-04T10:00:01Z"), seen)
 
-    assert (first.outcome, second.outcome, second.conflicts) == ("written", "held", 1), (first, second)
-    assert b.calls == {("PATCH", 409): 1, ("GET", 200): 1}
-    live = kubectl.get(crd.MEMORY_POLICY_PLURAL, name, namespace)["status"]
-    assert live["lastUpdateTime"] == "2026-12-04T10:00:00Z" and live["podsObserved"] == 3, live
-
-
-def test_a_status_conflict_with_another_value_writes_it_on_the_version_read_back(
-    kubeconfig: Path, kubectl: Kubectl, namespace: str
-) -> None:
-    pol = _policy(kubectl, namespace)
-    name, seen = pol["metadata"]["name"], _version(pol)
-    a, b = CountingRest(kubeconfig, "a"), CountingRest(kubeconfig, "b")
-
-    first = write_policy_status(a, namespace, name, _status(3, "2026-12-04T10:00:00Z"), seen)
-    second = write_policy_status(b, namespace, name, _status(4, "2026-12-04T10:00:01Z"), seen)
-
-    assert (first.outcome, second.outcome, second.conflicts) == ("written", "rewritten", 1), (first, second)
-    assert kubectl.get(crd.MEMORY_POLICY_PLURAL, name, namespace)["status"]["podsObserved"] == 4
+    assert (first.outcome, second.outcome, second.conflicts) == ("written", outcome, 1), (first, second)
+    assert b.calls == calls
+    status = kubectl.get(crd.MEMORY_POLICY_PLURAL, name, namespace)["status"]
+    assert (status["podsObserved"], status["lastUpdateTime"]) == live, status
