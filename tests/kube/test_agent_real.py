@@ -182,9 +182,11 @@ def test_metrics_show_the_kills_and_pass_promtool(rest, scenes, namespace, node,
     lat = "oomsight_agent_kill_report_latency_seconds"
     wait_for(lambda: sample(a.get("/metrics"), lat + "_count", stage="delivered") == 2, 60, "2 delivered")
     text = a.get("/metrics")
-    stages = ("read", "assembled", "attributed", "spooled", "delivered")
+    # read and assembled count every kill on the machine (other sessions' too); the later stages ours
+    stages = ("attributed", "spooled", "delivered")
+    assert [sample(text, lat + "_count", stage=s) for s in stages] == [2, 2, 2]
+    assert (sample(text, lat + "_count", stage="read") or 0) >= 2
     sums = [sample(text, lat + "_sum", stage=s) for s in stages]
-    assert [sample(text, lat + "_count", stage=s) for s in ("read", "spooled")] == [2, 2]
     assert sums == sorted(sums), sums
     assert 0 < sums[-1] < 120, sums  # seconds: the kmsg clock was put on CLOCK_MONOTONIC (uptime is hours)
     out = subprocess.run([str(promtool_bin), "check", "metrics"], input=text, capture_output=True, text=True)

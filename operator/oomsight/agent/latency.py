@@ -101,16 +101,22 @@ class KillLatency:
         if killed is not None:
             self._observe(stage, (time.monotonic() if now is None else now) - killed)
 
-    def spooled(self, seq: int | None, event: str) -> None:
-        """The kill's Event is on disk: mark ``spooled`` and hand it over to the sender thread."""
-        killed = self._by_seq.pop(seq, None) if seq is not None else None
+    def handed(self, seq: int | None, event: str) -> None:
+        """The kill's Event ``event`` is about to reach the sender thread: its ``delivered`` is timed
+        from there (registered first, so that a quick sender cannot deliver it unseen)."""
+        killed = self._by_seq.get(seq) if seq is not None else None
         if killed is None:
             return
-        self._observe("spooled", time.monotonic() - killed)
         with self._lock:
             self._by_event.setdefault(event, []).append(killed)
             if len(self._by_event) > MAX_OPEN:
                 self._by_event.popitem(last=False)
+
+    def spooled(self, seq: int | None) -> None:
+        """The kill's Event is on disk (the cursor may move past the kill)."""
+        killed = self._by_seq.pop(seq, None) if seq is not None else None
+        if killed is not None:
+            self._observe("spooled", time.monotonic() - killed)
 
     def forget(self, seq: int | None) -> None:
         if seq is not None:

@@ -27,7 +27,7 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -280,9 +280,12 @@ class Agent:
             return False, "not ready: waiting for the first sweep (the kernel log is read first)"
         return True, "ok"
 
-    def _emit(self, spec: EventSpec) -> EventSpec:
-        """Spool ``spec`` (folded into its series by the aggregator) and wake the sender; the spec spooled."""
+    def _emit(self, spec: EventSpec, on_name: Callable[[str], None] | None = None) -> EventSpec:
+        """Spool ``spec`` (folded into its series by the aggregator) and wake the sender; the spec
+        spooled. ``on_name`` gets its name first, before the sender can have it."""
         spec = self.aggregator.occur(spec)
+        if on_name is not None:
+            on_name(spec.name)
         try:
             self.state.put(spec)
         except OSError as err:
@@ -718,8 +721,8 @@ class Agent:
         seq = inc.seq if inc.seq is not None else (inc.usec or 0)
         spec = oom_event(diag, pod, name, self.s.node_name, self.boot_id, seq, when)
         self.latency.mark(inc.seq, "attributed")
-        spec = self._emit(spec)
-        self.latency.spooled(inc.seq, spec.name)
+        spec = self._emit(spec, lambda event: self.latency.handed(inc.seq, event))
+        self.latency.spooled(inc.seq)
         survived = diag.get("container_survived")
         self.counters.inc(
             "oomsight_oom_kills_total",
