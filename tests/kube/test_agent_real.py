@@ -345,6 +345,33 @@ def test_rate_limited_kills_in_containers_made_since_the_last_sweep_are_placed_a
     time.sleep(RATELIMIT_WINDOW)  # the window these kills exhausted passes: the next test's kill is reported
 
 
+def test_agent_sigkilled_during_a_storm_then_restarted_reports_each_kill_once(
+    rest, scenes, namespace, node, agent
+):
+    """A storm's kills are handled in batches (each spooled, then the cursor saved with the OOM
+    accounting): a SIGKILL while a storm is being handled must neither lose a kill (the cursor saved
+    past it before its Event was on disk) nor report one twice (spooled and read again, or counted
+    again from its cgroup's counter)."""
+    pods = [scenes(limit=32 << 20) for _ in range(3)]
+    a = agent()
+    a.wait_swept(len(pods))
+    storms = [p.cgroup.run(sys.executable, str(PROGS / "oomloop.py"), "12", "--grow-mib", "1") for p in pods]
+    for p, storm in zip(pods, storms, strict=True):
+        p.procs.append(storm)
+    wait_for(lambda: a.log().count("oom: OOMKilled") >= 4, 60, "the agent to handle the first kills")
+    a.kill()
+    mid_storm = any(storm.poll() is None for storm in storms)
+    b = agent()  # same state dir: the rest of the storm, and whatever the first one left
+    for storm in storms:
+        assert storm.wait(120) == 0
+    wait_for(lambda: sum(series_total(p.events()) for p in pods) >= 36, 60, "all 36 kills as Events")
+    b.wait_swept(3)
+    time.sleep(7)  # past the 5 s a counter's lead waits for the log: a duplicate would show now
+    totals = [series_total(p.events()) for p in pods]
+    assert totals == [12, 12, 12], (totals, f"SIGKILL while the storm ran: {mid_storm}")
+    time.sleep(RATELIMIT_WINDOW)  # the window these kills exhausted passes: the next test's kill is reported
+
+
 def test_spool_survives_sigterm_during_an_outage(
     rest, scenes, namespace, node, agent, control_plane, tmp_path
 ):
