@@ -67,12 +67,17 @@ def test_cursor_keeps_its_source_and_older_files_mean_kmsg(tmp_path):
     assert st.load_cursor() == Cursor(BOOT, 5, "kmsg")
 
 
-def test_resume_cursor_is_max_of_saved_and_spooled_for_this_boot(tmp_path):
+def test_resume_cursor_resumes_at_the_save_and_names_the_last_spooled_kill_for_this_boot(tmp_path):
     st = StateDir(tmp_path)
-    st.save_cursor(Cursor(BOOT, 40))
-    assert st.resume_cursor(BOOT) == Cursor(BOOT, 40)
-    st.put(spec(57))  # spooled, then the agent died before saving the cursor
-    assert st.resume_cursor(BOOT) == Cursor(BOOT, 57)
+    st.put(spec(31))  # spooled before any cursor was saved: nothing saved to add to, resume after it
+    assert st.resume_cursor(BOOT) == Cursor(BOOT, 31)
+    st.save_cursor(Cursor(BOOT, 40), {"/kubepods/pod1/c1": 2})
+    assert st.resume_cursor(BOOT) == Cursor(BOOT, 40)  # 31 is behind the save
+    st.put(spec(57))  # spooled, then the agent died before saving the cursor and the accounting
+    # Read again from 41, not after 57: the kills up to 57 are accounted again (no new Events).
+    assert st.resume_cursor(BOOT) == Cursor(BOOT, 40, spooled=57)
+    assert st.load_oom_accounted(BOOT) == {"/kubepods/pod1/c1": 2}
+    assert json.loads((tmp_path / "cursor.json").read_text())["seq"] == 40  # never saved
     assert st.resume_cursor("another-boot") is None
 
 

@@ -225,6 +225,9 @@ class Agent:
         self.handled = -1
         """Incidents up to this sequence number were handled by an earlier run, except ``replayed``."""
         self.replayed: frozenset[int] = frozenset()
+        self.spooled_through = -1
+        """Incidents after ``handled`` up to this one had their Events spooled by an earlier run, after
+        its last cursor save: accounted again, not reported again (``state.Cursor.spooled``)."""
         """Incidents the earlier run left waiting for their pod (they are handled again)."""
         self._last_cursor_save = 0.0
         self._bd_last: dict[str, tuple[MemoryReading, dict[str, int | None], _Items]] = {}
@@ -315,6 +318,7 @@ class Agent:
             if saved.source == self.source:
                 self.floor = self._saved_seq = saved.seq
                 self.handled, self.replayed = saved.handled, frozenset(saved.unresolved)
+                self.spooled_through = saved.spooled
             self.explained = self.state.load_oom_accounted(self.boot_id)
             self._saved_accounted = dict(self.explained)
             self.last_kill = time.monotonic()  # not "quiet": the replay may place kills against these
@@ -536,13 +540,18 @@ class Agent:
         per-cgroup counters (read now, possibly after later kills of the batch) are matched only
         against kills that no report explains; then attribute all in kernel order."""
         todo: list[tuple[Incident, dict[str, Any]]] = []
+        again: set[int] = set()
+        """Kills an earlier run reported after its last save: accounted, no Event made again."""
         last_in = {inc.task_memcg: i for i, inc in enumerate(incidents) if inc.task_memcg}
         for i, inc in enumerate(incidents):
             if inc.seq is not None and (
                 inc.seq <= self.floor or (inc.seq <= self.handled and inc.seq not in self.replayed)
             ):
                 continue  # handled (spooled) by an earlier run
-            self.counters.inc("oomsight_agent_oom_incidents_total")
+            if inc.seq is not None and inc.seq <= self.spooled_through and inc.seq not in self.replayed:
+                again.add(inc.seq)
+            else:
+                self.counters.inc("oomsight_agent_oom_incidents_total")
             later = inc.task_memcg is not None and last_in[inc.task_memcg] > i
             try:
                 todo.append((inc, diagnose(inc, aftermath=self._aftermath(inc, later)).as_json()))
@@ -565,8 +574,15 @@ class Agent:
                 headerless.append(i)
         if headerless:
             self._place_headerless(todo, headerless)
+        if again:
+            log.info(
+                "kernel log: %d kill(s) reported before the restart (Events spooled after the last "
+                "save) accounted again, without new Events",
+                len(again),
+            )
         for inc, diag in todo:
-            self._incident(inc, diag)
+            if inc.seq not in again:
+                self._incident(inc, diag)
 
     def _place_headerless(self, todo: list[tuple[Incident, dict[str, Any]]], headerless: list[int]) -> None:
         """Give each kill line without its report (``todo[i]`` for ``i`` in ``headerless``) its cgroup.
