@@ -115,10 +115,16 @@ def test_resume_from_cursor_with_rewind(tag: str) -> None:
     part2 = list(second.read_available())
     assert [r.text for r in mine(part2, tag)] == [f"{tag} b{i}" for i in range(3)]
     assert min(r.seq for r in part2 if isinstance(r, Record)) >= cursor.next_seq  # type: ignore[type-var]
-    # rewind: the lines before the cursor come again (a report cut by a restart is read whole)
-    third = KlogctlReader(cursor=cursor, rewind=200)
+    # rewind: the lines before the cursor come again (a report cut by a restart is read whole). As
+    # many as lie between a2 and the cursor: other tests' kernel lines may have come in between
+    # (CI, 16:40 UTC: a kill storm alongside put more than 200 there).
+    a2 = next(r for r in mine(part1, tag) if r.text.endswith(" a2"))
+    back = cursor.next_seq - a2.seq  # type: ignore[operator]
+    third = KlogctlReader(cursor=cursor, rewind=back)
     texts = [r.text for r in mine(list(third.read_available()), tag)]
-    assert texts[-3:] == [f"{tag} b{i}" for i in range(3)] and f"{tag} a2" in texts
+    assert texts == [f"{tag} a2"] + [f"{tag} b{i}" for i in range(3)]
+    fourth = KlogctlReader(cursor=cursor, rewind=back - 1)  # one less: a2 stays behind
+    assert [r.text for r in mine(list(fourth.read_available()), tag)] == [f"{tag} b{i}" for i in range(3)]
 
 
 @pytest.mark.slow
