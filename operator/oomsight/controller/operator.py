@@ -70,6 +70,7 @@ from oomsight.kube.policies import (
     write_policy_status,
 )
 from oomsight.kube.resize import patch_template, pod_resized_event, resize_pod
+from oomsight.kube.rest import resource_version
 
 log = logging.getLogger("oomsight.operator")
 
@@ -456,7 +457,7 @@ class Operator:
             resp = w.response
             if w.ok:
                 entry.last_status = dict(resp.body.get("status") or body)
-                entry.version = str((resp.body.get("metadata") or {}).get("resourceVersion") or entry.version)
+                entry.version = resource_version(resp.body) or entry.version
             if w.wrote:
                 self.stats.status_writes += 1
                 writes.append("status")
@@ -481,8 +482,7 @@ class Operator:
                 if w.ok:  # our own write (or what another replica wrote) must not look like a change
                     done += w.wrote
                     held += not w.wrote
-                    meta = resp.body.get("metadata") or {}
-                    state.replace_pod_view(pod_view(resp.body), str(meta.get("resourceVersion") or ""))
+                    state.replace_pod_view(pod_view(resp.body), resource_version(resp.body))
                 elif resp.status != 404:
                     log.warning("annotations of pod %s/%s not written (HTTP %s): %s", ns, pod, resp.status,
                                 resp.message[:200])  # fmt: skip
@@ -589,8 +589,7 @@ class Operator:
             resp = w.response
             if w.ok:
                 done += w.wrote
-                meta = resp.body.get("metadata") or {}
-                self.state.replace_pod_view(pod_view(resp.body), str(meta.get("resourceVersion") or ""))
+                self.state.replace_pod_view(pod_view(resp.body), resource_version(resp.body))
             elif resp.status != 404:
                 log.warning("stale warning threshold of pod %s/%s not removed (HTTP %s): %s", namespace,
                             p.name, resp.status, resp.message[:200])  # fmt: skip
@@ -609,7 +608,7 @@ class Operator:
                             namespace, resp.status, resp.message[:200])  # fmt: skip
                 return
             names += [
-                (str(p["metadata"]["name"]), str(p["metadata"].get("resourceVersion") or ""))
+                (str(p["metadata"]["name"]), resource_version(p))
                 for p in resp.body.get("items") or []
                 if ANNOTATION_WARNING_THRESHOLD in ((p.get("metadata") or {}).get("annotations") or {})
             ]

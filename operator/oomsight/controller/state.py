@@ -33,6 +33,7 @@ from oomsight.core.policy import (
     pod_view,
     profiles_from_report,
 )
+from oomsight.kube.rest import resource_version
 
 PolicyKey = tuple[str, str]
 
@@ -136,7 +137,7 @@ class ClusterState:
         pv = pod_view(body)
         if not pv.uid:
             return False
-        version = str((body.get("metadata") or {}).get("resourceVersion") or "")
+        version = resource_version(body)
         if version:
             self.pod_versions[pv.uid] = version
         old = self.pods.get(pv.uid)
@@ -218,7 +219,7 @@ class ClusterState:
         spec = parse_policy(body)
         fp = _spec_fingerprint(body)
         entry = self.policies.get(spec.key)
-        version = str((body.get("metadata") or {}).get("resourceVersion") or "")
+        version = resource_version(body)
         if entry is not None and entry.spec_fingerprint == fp:
             entry.version = version or entry.version
             return entry

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from oomsight.core.events import EventSpec
-from oomsight.kube.rest import Response, Rest
+from oomsight.kube.rest import Response, Rest, resource_version
 
 Outcome = Literal["delivered", "rejected", "retry"]
 
@@ -88,7 +88,7 @@ class EventSender:
         have = int((cur.body.get("series") or {}).get("count") or 1)
         if have >= spec.count:
             return Result("delivered", cur.status)
-        version = str((cur.body.get("metadata") or {}).get("resourceVersion") or "")
+        version = resource_version(cur.body)
         resp = self._patch(spec, {**patch, "metadata": {"resourceVersion": version}})
         if resp.status in (404, 409):  # changed or expired since the read: read again
             return Result("retry", resp.status, resp.message)

@@ -19,7 +19,7 @@ from typing import Any
 
 from oomsight.core.errors import ParseError
 from oomsight.core.podinfo import ContainerInfo, PodInfo, pod_from_json
-from oomsight.kube.rest import Rest, WatchError
+from oomsight.kube.rest import Rest, WatchError, resource_version
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ class PodCache:
             log.info("pods: listed %d pods of node %s again", len(fresh), self.node)
             self._last_code = None
         self.synced.set()
-        return str((resp.body.get("metadata") or {}).get("resourceVersion") or "")
+        return resource_version(resp.body)
 
     def _run(self) -> None:
         backoff = 0.2
@@ -152,13 +152,13 @@ class PodCache:
                             self.on_error("pod_watch", code)
                         rv = None
                         break
-                    new_rv = (obj.get("metadata") or {}).get("resourceVersion")
+                    new_rv = resource_version(obj)
                     if typ in ("ADDED", "MODIFIED"):
                         self._apply(obj)
                     elif typ == "DELETED":
                         self._apply(obj, deleted=True)
                     if new_rv:
-                        rv = str(new_rv)
+                        rv = new_rv
                     if self._stop.is_set():
                         return
             except WatchError as err:

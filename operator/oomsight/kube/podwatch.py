@@ -26,6 +26,7 @@ from urllib.parse import urlencode
 import aiohttp
 
 from oomsight.kube.kubeconfig import Credentials
+from oomsight.kube.rest import resource_version
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,7 @@ class PodWatch:
             items.extend(body.get("items") or [])
             meta = body.get("metadata") or {}
             cont = meta.get("continue") or ""
-            rv = meta.get("resourceVersion") or rv
+            rv = resource_version(body) or rv
             if not cont:
                 break
         self.lists += 1
@@ -126,7 +127,7 @@ class PodWatch:
                     if obj.get("code") == 410:
                         return None
                     raise _HttpError(int(obj.get("code") or 0), str(obj.get("message", ""))[:300])
-                rv = (obj.get("metadata") or {}).get("resourceVersion") or rv
+                rv = resource_version(obj) or rv
                 if etype in ("ADDED", "MODIFIED", "DELETED"):
                     self.on_event(etype, obj)
         return rv

@@ -23,7 +23,7 @@ from typing import Any, Literal
 from oomsight.kube.crd import API_VERSION, GROUP, MEMORY_POLICY_KIND, MEMORY_POLICY_PLURAL, VERSION
 from oomsight.kube.kubeconfig import load
 from oomsight.kube.nodes import post_event
-from oomsight.kube.rest import Response, Rest
+from oomsight.kube.rest import Response, Rest, resource_version
 
 
 class OperatorRest(Rest):
@@ -68,10 +68,6 @@ class Write:
         return self.outcome in ("written", "rewritten")
 
 
-def _version(body: Mapping[str, Any]) -> str:
-    return str((body.get("metadata") or {}).get("resourceVersion") or "")
-
-
 def _fenced(
     rest: Rest,
     path: str,
@@ -90,7 +86,7 @@ def _fenced(
             return Write(cur, "failed", conflicts)
         if holds(cur.body):
             return Write(cur, "held", conflicts)
-        resp = patch(_version(cur.body))
+        resp = patch(resource_version(cur.body))
     if resp.ok:
         return Write(resp, "rewritten" if conflicts else "written", conflicts)
     return Write(resp, "failed", conflicts + int(resp.status == 409))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
@@ -41,6 +41,11 @@ class Response:
     @property
     def message(self) -> str:
         return self.error or str(self.body.get("message", ""))
+
+
+def resource_version(obj: Mapping[str, Any]) -> str:
+    """``metadata.resourceVersion`` of an object or a list as the API server sent it, "" when absent."""
+    return str((obj.get("metadata") or {}).get("resourceVersion") or "")
 
 
 class WatchError(Exception):
