@@ -15,7 +15,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from oomsight.core import recommend as recommend_module
 from oomsight.core.errors import ParseError, UsageError
 from oomsight.core.histogram import VPA_BUCKETS, Buckets, DecayingHistogram
 from oomsight.core.memory import Breakdown
@@ -383,20 +382,26 @@ def test_headroom_is_capped_in_bytes(scale: int, headroom_max: int | None, cappe
     assert ("capped at headroomMax 512Mi" in rec.reason) is capped
 
 
-def real_cut(name: str, cut: str) -> tuple[Recommender, float, int, list[tuple[float, int]]]:
-    """The engine fed a real fixture's rows before ``cut``; also the cut, the next 24 h's maximum and
-    the history as (t, bytes) for the VPA baseline."""
+def real_cut(
+    name: str, cut: str, settings: RecommendSettings | None = None
+) -> tuple[Recommender, float, int, list[tuple[float, int]]]:
+    """The engine (with ``settings``) fed a real fixture's rows before ``cut``; also the cut, the next
+    24 h's maximum and the history as (t, bytes) for the VPA baseline."""
     rows = parse_usage_csv((FIXTURES / name).read_text().splitlines())
     t = parse_timestamp(cut, "cut", 0)
     past = [row for row in rows if row.t < t]
-    r = Recommender()
+    r = Recommender(settings)
     for row in past:
         r.add_sample(K, row.t, row.working_set_bytes, limit_bytes=row.limit_bytes)
     nxt = max(row.working_set_bytes for row in rows if t <= row.t < t + DAY)
     return r, t, nxt, [(row.t, row.working_set_bytes) for row in past]
 
 
-def test_real_weekly_cycle_covers_the_weekday_that_peaks(monkeypatch: pytest.MonkeyPatch) -> None:
+WEEKLY_OFF = RecommendSettings(weekly_min_swing=math.inf)
+"""The defaults with the weekly-cycle rule switched off (no series swings infinitely)."""
+
+
+def test_real_weekly_cycle_covers_the_weekday_that_peaks() -> None:
     """Real series (Bitbrains vm-278): idle at 100Mi, a Tuesday job to 280-330Mi every week. On Monday
     night the last day (99Mi) repeats the Monday a week before (101Mi), so the next day is sized from
     the Tuesday a week before (279Mi) and covers the next Tuesday (306Mi); without the weekly rule the
@@ -411,11 +416,11 @@ def test_real_weekly_cycle_covers_the_weekday_that_peaks(monkeypatch: pytest.Mon
         " before (UTC days): 279Mi"
     )
     assert vpa_baseline(past, [], cut) < nxt
-    monkeypatch.setattr(recommend_module, "WEEKLY_MIN_SWING", 100.0)  # the rule off: what it replaced
-    assert r.recommend(K, cut).limit_bytes < nxt
+    off = real_cut("bitbrains-2013-8-vm-278.csv", "2013-08-26T22:02:56Z", WEEKLY_OFF)[0].recommend(K, cut)
+    assert "weekly" not in off.notes and off.limit_bytes < nxt  # the rule off: what it replaced
 
 
-def test_real_weekly_cycle_lets_the_weekend_go(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_real_weekly_cycle_lets_the_weekend_go() -> None:
     """Real series (Bitbrains vm-317): 4.6-4.8Gi Friday to Sunday, 1.7-2.4Gi Monday to Thursday. On
     Sunday night the Sunday peak repeats the one a week before, so it is not carried into Monday: the
     limit follows Monday a week before (1.9Gi) or Saturday's peak, halved for its age (2.0Gi), and
@@ -426,8 +431,8 @@ def test_real_weekly_cycle_lets_the_weekend_go(monkeypatch: pytest.MonkeyPatch) 
     assert "weekly" in rec.notes and nxt <= rec.limit_bytes < 2600 * MiB
     assert "which the weekly cycle does not explain" in rec.reason
     assert "the same Mon a week before (UTC days) peaked at 1.9Gi" in rec.reason
-    monkeypatch.setattr(recommend_module, "WEEKLY_MIN_SWING", 100.0)
-    assert r.recommend(K, cut).limit_bytes > 2 * rec.limit_bytes
+    off = real_cut("bitbrains-2013-8-vm-317.csv", "2013-08-11T22:02:56Z", WEEKLY_OFF)[0].recommend(K, cut)
+    assert "weekly" not in off.notes and off.limit_bytes > 2 * rec.limit_bytes
     assert vpa_baseline(past, [], cut) > 2 * rec.limit_bytes
 
 

@@ -40,7 +40,7 @@ and with ``bench/replay.py`` on synthetic shapes; the README has the figures):
   shapes (``bench/replay.py`` held-out) it costs one OOM (10 instead of 9) and saves 13 MiB (450).
 * **A weekly cycle sizes the next day from the same weekday.** Business VMs run weekly jobs (a Tuesday
   batch, a weekend load). When the latest interval's peak repeats the one a week before within
-  ``WEEKLY_MATCH`` (5%), and the series' interval peaks swing by ``WEEKLY_MIN_SWING`` (50%) or more
+  ``WEEKLY_MATCH`` (5%), and the series' interval peaks swing by ``weekly_min_swing`` (50%) or more
   (on a steadier series a 5% repeat is likely by chance: with 20% the synthetic spikes shape lost 6
   more OOMs), the limit is sized from the interval a week before the one most of the next interval
   falls on, instead of the busy day and the recent peak. A recent peak that the cycle does not
@@ -125,9 +125,7 @@ RISING_MIN = 0.10
 WEEK = 7 * DAY
 WEEKLY_MATCH = 0.05
 """The weekly-cycle rule applies when the current interval's peak is within this share of the peak of
-the same interval a week before, ..."""
-WEEKLY_MIN_SWING = 0.50
-"""... and the interval peaks swing by at least this much (on a steadier series the weekday adds nothing)."""
+the same interval a week before, and the peaks swing by ``RecommendSettings.weekly_min_swing``."""
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 PAGE_CACHE_NOTE = 1.10
 """Say "page cache" in the reason when the working-set estimate exceeds the demand estimate by 10%+."""
@@ -145,7 +143,8 @@ SPEC_FIELDS = frozenset(
 
 @dataclass(frozen=True, slots=True)
 class RecommendSettings:
-    """The MemoryPolicy ``spec.recommendation`` block, in bytes and seconds (``from_spec`` parses it)."""
+    """The MemoryPolicy ``spec.recommendation`` block, in bytes and seconds (``from_spec`` parses it),
+    and the engine's own thresholds that a policy does not set (the fields after ``headroom_max``)."""
 
     percentile: float = 0.5
     """Request = this percentile of the per-interval demand peaks (the typical day) + the headroom."""
@@ -168,6 +167,9 @@ class RecommendSettings:
     headroom_max: int | None = 448 * MiB
     """The most headroom in bytes, for a series at the full ``headroomPercent``; a series that gets less
     headroom gets a proportionally lower cap (a 10% series: a third of it). None: no cap."""
+    weekly_min_swing: float = 0.50
+    """The weekly-cycle rule applies only when the interval peaks swing by at least this much (on a
+    steadier series the weekday adds nothing); ``math.inf`` switches the rule off. Not a spec field."""
 
     def __post_init__(self) -> None:
         bad = None
@@ -602,13 +604,13 @@ class Recommender:
         self, peaks: list[_Window], per: dict[int, tuple[int, int]], swing: float, now: float
     ) -> _Weekly | None:
         """The weekly-cycle rule: when the current interval's peak repeats the one a week before (within
-        WEEKLY_MATCH) on a series that swings (WEEKLY_MIN_SWING), the interval that most of the next
+        WEEKLY_MATCH) on a series that swings (``weekly_min_swing``), the interval that most of the next
         ``peakInterval`` falls on is sized from the same interval a week before; a recent peak that the
         cycle does not explain (its interval a week before differs) still holds the limit up."""
         cfg = self.settings
         period = WEEK / cfg.peak_interval
         k = round(period)
-        if swing < WEEKLY_MIN_SWING or k < 2 or abs(period - k) > 1e-9:
+        if swing < cfg.weekly_min_swing or k < 2 or abs(period - k) > 1e-9:
             return None
         today = math.floor(now / cfg.peak_interval)
         ahead = math.floor((now + cfg.peak_interval / 2) / cfg.peak_interval)
