@@ -12,6 +12,8 @@ answered it.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,40 +56,62 @@ def _annotation(kubectl: Kubectl, ns: str, name: str) -> str | None:
     return (kubectl.get("pod", name, ns)["metadata"].get("annotations") or {}).get(ANN)
 
 
-def test_two_writers_of_one_value_from_one_pod_version_write_it_once(
-    kubeconfig: Path, kubectl: Kubectl, namespace: str
-) -> None:
-    pod = _pod(kubectl, namespace)
-    name, seen = pod["metadata"]["name"], _version(pod)
-    a, b = CountingRest(kubeconfig, "a"), CountingRest(kubeconfig, "b")
-    value = {ANN: "512Mi"}
+@dataclass(frozen=True)
+class TwoReplicas:
+    """Two replicas' clients and the object (with the version) both computed their decision from: ``a``
+    writes first, ``b`` second (the resumed frozen leader, or the second of two starting together)."""
 
-    first = write_pod_annotations(a, namespace, name, value, seen)
-    second = write_pod_annotations(b, namespace, name, value, seen)  # the resumed frozen leader
+    namespace: str
+    name: str
+    seen: str
+    a: CountingRest
+    b: CountingRest
+
+    def write(self, write: Callable[..., Write], first: Any, second: Any) -> tuple[Write, Write]:
+        """``a`` writes ``first``, then ``b`` writes ``second``, both fenced on ``seen``."""
+        return (
+            write(self.a, self.namespace, self.name, first, self.seen),
+            write(self.b, self.namespace, self.name, second, self.seen),
+        )
+
+
+def _replicas(kubeconfig: Path, obj: dict[str, Any]) -> TwoReplicas:
+    meta = obj["metadata"]
+    a, b = CountingRest(kubeconfig, "a"), CountingRest(kubeconfig, "b")
+    return TwoReplicas(meta["namespace"], meta["name"], _version(obj), a, b)
+
+
+@pytest.fixture
+def on_pod(kubeconfig: Path, kubectl: Kubectl, namespace: str) -> TwoReplicas:
+    """Two replicas about to write the annotations of a fresh pod, from its first version."""
+    return _replicas(kubeconfig, _pod(kubectl, namespace))
+
+
+def test_two_writers_of_one_value_from_one_pod_version_write_it_once(
+    kubectl: Kubectl, namespace: str, on_pod: TwoReplicas
+) -> None:
+    first, second = on_pod.write(write_pod_annotations, {ANN: "512Mi"}, {ANN: "512Mi"})
 
     assert (first.outcome, first.conflicts) == ("written", 0), first
     assert (second.outcome, second.conflicts) == ("held", 1), second
     assert not second.wrote
-    assert a.calls == {("PATCH", 200): 1}
-    assert b.calls == {("PATCH", 409): 1, ("GET", 200): 1}, "the second writer read back instead of writing"
-    assert _annotation(kubectl, namespace, name) == "512Mi"
+    assert on_pod.a.calls == {("PATCH", 200): 1}
+    assert on_pod.b.calls == {("PATCH", 409): 1, ("GET", 200): 1}, (
+        "the second writer read back instead of writing"
+    )
+    assert _annotation(kubectl, namespace, on_pod.name) == "512Mi"
     assert second.response.body["metadata"]["annotations"][ANN] == "512Mi"  # what it read back
 
 
 def test_a_conflict_with_another_value_writes_it_on_the_version_read_back(
-    kubeconfig: Path, kubectl: Kubectl, namespace: str
+    kubectl: Kubectl, namespace: str, on_pod: TwoReplicas
 ) -> None:
-    pod = _pod(kubectl, namespace)
-    name, seen = pod["metadata"]["name"], _version(pod)
-    a, b = CountingRest(kubeconfig, "a"), CountingRest(kubeconfig, "b")
-
-    first = write_pod_annotations(a, namespace, name, {ANN: "512Mi"}, seen)
-    second = write_pod_annotations(b, namespace, name, {ANN: "640Mi"}, seen)
+    first, second = on_pod.write(write_pod_annotations, {ANN: "512Mi"}, {ANN: "640Mi"})
 
     assert first.outcome == "written", first
     assert (second.outcome, second.conflicts) == ("rewritten", 1), second
-    assert b.calls == {("PATCH", 409): 1, ("GET", 200): 1, ("PATCH", 200): 1}
-    assert _annotation(kubectl, namespace, name) == "640Mi", "a conflict must not lose the write"
+    assert on_pod.b.calls == {("PATCH", 409): 1, ("GET", 200): 1, ("PATCH", 200): 1}
+    assert _annotation(kubectl, namespace, on_pod.name) == "640Mi", "a conflict must not lose the write"
 
 
 def test_a_kubelet_status_update_since_the_view_costs_one_read_and_loses_nothing(
@@ -154,14 +178,13 @@ def test_a_second_status_write_from_the_same_policy_version(
     calls: dict[tuple[str, int], int],
     live: tuple[int, str],
 ) -> None:
-    pol = _policy(kubectl, namespace)
-    name, seen = pol["metadata"]["name"], _version(pol)
-    a, b = CountingRest(kubeconfig, "a"), CountingRest(kubeconfig, "b")
+    r = _replicas(kubeconfig, _policy(kubectl, namespace))
 
-    first = write_policy_status(a, namespace, name, _status(3, "2026-12-04T10:00:00Z"), seen)
-    second: Write = write_policy_status(b, namespace, name, _status(pods, "2026-12-04T10:00:01Z"), seen)
+    first, second = r.write(
+        write_policy_status, _status(3, "2026-12-04T10:00:00Z"), _status(pods, "2026-12-04T10:00:01Z")
+    )
 
     assert (first.outcome, second.outcome, second.conflicts) == ("written", outcome, 1), (first, second)
-    assert b.calls == calls
-    status = kubectl.get(crd.MEMORY_POLICY_PLURAL, name, namespace)["status"]
+    assert r.b.calls == calls
+    status = kubectl.get(crd.MEMORY_POLICY_PLURAL, r.name, namespace)["status"]
     assert (status["podsObserved"], status["lastUpdateTime"]) == live, status
