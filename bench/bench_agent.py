@@ -23,7 +23,6 @@ import json
 import os
 import statistics
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -35,6 +34,7 @@ sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "hack"), str(ROOT / "operator")]
 
 from cgroupkit import CgroupKit  # noqa: E402
 from kube.agentkit import AgentProc, ensure_crds, make_scene, rest_for, series_total  # noqa: E402
+from nodekit import control_plane  # noqa: E402
 from oomsight.core.events import OOM_BURST  # noqa: E402
 from oomsight.kube.rest import Rest  # noqa: E402
 
@@ -221,25 +221,13 @@ def main() -> int:
     ap.add_argument("--skip-latency", action="store_true")
     ap.add_argument("--skip-cost", action="store_true")
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory(prefix="bench-agent-") as tmp:
-        work = Path(tmp)
-        cp = None
-        kubeconfig = args.kubeconfig
-        if not kubeconfig:
-            from envtest_lib import ControlPlane
-
-            cp = ControlPlane(work / "cp").start()
-            kubeconfig = str(cp.kubeconfig)
-        try:
-            rest = rest_for(kubeconfig)
-            ensure_crds(rest)
-            if not args.skip_latency:
-                bench_latency(rest, kubeconfig, args.kills, work)
-            if not args.skip_cost:
-                bench_cost(rest, kubeconfig, args.containers, args.interval, args.duration, work)
-        finally:
-            if cp is not None:
-                cp.stop()
+    with control_plane(args.kubeconfig, "bench-agent-") as (work, kubeconfig):
+        rest = rest_for(kubeconfig)
+        ensure_crds(rest)
+        if not args.skip_latency:
+            bench_latency(rest, kubeconfig, args.kills, work)
+        if not args.skip_cost:
+            bench_cost(rest, kubeconfig, args.containers, args.interval, args.duration, work)
     print(json.dumps({"kernel": os.uname().release}))
     return 0
 

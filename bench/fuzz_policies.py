@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 import time
 import uuid
 from collections import Counter
@@ -36,6 +35,7 @@ sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "hack"), str(ROOT / "operator")]
 
 from kube import policykit  # noqa: E402
 from kube.agentkit import rest_for  # noqa: E402
+from nodekit import control_plane  # noqa: E402
 from oomsight.core.policy import REASON_BAD_SETTINGS, REASON_SELECTOR_UNSUPPORTED  # noqa: E402
 from oomsight.kube import crd  # noqa: E402
 
@@ -152,63 +152,47 @@ def main() -> int:
     ap.add_argument("--jobs", type=int, default=8, help="concurrent dry-run requests")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory(prefix="bench-policy-fuzz-") as tmp:
-        work = Path(tmp)
-        cp = None
-        kubeconfig = args.kubeconfig
-        if not kubeconfig:
-            from envtest_lib import ControlPlane
+    with control_plane(args.kubeconfig, "bench-policy-fuzz-") as (work, kubeconfig):
+        rest = rest_for(kubeconfig)
+        ensure_policy_crd(rest)
+        from kube.crdkit import apply_crds
+        from kube.kubehelpers import Kubectl
 
-            cp = ControlPlane(work / "cp").start()
-            kubeconfig = str(cp.kubeconfig)
-        try:
-            rest = rest_for(kubeconfig)
-            ensure_policy_crd(rest)
-            from kube.crdkit import apply_crds
-            from kube.kubehelpers import Kubectl
-
-            apply_crds(Kubectl(Path(kubeconfig)))
-            t0 = time.monotonic()
-            objects = policykit.generate(args.count, args.seed)
-            t1 = time.monotonic()
-            ns = make_namespace(rest, "policy-fuzz")
-            verdicts = dry_run_all(rest, ns, objects, args.jobs)
-            t2 = time.monotonic()
-            kinds = Counter(v["verdict"] for v in verdicts)
-            fields = Counter(f for v in verdicts if v["verdict"] == "rejected" for f in v["fields"])
+        apply_crds(Kubectl(Path(kubeconfig)))
+        t0 = time.monotonic()
+        objects = policykit.generate(args.count, args.seed)
+        t1 = time.monotonic()
+        ns = make_namespace(rest, "policy-fuzz")
+        verdicts = dry_run_all(rest, ns, objects, args.jobs)
+        t2 = time.monotonic()
+        kinds = Counter(v["verdict"] for v in verdicts)
+        fields = Counter(f for v in verdicts if v["verdict"] == "rejected" for f in v["fields"])
+        print(
+            f"policies: {len(objects)} generated in {t1 - t0:.0f} s, dry-run against kube-apiserver in "
+            f"{t2 - t1:.0f} s ({len(objects) / (t2 - t1):.0f}/s)"
+        )
+        for k in ("accepted", "rejected", "accepted-but-operator-refuses", "rejected-without-field",
+                  "server-error"):  # fmt: skip
+            print(f"policies: {k:32} {kinds.get(k, 0):>6}")
+        print("policies: rejections by field: " + ", ".join(f"{f} {n}" for f, n in fields.most_common(12)))
+        for v in [v for v in verdicts if v["verdict"] not in ("accepted", "rejected")][:8]:
+            print(f"policies: PROBLEM {v['verdict']}: {json.dumps(v['spec'])[:300]} -> {v['detail'][:300]}")
+        accepted = [v["object"] for v in verdicts if v["verdict"] == "accepted"]
+        rec = {"reconciled": 0, "not_ready": {}, "operator_errors": [], "alive": True}
+        if args.reconcile and accepted:
+            sample = accepted[:: max(1, len(accepted) // args.reconcile)][: args.reconcile]
+            t3 = time.monotonic()
+            rec = reconcile_sample(kubeconfig, rest, sample, work)
             print(
-                f"policies: {len(objects)} generated in {t1 - t0:.0f} s, dry-run against kube-apiserver in "
-                f"{t2 - t1:.0f} s ({len(objects) / (t2 - t1):.0f}/s)"
+                f"policies: {rec['reconciled']} accepted policies reconciled by a real operator in "
+                f"{time.monotonic() - t3:.0f} s: Ready {rec.get('reasons')}; "
+                f"{len(rec['not_ready'])} refused, "
+                f"{len(rec['operator_errors'])} operator error lines, operator alive: {rec['alive']}"
             )
-            for k in ("accepted", "rejected", "accepted-but-operator-refuses", "rejected-without-field",
-                      "server-error"):  # fmt: skip
-                print(f"policies: {k:32} {kinds.get(k, 0):>6}")
-            print(
-                "policies: rejections by field: " + ", ".join(f"{f} {n}" for f, n in fields.most_common(12))
-            )
-            for v in [v for v in verdicts if v["verdict"] not in ("accepted", "rejected")][:8]:
-                print(
-                    f"policies: PROBLEM {v['verdict']}: {json.dumps(v['spec'])[:300]} -> {v['detail'][:300]}"
-                )
-            accepted = [v["object"] for v in verdicts if v["verdict"] == "accepted"]
-            rec = {"reconciled": 0, "not_ready": {}, "operator_errors": [], "alive": True}
-            if args.reconcile and accepted:
-                sample = accepted[:: max(1, len(accepted) // args.reconcile)][: args.reconcile]
-                t3 = time.monotonic()
-                rec = reconcile_sample(kubeconfig, rest, sample, work)
-                print(
-                    f"policies: {rec['reconciled']} accepted policies reconciled by a real operator in "
-                    f"{time.monotonic() - t3:.0f} s: Ready {rec.get('reasons')}; "
-                    f"{len(rec['not_ready'])} refused, "
-                    f"{len(rec['operator_errors'])} operator error lines, operator alive: {rec['alive']}"
-                )
-                for name, cond in list(rec["not_ready"].items())[:5]:
-                    print(f"policies: REFUSED {name}: {cond}")
-                for ln in rec["operator_errors"][:5]:
-                    print(f"policies: OPERATOR {ln}")
-        finally:
-            if cp is not None:
-                cp.stop()
+            for name, cond in list(rec["not_ready"].items())[:5]:
+                print(f"policies: REFUSED {name}: {cond}")
+            for ln in rec["operator_errors"][:5]:
+                print(f"policies: OPERATOR {ln}")
     problems = sum(n for k, n in kinds.items() if k not in ("accepted", "rejected"))
     problems += len(rec["not_ready"]) + len(rec["operator_errors"]) + (0 if rec["alive"] else 1)
     print(

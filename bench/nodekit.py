@@ -1,19 +1,22 @@
-"""What the benches that drive the real node (``hack/envtest up --node``) share: the node brought up
-(waiting for the machine's one node when another run holds it), the API as the admin, Pods running
-the project image's python3, a watch on their status, and the kills the kernel logs in their cgroups.
+"""What the benches that start a control plane or drive the real node (``hack/envtest up --node``)
+share: a control plane for one run (or the one ``--kubeconfig`` names), the node brought up (waiting
+for the machine's one node when another run holds it), the API as the admin, Pods running the project
+image's python3, a watch on their status, and the kills the kernel logs in their cgroups.
 
-Used by ``bench/bench_node.py`` (the kubelet against oomsight's chart on that node) and by
-``bench/peers.py`` (the kubelet's column: its Pod status on its own Pods' kills).
+The control plane is used by ``bench/bench_agent.py``, ``bench/soak.py`` and
+``bench/fuzz_policies.py``; the node by ``bench/bench_node.py`` (the kubelet against oomsight's chart
+on that node) and ``bench/peers.py`` (the kubelet's column: its Pod status on its own Pods' kills).
 """
 
 from __future__ import annotations
 
 import contextlib
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +36,23 @@ from oomsight.kube.rest import connect  # noqa: E402
 NODE = "oomsight-node"
 IMAGE = "localhost/oomsight:dev"
 KUBEPODS_MEMORY = Path("/sys/fs/cgroup/memory/kubepods")
+
+
+@contextlib.contextmanager
+def control_plane(kubeconfig: str | None, prefix: str) -> Iterator[tuple[Path, str]]:
+    """A scratch directory (``prefix``..., removed on leaving) and a kubeconfig: ``kubeconfig`` when
+    given (a control plane already running), else that of etcd + kube-apiserver started in the
+    directory's ``cp/`` from ``hack/envtest``'s cached binaries and stopped on leaving."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        work = Path(tmp)
+        if kubeconfig:
+            yield work, kubeconfig
+            return
+        cp = envtest_lib.ControlPlane(work / "cp").start()
+        try:
+            yield work, str(cp.kubeconfig)
+        finally:
+            cp.stop()
 
 
 def node_up(directory: Path, wait: float, log: Callable[[str], None]) -> Any:

@@ -30,7 +30,6 @@ import random
 import signal
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from collections import deque
@@ -39,6 +38,7 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench_agent import namespace, proc_cpu_seconds, proc_status
+from nodekit import control_plane
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "hack"), str(ROOT / "operator")]
@@ -268,22 +268,10 @@ def main() -> int:
     ap.add_argument("--interval", type=float, default=10.0, help="the agent's sweep interval")
     ap.add_argument("--json", help="write the samples and the result here")
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory(prefix="bench-soak-") as tmp:
-        work = Path(tmp)
-        cp = None
-        kubeconfig = args.kubeconfig
-        if not kubeconfig:
-            from envtest_lib import ControlPlane
-
-            cp = ControlPlane(work / "cp").start()
-            kubeconfig = str(cp.kubeconfig)
-        try:
-            rest = rest_for(kubeconfig)
-            ensure_crds(rest)
-            out = soak(rest, kubeconfig, args, work)
-        finally:
-            if cp is not None:
-                cp.stop()
+    with control_plane(args.kubeconfig, "bench-soak-") as (work, kubeconfig):
+        rest = rest_for(kubeconfig)
+        ensure_crds(rest)
+        out = soak(rest, kubeconfig, args, work)
     print(json.dumps(out["result"]))
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1))
