@@ -242,6 +242,36 @@ def test_kubepods_trees_are_found_again_after_rediscover_every_sweeps(cgroups: C
         other.cleanup()
 
 
+def test_without_relist_a_directory_is_listed_again_only_when_its_link_count_moves(cgroups: CgroupKit):
+    walker = _walker()
+    pod, _ = cgroups.pod()
+    first, first_id = cgroups.container(pod)
+
+    def ids(relist: bool) -> set[str | None]:
+        return {e.kube.container_id for e in walker.sweep(relist=relist).entries if e.kube}
+
+    assert first_id in ids(True)
+    _, second_id = cgroups.container(pod)  # one more child cgroup: the pod's link count moves
+    assert {first_id, second_id} <= ids(False)
+    # One removed and one made between two sweeps: the link count is as it was, the last listing
+    # stands (the agent passes relist when a Pod changed, which a new container comes with)...
+    os.rmdir(first.path)
+    _, third_id = cgroups.container(pod)
+    swept = ids(False)
+    assert third_id not in swept and first_id not in swept and second_id in swept
+    assert walker.vanished_total >= 1  # the removed one is read, found gone, counted
+    assert third_id in ids(True)  # ...and relist finds it
+    assert third_id in ids(False)
+    # A pod directory removed and made again under the same name is a new inode: listed again.
+    for child in [p for p in pod.path.iterdir() if p.is_dir()]:
+        child.rmdir()
+    pod.path.rmdir()
+    cgroups.mkdir(pod.path)
+    _, fourth_id = cgroups.container(pod)
+    cgroups.container(pod)
+    assert fourth_id in ids(False)
+
+
 def test_files_kept_open_follow_the_cgroups(cgroups: CgroupKit):
     """Between sweeps the walker keeps each container's files open and re-reads them (pread at 0):
     the values must be fresh, and a removed cgroup's files must be closed, not pinned."""

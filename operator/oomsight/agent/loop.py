@@ -231,6 +231,8 @@ class Agent:
         """Incidents the earlier run left waiting for their pod (they are handled again)."""
         self._last_cursor_save = 0.0
         self._bd_last: dict[str, tuple[MemoryReading, dict[str, int | None], _Items]] = {}
+        self._listed_mark: int | None = None
+        """``pods.changes`` as of the last sweep's start: the walker lists directories again when it moved."""
         """Per container cgroup: its last reading and the breakdown made of it (reused while idle)."""
 
     # ---- small helpers ------------------------------------------------------------------
@@ -884,7 +886,10 @@ class Agent:
         if self.reader is not None and self.reader.wait(0):
             self._process_kmsg()  # account every kill already logged before reading the counters
         mark = self.pods.changes  # a Pod that changes after this may have a container the walk misses
-        sweep = self.walker.sweep()
+        # Directories are listed again only when a Pod changed since the last sweep (a new container,
+        # or a restart's new cgroup, comes with a Pod change) or their link count did.
+        sweep = self.walker.sweep(relist=mark != self._listed_mark)
+        self._listed_mark = mark
         if self.reader is not None and self.reader.wait(0):
             # ... and those logged while the walk read them: a cgroup seen for the first time on a
             # fresh start takes its counter as history, and a kill counted in it but accounted only

@@ -18,6 +18,7 @@ import contextlib
 import errno
 import os
 import resource
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -335,6 +336,9 @@ class CgroupWalker:
         self._iface: set[str] = set()
         self._nfds = 0
         self._fd_budget = fd_budget() if keep_open else 0
+        self._keep_listings = keep_open
+        self._listed: dict[str, tuple[int, int, tuple[str, ...]]] = {}
+        """Per directory walked: (inode, link count, child cgroup names) as of its last listing."""
 
     def close(self) -> None:
         """Close the files kept open between sweeps."""
@@ -359,28 +363,40 @@ class CgroupWalker:
 
     # -- public
 
-    def sweep(self, include_all: bool = False, with_pids: bool = False) -> Sweep:
+    def sweep(self, include_all: bool = False, with_pids: bool = False, relist: bool = True) -> Sweep:
         """Every container cgroup (and with ``include_all`` every other memory cgroup), read once.
 
         A cgroup that vanishes mid-read is skipped and counted; one whose files do not parse is listed
         with its error and counted. Permission problems raise ``HostAccessDenied`` (one line).
+
+        ``relist=False`` lists again only the directories whose link count (2 + child cgroups) or
+        inode changed since the walker last listed them; the others' child cgroups are taken from
+        that listing. A ``stat`` costs a quarter of a listing (the pod directories' listings were
+        the largest part of a sweep's system time). A container removed and another made in the same
+        directory between two sweeps leave its link count as it was: the caller passes ``relist``
+        when something may have done that (the agent: a Pod of this node changed since its last
+        sweep; each restart of a container changes its Pod). The discovery walk (``include_all``,
+        or every ``rediscover_every`` sweeps) always lists.
         """
         entries: list[CgroupEntry] = []
         limits: dict[str, int | None] = {}
         self._eff = {}
         counts = [0, 0]  # vanished, errors
         roots = self._kube_roots
+        listed: dict[str, tuple[int, int, tuple[str, ...]]] = {}
         if include_all or roots is None or self._since_discovery >= self.rediscover_every:
             found: list[str] = []
-            self._walk("", None, include_all, with_pids, entries, limits, counts, found)
+            self._walk("", None, include_all, with_pids, entries, limits, counts, found, True, listed)
             self._kube_roots = tuple(found)
             self._since_discovery = 0
         else:
             self._since_discovery += 1
             for root in roots:
                 ref = parse_cgroup_path(root)
-                if not self._walk(root, ref, False, with_pids, entries, limits, counts, []):
+                if not self._walk(root, ref, False, with_pids, entries, limits, counts, [], relist, listed):
                     self._kube_roots = None  # the kubelet's tree moved: walk everything next time
+        if self._keep_listings and not include_all:
+            self._listed = listed
         if len(self._refs) > 2 * len(self._seen_refs) + 64:
             keep = set(self._seen_refs)
             self._refs = {k: v for k, v in self._refs.items() if k in keep}
@@ -626,11 +642,16 @@ class CgroupWalker:
         limits: dict[str, int | None],
         counts: list[int],
         kube_roots: list[str],
+        relist: bool = True,
+        listed: dict[str, tuple[int, int, tuple[str, ...]]] | None = None,
     ) -> bool:
-        """List ``rel`` and recurse; False when it is gone. Top ``kubepods`` dirs go to ``kube_roots``."""
+        """List ``rel`` and recurse; False when it is gone. Top ``kubepods`` dirs go to ``kube_roots``.
+
+        ``listed`` (when the walker keeps listings) gets each directory's listing; with ``relist``
+        False a directory whose inode and link count are unchanged is not listed again."""
         directory = self._root + rel
         try:
-            names = os.listdir(directory)
+            names = self._children(directory, relist, listed)
         except OSError as err:
             if err.errno == errno.ENOTDIR:
                 return True  # an interface file with a prefix this code does not know: not a cgroup
@@ -639,18 +660,7 @@ class CgroupWalker:
                 return False
             raise translate_oserror(err, directory, "list") from err
         refs = self._refs
-        iface = self._iface
         for name in names:
-            # Only the kernel creates files in cgroupfs, all named <controller>.<file> or one of a
-            # few legacy names; everything else is a child cgroup (cheaper than stat-ing entries).
-            # Every cgroup has the same files, so the names seen once are remembered in a set.
-            if name in iface:
-                continue
-            if name.startswith(_INTERFACE_PREFIXES) or name in _INTERFACE_FILES:
-                iface.add(name)
-                continue
-            if is_conmon(name):
-                continue
             child = f"{rel}/{name}"
             if parent is None and kubepods_root_driver(name):
                 kube_roots.append(child)
@@ -665,8 +675,44 @@ class CgroupWalker:
             if container or include_all:
                 self._entry(child, ref, with_pids, entries, limits, counts)
             if not container or include_all:
-                self._walk(child, ref, include_all, with_pids, entries, limits, counts, kube_roots)
+                self._walk(
+                    child, ref, include_all, with_pids, entries, limits, counts, kube_roots, relist, listed
+                )
         return True
+
+    def _children(
+        self, directory: str, relist: bool, listed: dict[str, tuple[int, int, tuple[str, ...]]] | None
+    ) -> tuple[str, ...]:
+        """The child cgroups' names in ``directory``: listed, or last listing's while its inode and
+        link count say nothing was added or removed (see ``sweep``). Raises ``OSError``."""
+        st = None
+        if listed is not None and self._keep_listings:
+            st = os.stat(directory)
+            if not stat.S_ISDIR(st.st_mode):
+                raise OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), directory)
+            last = self._listed.get(directory)
+            # btrfs and some others keep a directory's link count at 1: listed every time there.
+            if not relist and last is not None and st.st_nlink >= 2 and last[:2] == (st.st_ino, st.st_nlink):
+                listed[directory] = last
+                return last[2]
+        iface = self._iface
+        names = []
+        for name in os.listdir(directory):
+            # Only the kernel creates files in cgroupfs, all named <controller>.<file> or one of a
+            # few legacy names; everything else is a child cgroup (cheaper than stat-ing entries).
+            # Every cgroup has the same files, so the names seen once are remembered in a set.
+            if name in iface:
+                continue
+            if name.startswith(_INTERFACE_PREFIXES) or name in _INTERFACE_FILES:
+                iface.add(name)
+                continue
+            if is_conmon(name):
+                continue
+            names.append(name)
+        children = tuple(names)
+        if st is not None and listed is not None:  # stat before listing: a change in between shows next time
+            listed[directory] = (st.st_ino, st.st_nlink, children)
+        return children
 
     def _entry(
         self,
