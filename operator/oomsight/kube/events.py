@@ -4,7 +4,10 @@
 means it already exists (an earlier attempt got through, or a repeat), so only the mutable field
 (``series``) is raised to ours, when there is one, and never lowered: read, compare, then patched on the
 ``resourceVersion`` read (a late older write must not undo a newer count); a 404 means the Event
-expired (``--event-ttl``), so it is created again. The outcome says what the caller should do:
+expired (``--event-ttl``), so it is created again. The sender remembers the count and
+``resourceVersion`` of each Event it wrote last: the next state of that Event (a kill storm raises a
+series many times a second) is one patch on that version instead of create, 409, read and patch; a 409
+there (someone else wrote it since) falls back to the read. The outcome says what the caller should do:
 
 - ``delivered``: forget it;
 - ``rejected`` (400, 403, 404 namespace gone, 422): retrying cannot help; report and count it;
@@ -13,6 +16,7 @@ expired (``--event-ttl``), so it is created again. The outcome says what the cal
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Literal
 
@@ -44,12 +48,18 @@ def _path(namespace: str, name: str | None = None) -> str:
     return f"{base}/{name}" if name else base
 
 
+KNOWN_MAX = 4096
+"""Events whose last written count and version the sender remembers (the oldest are forgotten)."""
+
+
 class EventSender:
-    """Creates or patches Events; one call to ``send`` per Event state."""
+    """Creates or patches Events; one call to ``send`` per Event state. Used by one thread."""
 
     def __init__(self, rest: Rest, instance: str) -> None:
         self.rest = rest
         self.instance = instance
+        self._known: OrderedDict[str, tuple[int, str]] = OrderedDict()
+        """Event name → (series count, resourceVersion) of this sender's last successful write."""
 
     def _create(self, spec: EventSpec) -> Response:
         return self.rest.request("POST", _path(spec.namespace), spec.as_body(self.instance))
@@ -59,11 +69,38 @@ class EventSender:
             "PATCH", _path(spec.namespace, spec.name), patch, content_type="application/merge-patch+json"
         )
 
+    def _remember(self, name: str, count: int, resp: Response) -> None:
+        version = resource_version(resp.body)
+        if not version:
+            self._known.pop(name, None)
+            return
+        self._known[name] = (count, version)
+        self._known.move_to_end(name)
+        if len(self._known) > KNOWN_MAX:
+            self._known.popitem(last=False)
+
     def send(self, spec: EventSpec) -> Result:
+        known = self._known.pop(spec.name, None)
+        patch = spec.patch_body()
+        if known is not None:
+            count, version = known
+            if spec.count <= count:  # an older state than this sender already wrote
+                self._known[spec.name] = known
+                return Result("delivered", 200)
+            if patch is not None:
+                resp = self._patch(spec, {**patch, "metadata": {"resourceVersion": version}})
+                if resp.ok:
+                    self._remember(spec.name, spec.count, resp)
+                    return Result("delivered", resp.status)
+                if resp.status == 409:  # written by someone else since: read it, compare, patch
+                    return self._raise_series(spec, patch)
+                if resp.status != 404:  # 404: expired (--event-ttl), created again below
+                    return Result(classify(resp.status), resp.status, resp.message)
         resp = self._create(spec)
         if resp.status != 409:
+            if resp.ok:
+                self._remember(spec.name, spec.count, resp)
             return Result(classify(resp.status), resp.status, resp.message)
-        patch = spec.patch_body()
         if patch is None:  # it exists and there is no series to update: already delivered
             return Result("delivered", 409)
         return self._raise_series(spec, patch)
@@ -82,14 +119,19 @@ class EventSender:
             resp = self._create(spec)
             if resp.status == 409:
                 return Result("retry", 409, "created meanwhile by another write; patched on the next try")
+            if resp.ok:
+                self._remember(spec.name, spec.count, resp)
             return Result(classify(resp.status), resp.status, resp.message)
         if not cur.ok:
             return Result(classify(cur.status), cur.status, cur.message)
         have = int((cur.body.get("series") or {}).get("count") or 1)
         if have >= spec.count:
+            self._remember(spec.name, have, cur)
             return Result("delivered", cur.status)
         version = resource_version(cur.body)
         resp = self._patch(spec, {**patch, "metadata": {"resourceVersion": version}})
         if resp.status in (404, 409):  # changed or expired since the read: read again
             return Result("retry", resp.status, resp.message)
+        if resp.ok:
+            self._remember(spec.name, spec.count, resp)
         return Result(classify(resp.status), resp.status, resp.message)
