@@ -26,10 +26,12 @@ import logging
 import signal
 import threading
 import time
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from operator import itemgetter
 from typing import Any
 
 from oomsight import __version__
@@ -472,11 +474,10 @@ class Agent:
         incidents: list[Incident] = []
         burst_end = time.monotonic() + BURST_SECONDS
         timing, latency = self._timing, self.latency
-        read_at: dict[int, float] = {}
-        """Kill line (or ``oom-kill:`` summary) sequence number → when it was read (monotonic)."""
+        reads: list[tuple[int, float]] = []
+        """(last sequence number, monotonic time) of each read of this batch: when a kill line was read."""
         while True:
             last: Record | None = None
-            kill_lines: list[int] = []
             done: list[Incident] = []
             for item in self.reader.read_available(limit=5000):
                 if isinstance(item, Gap) and item.unknown:
@@ -500,21 +501,18 @@ class Agent:
                         )
                     continue
                 last = item
-                text = item.text
-                if timing and item.seq is not None and ("Killed process" in text or "oom-kill:" in text):
-                    kill_lines.append(item.seq)
                 done += self.assembler.feed(item)
             now = time.monotonic()
             if last is not None and last.usec is not None:
                 latency.offset.observe(now, last.usec)
-            for seq in kill_lines:
-                read_at[seq] = now
-            self._assembled(done, now, read_at)
+            if timing and last is not None and last.seq is not None:
+                reads.append((last.seq, now))
+            self._assembled(done, now, reads)
             incidents += done
             if final or time.monotonic() > burst_end or not self.reader.wait(QUIET):
                 break
         done = self.assembler.idle()
-        self._assembled(done, time.monotonic(), read_at)
+        self._assembled(done, time.monotonic(), reads)
         incidents += done
         self._timing = True
         # The reader counts as it goes; the counters catch up once per batch, not once per record.
@@ -529,12 +527,15 @@ class Agent:
             )
         self._incidents(incidents)
 
-    def _assembled(self, incidents: list[Incident], now: float, read_at: dict[int, float]) -> None:
-        """Start timing the kills (read live) whose reports are complete: their read and assembled stages."""
+    def _assembled(self, incidents: list[Incident], now: float, reads: list[tuple[int, float]]) -> None:
+        """Start timing the kills (read live) whose reports are complete: their read and assembled
+        stages. A kill was read by the first read of the batch that reached its sequence number."""
         for inc in incidents:
-            read = read_at.get(inc.seq) if inc.seq is not None else None
-            if read is not None and inc.usec is not None and inc.seq is not None:
-                self.latency.start(inc.seq, inc.usec, read)
+            if inc.seq is None or inc.usec is None:
+                continue
+            i = bisect_left(reads, inc.seq, key=itemgetter(0))
+            if i < len(reads):
+                self.latency.start(inc.seq, inc.usec, reads[i][1])
                 self.latency.mark(inc.seq, "assembled", now)
 
     def _incidents(self, incidents: list[Incident]) -> None:
