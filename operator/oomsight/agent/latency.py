@@ -37,6 +37,9 @@ METRIC = "oomsight_agent_kill_report_latency_seconds"
 OFFSET_SLOT_SECONDS = 60.0
 OFFSET_WINDOW_SECONDS = 600.0
 """The offset is the minimum over this long: the two clocks drift a few ms per 10 minutes here."""
+SETTLED_SECONDS = 1.0
+"""An offset estimate larger than this is not the clocks' skew (tens of ms) but a record's wait: the
+first read's newest record may be hours old. Kill times are not corrected with it."""
 MAX_OPEN = 10_000
 """Kills timed but not delivered yet (an API outage); the oldest are forgotten past this."""
 
@@ -61,6 +64,14 @@ class ClockOffset:
 
     def value(self) -> float | None:
         return min(best for _, best in self._slots) if self._slots else None
+
+    def monotonic(self, usec: int) -> float | None:
+        """The kernel log stamp ``usec`` on CLOCK_MONOTONIC, or None while the estimate is unsettled
+        (``SETTLED_SECONDS``)."""
+        offset = self.value()
+        if offset is None or abs(offset) > SETTLED_SECONDS:
+            return None
+        return usec / 1e6 + offset
 
 
 class KillLatency:

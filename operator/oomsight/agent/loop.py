@@ -736,7 +736,7 @@ class Agent:
         resp = diag.get("responsible_container")
         if resp and not resp.get("name") and (named := pod.container_by_id(resp.get("container_id"))):
             diag = {**diag, "responsible_container": {**resp, "name": named.name}}
-        when = inc.wall or datetime.now(UTC)
+        when = self._kill_time(inc)
         seq = inc.seq if inc.seq is not None else (inc.usec or 0)
         spec = oom_event(diag, pod, name, self.s.node_name, self.boot_id, seq, when)
         self.latency.mark(inc.seq, "attributed")
@@ -792,6 +792,16 @@ class Agent:
             spec.note,
         )
         return True
+
+    def _kill_time(self, inc: Incident) -> datetime:
+        """When the kill happened, in wall-clock time: its kill line's stamp put on CLOCK_MONOTONIC by
+        the offset the latency estimates (``oomsight.agent.latency.ClockOffset``: the kernel's
+        local_clock drifts from CLOCK_MONOTONIC by tens to hundreds of ms over hours, which left an
+        Event's time after the moment its kill line could be read), else the reader's conversion."""
+        mono = self.latency.offset.monotonic(inc.usec) if inc.usec is not None else None
+        if mono is None:
+            return inc.wall or datetime.now(UTC)
+        return datetime.fromtimestamp(mono + time.time() - time.monotonic(), tz=UTC)
 
     def _report_start(self, now: float) -> int | None:
         """The first record of a report still being read (the kernel was preempted while printing it,

@@ -91,8 +91,9 @@ class WallClock:
     instant as CLOCK_MONOTONIC and, like it, stops during suspend. We take ``time.time() -
     CLOCK_MONOTONIC`` when reading, so the result is off by (a) the constant skew between
     sched_clock and CLOCK_MONOTONIC (≈7 ms measured on this 6.18 VM: bench/bench_live_latency.py
-    prints it) and (b) any suspend or clock step since the record was written. Good to the second,
-    not to the millisecond.
+    prints it; it grows with uptime: ~180 ms after 13 h here) and (b) any suspend or clock step since
+    the record was written. Good to the second, not to the millisecond: the agent dates its kill Events
+    by its own estimate of the skew instead (``oomsight.agent.latency.ClockOffset.monotonic``).
     """
 
     offset: float
