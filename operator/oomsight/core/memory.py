@@ -23,6 +23,7 @@ Sources for the formats:
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, TypeVar
@@ -130,10 +131,12 @@ def parse_flat_keyed(name: str, text: str) -> dict[str, int]:
         )
     parts = text.split()
     # Fast path (a sweep parses hundreds of these): one ``key value`` pair per line, all integers.
+    # Keys are interned: every cgroup's reading holds the same few dozen names once, not its own
+    # copies (memory.stat: ~2.6 of a reading's ~3.6 KiB; the agent keeps one reading per container).
     if parts and len(parts) == 2 * text.count("\n"):
         values = parts[1::2]
         if "".join(values).isdigit():  # plain digits only: int() would also take "-1" or "1_000"
-            return dict(zip(parts[0::2], map(int, values), strict=True))
+            return dict(zip(map(sys.intern, parts[0::2]), map(int, values), strict=True))
     out = {}
     for line in text.splitlines():
         if not line:
@@ -141,7 +144,7 @@ def parse_flat_keyed(name: str, text: str) -> dict[str, int]:
         key, sep, value = line.partition(" ")
         if not sep or not key or not value.isdigit():
             raise _bad(name, line, "'key integer' lines")
-        out[key] = int(value)
+        out[sys.intern(key)] = int(value)
     if not out:
         raise _bad(name, text, "'key integer' lines")
     return out
