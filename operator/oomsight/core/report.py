@@ -62,6 +62,9 @@ class Profile:
     max_ram_percentage: float | None = None
     """JVM ``-XX:MaxRAMPercentage``, when set and no ``-Xmx`` is (HotSpot lets -Xmx win)."""
     seen: float = 0.0
+    breakdown_of: Mapping[str, int | None] | None = field(default=None, repr=False, compare=False)
+    """The mapping ``breakdown`` was last made from: the same object again (an idle container's kept
+    reading) is not copied again. The caller does not mutate a mapping it passed."""
 
     @property
     def ratio(self) -> float:
@@ -134,7 +137,9 @@ class ProfileBook:
         p.request, p.limit = request, limit
         p.limit_level = limit_level_for_report(limit_level) if limit else "node"
         p.working_set = working_set
-        p.breakdown = {k: int(v) for k, v in (breakdown or {}).items() if v is not None}
+        if breakdown is None or breakdown is not p.breakdown_of:
+            p.breakdown = {k: int(v) for k, v in (breakdown or {}).items() if v is not None}
+            p.breakdown_of = breakdown
         p.seen = now
         start = int(now // self.interval * self.interval)
         if p.peaks and p.peaks[-1][0] == start:

@@ -8,6 +8,7 @@ drops below ``clear`` (by default 5 points lower), the scheme Prometheus alert r
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Literal
 
@@ -23,8 +24,11 @@ class Watermark:
     clear: float = DEFAULT_WARN - HYSTERESIS
 
     @staticmethod
+    @functools.cache
     def at(warn: float | None) -> Watermark:
-        """A watermark warning at ``warn`` (a fraction; None → 90%) and clearing 5 points lower."""
+        """A watermark warning at ``warn`` (a fraction; None → 90%) and clearing 5 points lower.
+
+        Asked once per container per sweep, with a handful of thresholds: made once for each."""
         w = DEFAULT_WARN if warn is None else warn
         return Watermark(w, max(0.0, w - HYSTERESIS))
 
