@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from oomsight.core.oomcount import place_unreported, unexplained
+from oomsight.core.oomcount import Lead, place_unreported, refused, unexplained
 
 A, B, C = "/kubepods/pod-a/c1", "/kubepods/pod-b/c1", "/kubepods/pod-c/c1"
 
@@ -37,3 +37,15 @@ def test_unexplained_are_the_cgroups_whose_counter_runs_ahead():
     # /c has no counter (v1 before 4.13); /gone no longer exists to count.
     assert unexplained(counters, reported) == {"/a": (3, 1)}
     assert unexplained({"/x": 2}, {}) == {"/x": (2, 0)}
+
+
+def test_a_lead_refuses_later_kill_lines_until_the_accounting_reaches_it():
+    leads = {A: Lead(since=100.0, counter=5), B: Lead(since=100.0, counter=2)}
+    # A sweep at 100 s read A's counter at 5 with 4 accounted: a kill line logged after it is not A's
+    # lost kill (nor B's); one logged before it may be.
+    assert refused({A: 4, B: 1, C: 0}, leads, 100.5) == {A, B}
+    assert refused({A: 4, B: 1, C: 0}, leads, 99.9) == set()
+    # A's lead was a storm's kill whose line came after the sweep: placed, it explains the lead
+    # (and more kills since do not bring it back); B's is still unexplained.
+    assert refused({A: 5, B: 1}, leads, 100.5) == {B}
+    assert refused({A: 7, B: 2}, leads, 100.5) == set()

@@ -65,7 +65,7 @@ from oomsight.core.kmsg import Record
 from oomsight.core.kubepath import parse_cgroup_path
 from oomsight.core.memory import MemoryReading, Pressure, breakdown
 from oomsight.core.node import NodeFacts, node_findings
-from oomsight.core.oomcount import place_unreported
+from oomsight.core.oomcount import Lead, place_unreported, refused
 from oomsight.core.oomreport import Incident, OomAssembler
 from oomsight.core.podinfo import PodInfo
 from oomsight.core.report import MAX_INCIDENTS, ProfileBook, build_status
@@ -106,8 +106,10 @@ UNRESOLVED_GRACE = 15.0
 FLUSH_SECONDS = 5.0
 OOM_QUIET_SECONDS = 5.0
 """Without a kill for this long, per-cgroup OOM-kill counters are taken as fully accounted."""
-SURPLUS_CLOCK_SLACK = 0.05
-"""Seconds allowed between a kernel log stamp and ``time.monotonic()`` (both CLOCK_MONOTONIC)."""
+SURPLUS_CLOCK_SLACK = 0.1
+"""Seconds a kill line may be logged after a sweep found its kill counted: the error of the kernel
+log clock's offset (``KillLatency.offset``) and how long after the walk read the counter the sweep
+notes the lead. Such a line is placed as one of the kills that made the lead."""
 KILLS_COUNTER = "oomsight_oom_kills_total"
 HEAP_TRIM_SECONDS = 60.0
 ONCE_PER_CGROUP = ("unmatched", "cgerr", "unattr")
@@ -199,8 +201,9 @@ class Agent:
         """Kills accounted in cgroups the sweep has not matched to a container (yet): explained by the
         log, or loaded from the state file. Taken over when the sweep first matches the cgroup; kept
         apart so that ``place_unreported`` only weighs cgroups whose counter baseline is known."""
-        self.surplus_since: dict[str, float] = {}
-        """Per container cgroup: since when its counter has been ahead of the kills the log explained."""
+        self.leads: dict[str, Lead] = {}
+        """Per container cgroup whose counter a sweep found ahead of the kills the log explained: since
+        when, and the counter it read (``oomsight.core.oomcount.refused``)."""
         self.explained_at: dict[str, float] = {}
         """Per cgroup: monotonic time the log last explained a kill in it. Its counter's lead is
         reported only after ``OOM_QUIET_SECONDS`` without one there: per cgroup, because on a busy
@@ -659,16 +662,24 @@ class Agent:
                 self._unattributed(diag, "not_a_pod")
 
     def _may_explain(self, stamps: list[int | None]) -> dict[str, int]:
-        """The cgroups (with their accounted kills) where kill lines logged at ``stamps`` (usec since
-        boot, CLOCK_MONOTONIC) may have happened: not one whose counter a sweep had already found
-        ahead before the first of them was logged. That surplus is an older kill whose lines were
-        lost (the counter is raised just before the kill line is printed); a kill elsewhere, in a
-        cgroup of no pod here, whose report was rate-limited, must not be placed there."""
+        """The cgroups (with their accounted kills) where kill lines logged at ``stamps`` may have
+        happened: not one whose counter a sweep found ahead before the first of them was logged, while
+        the kills accounted there since have not reached the counter it read (``core.oomcount.refused``).
+        Such a lead is older kills whose lines were lost; a kill elsewhere, in a cgroup of no pod here,
+        whose report was rate-limited, must not be placed there. A lead the accounting has reached was
+        a storm's kills whose lines came after the sweep read the counter: the storm's later lines
+        are placed there again, at once, rather than counted from it after ``OOM_QUIET_SECONDS``.
+
+        ``stamps`` are the kernel log's (µs of ``local_clock`` since boot), put on CLOCK_MONOTONIC
+        with the offset the agent measures (``KillLatency.offset``): the two clocks drift apart by
+        more than the slack (184 ms after 13 h here), and a stamp taken raw made a storm's kill
+        whose line came just after the sweep that saw its count look later than that sweep."""
         known = [s for s in stamps if s is not None]
-        if not known:
+        if not known or not self.leads:
             return self.oom_accounted
-        cutoff = min(known) / 1e6 - SURPLUS_CLOCK_SLACK
-        return {p: n for p, n in self.oom_accounted.items() if self.surplus_since.get(p, cutoff) >= cutoff}
+        logged = min(known) / 1e6 + (self.latency.offset.value() or 0.0) - SURPLUS_CLOCK_SLACK
+        out = refused(self.oom_accounted, self.leads, logged)
+        return {p: n for p, n in self.oom_accounted.items() if p not in out} if out else self.oom_accounted
 
     def _oom_counters(self, paths: Mapping[str, int]) -> dict[str, int | None]:
         """Each of these container cgroups' OOM-kill counter, read now (a vanished one is left out)."""
@@ -993,8 +1004,8 @@ class Agent:
                 self.explained[path] = n
         for path in [p for p in self.explained if p not in all_paths]:
             del self.explained[path]
-        for path in [p for p in self.surplus_since if p not in self.oom_accounted]:
-            del self.surplus_since[path]
+        for path in [p for p in self.leads if p not in self.oom_accounted]:
+            del self.leads[path]
         for path in [p for p in self.explained_at if p not in self.oom_accounted and p not in self.explained]:
             del self.explained_at[path]
         self._fresh = False
@@ -1028,7 +1039,9 @@ class Agent:
         new and all its kills are ours (only those the log explained are accounted). A counter
         ahead of the log is reported once it stayed ahead for ``OOM_QUIET_SECONDS`` with no kill
         explained in this cgroup meanwhile (at once when there is no log); behind it (a group kill
-        counted twice), it is taken when the node is quiet.
+        counted twice), it is taken when the node is quiet. The lead is noted (``self.leads``) with
+        the counter read, for ``_may_explain``; a lead noted before and explained since (the
+        accounting reached its counter) is noted anew, from now.
         """
         if before is None:
             before = self.explained.pop(path, None)
@@ -1037,13 +1050,16 @@ class Agent:
         if self._fresh:
             before = max(before, counter)
         if counter <= before:
-            self.surplus_since.pop(path, None)
+            self.leads.pop(path, None)
             return (counter if quiet else before), False
         now = time.monotonic()
-        since = self.surplus_since.setdefault(path, now)
+        lead = self.leads.get(path)
+        if lead is None or before >= lead.counter:
+            lead = self.leads[path] = Lead(now, counter)
+        since = lead.since
         settled = now - max(since, self.explained_at.get(path, since)) >= OOM_QUIET_SECONDS
         if self.reader is None or settled:
-            self.surplus_since.pop(path, None)
+            self.leads.pop(path, None)
             return before, True  # the caller reports kills before+1 .. counter
         return before, False
 

@@ -11,6 +11,16 @@ already placed in it holds the unreported ones.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import NamedTuple
+
+
+class Lead(NamedTuple):
+    """A container cgroup's OOM-kill counter found ahead of the kills accounted in it, by a sweep."""
+
+    since: float
+    """When the sweep found it (CLOCK_MONOTONIC seconds)."""
+    counter: int
+    """The counter the sweep read: kills up to this one happened before ``since``."""
 
 
 def place_unreported(
@@ -46,3 +56,21 @@ def unexplained(
         if counted is not None and counted > reported.get(path, 0):
             out[path] = (counted, reported.get(path, 0))
     return out
+
+
+def refused(accounted: Mapping[str, int], leads: Mapping[str, Lead], logged_at: float) -> set[str]:
+    """The cgroups a kill line without its report, logged at ``logged_at``, must not be placed in.
+
+    ``accounted``: kills accounted per cgroup now; ``leads``: the counters sweeps found ahead of it.
+    A lead found before the line was logged is made of kills older than it: while the kills
+    accounted since have not reached the counter the sweep read, they are kills whose lines were
+    lost, and a kill line of another cgroup (one of no pod here, whose report was rate-limited)
+    must not be taken for one of them. Once the accounting reached that counter, the lead was only
+    kills whose lines came after the sweep read it (a storm: the kernel counts a kill, then logs its
+    line) and refuses nothing: the storm's later lines are placed there again.
+    """
+    return {
+        path
+        for path, lead in leads.items()
+        if lead.since < logged_at and accounted.get(path, 0) < lead.counter
+    }
