@@ -49,3 +49,5 @@ def test_a_lead_refuses_later_kill_lines_until_the_accounting_reaches_it():
     # (and more kills since do not bring it back); B's is still unexplained.
     assert refused({A: 5, B: 1}, leads, 100.5) == {B}
     assert refused({A: 7, B: 2}, leads, 100.5) == set()
+    # A cgroup the kernel signalled an OOM in since its lead was found is still going OOM: not refused.
+    assert refused({A: 4, B: 1}, leads, 100.5, active={A}) == {B}

@@ -668,7 +668,8 @@ class Agent:
         Such a lead is older kills whose lines were lost; a kill elsewhere, in a cgroup of no pod here,
         whose report was rate-limited, must not be placed there. A lead the accounting has reached was
         a storm's kills whose lines came after the sweep read the counter: the storm's later lines
-        are placed there again, at once, rather than counted from it after ``OOM_QUIET_SECONDS``.
+        are placed there again, at once, rather than counted from it after ``OOM_QUIET_SECONDS``;
+        so are those of a cgroup the kernel signalled an OOM in since the lead (v1), still in its storm.
 
         ``stamps`` are the kernel log's (µs of ``local_clock`` since boot), put on CLOCK_MONOTONIC
         with the offset the agent measures (``KillLatency.offset``): the two clocks drift apart by
@@ -678,7 +679,9 @@ class Agent:
         if not known or not self.leads:
             return self.oom_accounted
         logged = min(known) / 1e6 + (self.latency.offset.value() or 0.0) - SURPLUS_CLOCK_SLACK
-        out = refused(self.oom_accounted, self.leads, logged)
+        notify = self.oomnotify
+        active = [p for p, lead in self.leads.items() if notify.oomed_since(p, lead.since)] if notify else []
+        out = refused(self.oom_accounted, self.leads, logged, active)
         return {p: n for p, n in self.oom_accounted.items() if p not in out} if out else self.oom_accounted
 
     def _oom_counters(self, paths: Mapping[str, int]) -> dict[str, int | None]:
@@ -1055,7 +1058,9 @@ class Agent:
         now = time.monotonic()
         lead = self.leads.get(path)
         if lead is None or before >= lead.counter:
-            lead = self.leads[path] = Lead(now, counter)
+            if self.oomnotify is not None:
+                self.oomnotify.drain()  # an OOM signalled before the lead is timed before it
+            lead = self.leads[path] = Lead(time.monotonic(), counter)
         since = lead.since
         settled = now - max(since, self.explained_at.get(path, since)) >= OOM_QUIET_SECONDS
         if self.reader is None or settled:

@@ -10,7 +10,7 @@ already placed in it holds the unreported ones.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import NamedTuple
 
 
@@ -58,19 +58,24 @@ def unexplained(
     return out
 
 
-def refused(accounted: Mapping[str, int], leads: Mapping[str, Lead], logged_at: float) -> set[str]:
+def refused(
+    accounted: Mapping[str, int], leads: Mapping[str, Lead], logged_at: float, active: Collection[str] = ()
+) -> set[str]:
     """The cgroups a kill line without its report, logged at ``logged_at``, must not be placed in.
 
-    ``accounted``: kills accounted per cgroup now; ``leads``: the counters sweeps found ahead of it.
-    A lead found before the line was logged is made of kills older than it: while the kills
-    accounted since have not reached the counter the sweep read, they are kills whose lines were
+    ``accounted``: kills accounted per cgroup now; ``leads``: the counters sweeps found ahead of it;
+    ``active``: cgroups known to have gone OOM again since their lead was found. A lead found before
+    the line was logged is made of kills older than it: while the kills accounted since have not
+    reached the counter the sweep read and the cgroup stayed quiet, they are kills whose lines were
     lost, and a kill line of another cgroup (one of no pod here, whose report was rate-limited)
     must not be taken for one of them. Once the accounting reached that counter, the lead was only
     kills whose lines came after the sweep read it (a storm: the kernel counts a kill, then logs its
-    line) and refuses nothing: the storm's later lines are placed there again.
+    line) and refuses nothing: the storm's later lines are placed there again. A cgroup still going
+    OOM is not refused either: its lead may be a storm's line placed in another cgroup with the same
+    lead (which one was whose is a guess), and the line now may be its own new kill.
     """
     return {
         path
         for path, lead in leads.items()
-        if lead.since < logged_at and accounted.get(path, 0) < lead.counter
+        if lead.since < logged_at and accounted.get(path, 0) < lead.counter and path not in active
     }

@@ -66,6 +66,16 @@ class OomNotifier:
         last = self._last
         return [p for p in paths if p not in self._fd or last.get(p, float("-inf")) >= since]
 
+    def oomed_since(self, path: str, since: float) -> bool:
+        """Whether ``path`` is watched and went OOM after ``since`` as far as the signals drained by
+        then tell (a signal still pending at ``since`` counts as later: call ``drain`` first)."""
+        self._drain()
+        return path in self._fd and self._last.get(path, float("-inf")) > since
+
+    def drain(self) -> None:
+        """Take the pending signals now, so that each is timed no later than this call."""
+        self._drain()
+
     def close(self) -> None:
         for path in list(self._fd):
             self._drop(path)
