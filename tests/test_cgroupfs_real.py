@@ -7,6 +7,7 @@ The working set is checked against cAdvisor's formula computed here, independent
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -270,6 +271,22 @@ def test_without_relist_a_directory_is_listed_again_only_when_its_link_count_mov
     _, fourth_id = cgroups.container(pod)
     cgroups.container(pod)
     assert fourth_id in ids(False)
+    assert fourth_id in ids(False)  # now through the directory kept open (fstat)
+
+    def pod_fds() -> int:
+        n = 0
+        for fd in os.listdir("/proc/self/fd"):
+            with contextlib.suppress(OSError):
+                n += os.readlink(f"/proc/self/fd/{fd}").startswith(str(pod.path))
+        return n
+
+    assert pod_fds() > 0
+    for child in [p for p in pod.path.iterdir() if p.is_dir()]:
+        child.rmdir()
+    pod.path.rmdir()
+    assert fourth_id not in ids(False)  # the pod went: not pinned by the walker's open files
+    assert pod_fds() == 0
+    walker.close()
 
 
 def test_files_kept_open_follow_the_cgroups(cgroups: CgroupKit):

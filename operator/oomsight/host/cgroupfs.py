@@ -339,6 +339,8 @@ class CgroupWalker:
         self._keep_listings = keep_open
         self._listed: dict[str, tuple[int, int, tuple[str, ...]]] = {}
         """Per directory walked: (inode, link count, child cgroup names) as of its last listing."""
+        self._dir_fds: dict[str, int] = {}
+        """Directories walked, kept open (within the fd budget) to ``fstat`` instead of ``stat``."""
 
     def close(self) -> None:
         """Close the files kept open between sweeps."""
@@ -346,6 +348,8 @@ class CgroupWalker:
             self._forget(directory)
         for rel in list(self._limit_fds):
             self._forget_limit(rel)
+        for directory in list(self._dir_fds):
+            self._forget_dir(directory)
 
     def __enter__(self) -> CgroupWalker:
         return self
@@ -397,6 +401,8 @@ class CgroupWalker:
                     self._kube_roots = None  # the kubelet's tree moved: walk everything next time
         if self._keep_listings and not include_all:
             self._listed = listed
+            for directory in [d for d in self._dir_fds if d not in listed]:
+                self._forget_dir(directory)
         if len(self._refs) > 2 * len(self._seen_refs) + 64:
             keep = set(self._seen_refs)
             self._refs = {k: v for k, v in self._refs.items() if k in keep}
@@ -687,13 +693,24 @@ class CgroupWalker:
         link count say nothing was added or removed (see ``sweep``). Raises ``OSError``."""
         st = None
         if listed is not None and self._keep_listings:
+            last = self._listed.get(directory)
+            fd = self._dir_fds.get(directory)
+            # Through the directory kept open: no path lookup. Only for one that had child cgroups:
+            # it cannot be removed before they are, which moves its link count, so a removed one is
+            # then stat-ed by path below and counted as vanished as before (an open directory reads
+            # as it was when removed).
+            if not relist and last is not None and last[1] > 2 and fd is not None:
+                fst = os.fstat(fd)
+                if (fst.st_ino, fst.st_nlink) == last[:2]:
+                    listed[directory] = last
+                    return last[2]
             st = os.stat(directory)
             if not stat.S_ISDIR(st.st_mode):
                 raise OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), directory)
-            last = self._listed.get(directory)
             # btrfs and some others keep a directory's link count at 1: listed every time there.
             if not relist and last is not None and st.st_nlink >= 2 and last[:2] == (st.st_ino, st.st_nlink):
                 listed[directory] = last
+                self._keep_dir(directory, st.st_ino)
                 return last[2]
         iface = self._iface
         names = []
@@ -712,7 +729,30 @@ class CgroupWalker:
         children = tuple(names)
         if st is not None and listed is not None:  # stat before listing: a change in between shows next time
             listed[directory] = (st.st_ino, st.st_nlink, children)
+            self._keep_dir(directory, st.st_ino)
         return children
+
+    def _keep_dir(self, directory: str, ino: int) -> None:
+        """Keep ``directory`` open for the next sweep's ``fstat``, if it is the inode ``ino`` stat-ed."""
+        fd = self._dir_fds.get(directory)
+        if fd is not None:
+            if os.fstat(fd).st_ino == ino:
+                return
+            self._forget_dir(directory)  # removed and made again: the open one is the old inode
+        if self._nfds >= self._fd_budget:
+            return
+        try:
+            fd = os.open(directory, _DIR_FLAGS)
+        except OSError:
+            return  # gone since the stat: the next sweep finds out
+        self._dir_fds[directory] = fd
+        self._nfds += 1
+
+    def _forget_dir(self, directory: str) -> None:
+        fd = self._dir_fds.pop(directory, -1)
+        if fd >= 0:
+            os.close(fd)
+            self._nfds -= 1
 
     def _entry(
         self,
