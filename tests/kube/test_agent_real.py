@@ -371,10 +371,11 @@ def test_storm_kill_lines_after_a_sweep_saw_their_counter_ahead_are_placed_not_c
     rest, scenes, namespace, node, agent
 ):
     """Found by bench/peers.py: a sweep during a storm finds a container's OOM-kill counter ahead of
-    the kill lines read so far (the kernel counts a kill just before it logs its line). Once those
-    lines are read and placed, the lead the sweep saw is explained; the storm's later kill lines
-    without their report must still be placed there at once, not left for the counter to report
-    5-18 s later (2 of 17 storms: 9 and 34 of 100 kills so)."""
+    the kill lines read so far (the kernel counts a kill just before it logs its line). That kill's
+    line, read just after, and the storm's later kill lines without their report must still be
+    placed there at once, not left for the counter to report 5-18 s later (2 of 17 storms: 9 and 34
+    of 100 kills so). It takes a sweep landing in that gap: 2 of 7 runs here (the one on main failed);
+    a run without it passes either way."""
     pods = [scenes(limit=24 << 20) for _ in range(4)]
     a = agent(interval=0.1)  # sweeps land inside the storm, between a kill's count and its line
     a.wait_swept(len(pods))
