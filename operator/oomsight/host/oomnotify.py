@@ -36,6 +36,8 @@ class OomNotifier:
         self._path: dict[int, str] = {}
         self._last: dict[str, float] = {}
         """Per watched path: monotonic time its eventfd last fired."""
+        self._since: dict[str, float] = {}
+        """Per watched path: monotonic time it was registered (it tells nothing of OOMs before)."""
         self._budget = fd_budget(4)  # a quarter: the walker keeps files open too
         self.failed = 0
         """Registrations the kernel refused (e.g. a cgroup removed meanwhile); such paths stay unwatched."""
@@ -61,10 +63,16 @@ class OomNotifier:
 
     def may_have_oomed(self, paths: Iterable[str], since: float) -> list[str]:
         """Those of ``paths`` that went OOM at or after ``since`` (monotonic; seen when the pending
-        signals are drained, so never later than it happened), or that are not watched."""
+        signals are drained, so never later than it happened), or that are not watched, or were
+        watched only after ``since`` (an OOM before the registration signalled nothing: a storm's
+        kill in a container the sweep had just begun to watch was dropped so, bench/peers.py)."""
         self._drain()
-        last = self._last
-        return [p for p in paths if p not in self._fd or last.get(p, float("-inf")) >= since]
+        last, watched_since = self._last, self._since
+        return [
+            p
+            for p in paths
+            if p not in self._fd or watched_since[p] > since or last.get(p, float("-inf")) >= since
+        ]
 
     def oomed_since(self, path: str, since: float) -> bool:
         """Whether ``path`` is watched and went OOM after ``since`` as far as the signals drained by
@@ -108,6 +116,7 @@ class OomNotifier:
             self.failed += 1
             return
         self._ep.register(efd, select.EPOLLIN)
+        self._since[path] = time.monotonic()
         self._fd[path] = efd
         self._path[efd] = path
 
@@ -115,5 +124,6 @@ class OomNotifier:
         efd = self._fd.pop(path)
         self._path.pop(efd, None)
         self._last.pop(path, None)
+        self._since.pop(path, None)
         self._ep.unregister(efd)
         os.close(efd)
