@@ -678,7 +678,9 @@ class Agent:
         known = [s for s in stamps if s is not None]
         if not known or not self.leads:
             return self.oom_accounted
-        logged = min(known) / 1e6 + (self.latency.offset.value() or 0.0) - SURPLUS_CLOCK_SLACK
+        first = min(known)
+        mono = self.latency.offset.monotonic(first)  # None while unsettled: then taken as is
+        logged = (first / 1e6 if mono is None else mono) - SURPLUS_CLOCK_SLACK
         notify = self.oomnotify
         active = [p for p, lead in self.leads.items() if notify.oomed_since(p, lead.since)] if notify else []
         out = refused(self.oom_accounted, self.leads, logged, active)
