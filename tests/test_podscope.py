@@ -264,3 +264,16 @@ def test_with_spec_takes_each_containers_live_reading_and_the_sandbox_once():
         ("b", 96 * MI, 20 * MI),  # resized in place: the live limit, not the spec's
     ]
     assert [m.usage_bytes for m in members if m.is_sandbox] == [200 * 1024]
+
+
+def test_a_kill_line_placed_among_several_containers_says_its_details_may_be_anothers() -> None:
+    """A storm's kill line without its report, placed by the OOM-kill counters while two or more
+    containers ran ahead: the count is each container's own, the line's pid and sizes a guess."""
+    _, records = parse_log((CORPUS / "captured-6.18.44-storm.log").read_text(), year=2026)
+    bare = next(i for i in assemble(records) if i.task_memcg is None and i.oom_memcg is None)
+    d = diagnose(bare).as_json()
+    own = oom_note({**d, "scope": "container", "limit_bytes": 24 << 20}, "app")
+    assert f"pid {bare.victim.pid}" in own and "another of the kill lines" not in own
+    guessed = oom_note({**d, "scope": "container", "limit_bytes": 24 << 20, "placed_among": 3}, "app")
+    assert f"pid {bare.victim.pid}" in guessed
+    assert "or another of the kill lines the kernel logged without their reports in 3 containers" in guessed

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from oomsight.core.oomcount import Lead, place_unreported, refused, unexplained
+from oomsight.core.oomcount import Lead, leading, place_unreported, refused, unexplained
 
 A, B, C = "/kubepods/pod-a/c1", "/kubepods/pod-b/c1", "/kubepods/pod-c/c1"
 
@@ -22,6 +22,20 @@ A, B, C = "/kubepods/pod-a/c1", "/kubepods/pod-b/c1", "/kubepods/pod-c/c1"
 )
 def test_place_unreported(accounted, counters, n, expected):
     assert place_unreported(accounted, counters, n) == expected
+
+
+@pytest.mark.parametrize(
+    ("accounted", "counters", "expected"),
+    [
+        ({A: 3, B: 1}, {A: 4, B: 1}, 1),  # one cgroup ahead: its kill line is its own
+        ({A: 3, B: 1}, {A: 5, B: 1}, 1),  # two kills, one cgroup: still certain
+        ({A: 0, B: 0, C: 0}, {A: 1, B: 1, C: 0}, 2),  # two ahead: which line is whose is a guess
+        ({A: 3, B: 0}, {A: 4}, 1),  # B vanished (no counter)
+        ({A: 3}, {A: 2}, 0),  # behind (a group kill counted once per task): not ahead
+    ],
+)
+def test_leading_counts_the_cgroups_a_line_may_belong_to(accounted, counters, expected):
+    assert leading(accounted, counters) == expected
 
 
 def test_does_not_change_its_inputs():

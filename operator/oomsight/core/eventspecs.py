@@ -151,6 +151,14 @@ def oom_note(diag: Mapping[str, Any], container: str | None) -> str:
     pid = victim.get("pid")
     anon = victim.get("anon_rss_bytes")
     who = f"{comm} (pid {pid}, {prose_bytes(anon)} anon)" if pid is not None else comm
+    among = diag.get("placed_among")
+    if among:
+        # Kill lines without their reports in several containers at once: the OOM-kill counters
+        # say how many kills each had, not which line was whose.
+        who = (
+            f"{who}, or another of the kill lines the kernel logged without their reports in "
+            f"{among} containers at once (their counters give each its kills, not the lines)"
+        )
     target = f"container {container}" if container else "this pod"
     charged = diag.get("charged") or {}
     dominant = diag.get("dominant") or dominant_of(charged)
