@@ -117,14 +117,18 @@ def test_wait_times_out_then_follow_returns(tag: str) -> None:
 
 def test_wall_clock_of_a_fresh_marker(tag: str) -> None:
     with KmsgReader(start="now") as reader:
-        before = time.time()
+        before, mono_before = time.time(), time.clock_gettime(time.CLOCK_MONOTONIC)
         write_marker(f"{tag} clock")
-        after = time.time()
+        after, mono_after = time.time(), time.clock_gettime(time.CLOCK_MONOTONIC)
         reader.wait(2.0)
         (rec,) = markers(list(reader.read_available()), tag)
-    assert rec.wall is not None
-    # local_clock vs CLOCK_MONOTONIC skew is a few ms on this VM; allow 0.25 s
-    assert before - 0.25 <= rec.wall.timestamp() <= after + 0.25
+    assert rec.wall is not None and rec.usec is not None
+    # The documented error (host.kmsg.WallClock) is the skew between the kernel's local_clock and
+    # CLOCK_MONOTONIC, which grows with uptime (7 ms after boot, 266 ms after 16.6 h here): measured
+    # with this very marker, and allowed, but nothing more (a wrong boot time or zone is seconds off).
+    skew = abs(rec.usec / 1e6 - (mono_before + mono_after) / 2)
+    slack = skew + (after - before) + 0.05
+    assert before - slack <= rec.wall.timestamp() <= after + slack
     assert rec.wall.tzinfo is not None and rec.wall.utcoffset().total_seconds() == 0  # type: ignore[union-attr]
 
 
