@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from oomsight.agent.state import Cursor, StateDir
 from oomsight.core.eventspecs import oom_event
 from oomsight.core.podinfo import ContainerInfo, PodInfo
+from realparts import unavailable
 
 BOOT = "5b0e6f3c-2a34-4c1e-9d0b-0a1b2c3d4e5f"
 T0 = datetime(2026, 11, 23, 13, 0, tzinfo=UTC)
@@ -111,14 +114,12 @@ def test_an_event_that_cannot_be_spooled_is_still_pending_until_delivered(tmp_pa
     Event of every kill it could not spool. A real read-only bind mount of the spool directory here."""
     import subprocess
 
-    import pytest
-
     st = StateDir(tmp_path)
     old = spec(9)
     rev_old = st.put(old)
     spool = tmp_path / "spool"
     if subprocess.run(["mount", "--bind", str(spool), str(spool)], check=False).returncode != 0:
-        pytest.skip("needs root to bind-mount the spool read-only")
+        unavailable("needs root to bind-mount the spool read-only")
     try:
         subprocess.run(["mount", "-o", "remount,bind,ro", str(spool)], check=True)
         s = spec(10)
@@ -135,3 +136,57 @@ def test_an_event_that_cannot_be_spooled_is_still_pending_until_delivered(tmp_pa
         assert [p.seq for p in st.pending()] == [9]
     finally:
         subprocess.run(["umount", str(spool)], check=False)
+
+
+def test_a_spooled_event_is_in_place_at_once_and_on_disk_before_the_cursor_passes_it(tmp_path):
+    """A storm's kills waited in turn for each other's fsyncs; now an Event is renamed into place at
+    once (the sender may read it) and synced by the state writer before it saves the cursor."""
+    from oomsight.agent.writer import StateWriter
+
+    st = StateDir(tmp_path)
+    s = spec(12)
+    rev = st.put(s)
+    assert (tmp_path / "spool" / f"{s.name}.json").exists()
+    assert st.unsynced() and st.latest(s.name) == (s, rev) and st.is_current(s.name, rev)
+    errors: list[tuple[str, OSError]] = []
+    writer = StateWriter(st, lambda what, err: errors.append((what, err)))
+    writer.start()
+    writer.submit(Cursor(BOOT, 12), {"/kubepods/pod1/c1": 1})
+    assert writer.flush(5.0)
+    assert not st.unsynced() and not errors
+    assert StateDir(tmp_path).load_cursor() == Cursor(BOOT, 12)
+    assert st.done(s.name, rev)
+    assert st.latest(s.name) is None and not st.is_current(s.name, rev)
+    writer.stop(1.0)
+
+
+def test_the_state_writer_keeps_the_newest_cursor_it_could_not_save_and_saves_it_once_it_can(tmp_path):
+    """A real read-only bind mount of the state directory: the failed save is reported once per
+    try (the agent counts and logs it), and the cursor is saved when the directory is writable again."""
+    import subprocess
+    import time
+
+    from oomsight.agent.writer import StateWriter
+
+    root = tmp_path / "state"
+    st = StateDir(root)
+    st.save_cursor(Cursor(BOOT, 5))
+    if subprocess.run(["mount", "--bind", str(root), str(root)], check=False).returncode != 0:
+        unavailable("needs root to bind-mount the state directory read-only")
+    errors: list[str] = []
+    writer = StateWriter(st, lambda what, err: errors.append(what))
+    writer.start()
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(root)], check=True)
+        writer.submit(Cursor(BOOT, 9))
+        writer.submit(Cursor(BOOT, 11))  # the newer one replaces it, if not started yet
+        assert writer.flush(5.0)
+        assert "cursor" in errors
+        assert st.load_cursor() == Cursor(BOOT, 5)
+    finally:
+        subprocess.run(["umount", str(root)], check=False)
+    deadline = time.monotonic() + 10
+    while st.load_cursor() != Cursor(BOOT, 11) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert st.load_cursor() == Cursor(BOOT, 11)
+    writer.stop(1.0)

@@ -35,7 +35,7 @@ from operator import itemgetter
 from typing import Any
 
 from oomsight import __version__
-from oomsight.agent.delivery import Deliverer
+from oomsight.agent.delivery import SENDS_AT_ONCE, Deliverer
 from oomsight.agent.latency import KillLatency
 from oomsight.agent.metrics import (
     AgentCollector,
@@ -49,6 +49,7 @@ from oomsight.agent.newcomers import Newcomers
 from oomsight.agent.settings import Settings
 from oomsight.agent.state import Cursor as SavedCursor
 from oomsight.agent.state import StateDir
+from oomsight.agent.writer import StateWriter
 from oomsight.core.aftermath import Aftermath
 from oomsight.core.diagnosis import KINDS, diagnose
 from oomsight.core.errors import OomsightError
@@ -97,6 +98,11 @@ BURST_SECONDS = 0.5
 """A flood of kernel messages is read in slices of this long, so sweeps still happen."""
 _Items = tuple[tuple[str, int], ...]
 CURSOR_SAVE_SECONDS = 2.0
+SWEEP_YIELD_SECONDS = 2.0
+"""How long a due sweep waits for the kernel log (``Agent._sweep_delay``): a log that never falls
+quiet, or a storm that never ends, must not stop the sweeps, which warn before the kills."""
+STORM_GAP_SECONDS = 0.25
+"""A kill this recent means more may be coming: a storm's kills came 5-30 ms apart here."""
 OPEN_REPORT_HOLD = 30.0
 """Seconds a report whose kill line has not come yet keeps the saved cursor before its first line."""
 """How often the cursor is saved when only other kernel messages moved it (a kill saves at once)."""
@@ -148,7 +154,9 @@ class Agent:
         self.stop = threading.Event()
         self.counters = Counters()
         self.state = StateDir(settings.state_dir)
-        self.rest = connect(settings.kubeconfig)
+        self.writer = StateWriter(self.state, self._write_failed)
+        # The Event writes at once, the pod watch, the report's writes: each its own connection.
+        self.rest = connect(settings.kubeconfig, connections=SENDS_AT_ONCE + 2)
         self.pods = PodCache(self.rest, settings.node_name, on_error=self._api_error)
         self.latency = KillLatency()
         """Kill line → read, assembled, attributed, spooled, delivered (oomsight.agent.latency)."""
@@ -192,10 +200,10 @@ class Agent:
         self.high: dict[tuple[str, str], bool] = {}
         self.stuck: set[tuple[str, str]] = set()
         self.unresolved: list[_Unresolved] = []
-        self.deferred: list[tuple[Incident, dict[str, Any], bool, float]] = []
+        self.deferred: list[tuple[Incident, dict[str, Any], bool]] = []
         """Kill lines without their report held back for one read of the log, because several
         containers were ahead of their counters (``_place_headerless``): (incident, diagnosis, made
-        before a restart, held at), kernel order."""
+        before a restart), kernel order."""
         self.oom_accounted: dict[str, int] = {}
         """Per container cgroup: its OOM-kill counter when first seen plus every kill attributed to it
         since. The counter running ahead of it means kills the agent has not placed yet."""
@@ -274,6 +282,19 @@ class Agent:
     def _error(self, kind: str) -> None:
         self.counters.inc("oomsight_agent_errors_total", kind=kind)
 
+    def _write_failed(self, what: str, err: OSError) -> None:
+        """The state writer's thread could not put the spool (``what`` "spool") or the cursor on disk."""
+        if what == "spool":
+            self._error("spool_write")
+            self._once(
+                "spool",
+                "state: cannot put spooled Events on disk: %s; delivering them from memory",
+                err,
+            )
+        else:
+            self._error("cursor_write")
+            self._once("cursor", "state: cannot save the kernel log cursor: %s", err)
+
     def healthy(self) -> tuple[bool, str]:
         age = time.monotonic() - self.last_loop
         if age > max(30.0, 3 * self.s.interval):
@@ -306,7 +327,7 @@ class Agent:
             # Kept in memory and still delivered: only a restart before delivery would lose it.
             self._error("spool_write")
             self._once("spool", "state: cannot spool Event %s: %s; delivering it from memory", spec.name, err)
-        self.deliverer.kick()
+        self.deliverer.kick(spec.name)
         return spec
 
     # ---- start and stop -----------------------------------------------------------------
@@ -403,6 +424,7 @@ class Agent:
         self._open_log()
         self.pods.start()
         self.deliverer.start()
+        self.writer.start()
         self._check_node()
         log.info(
             "agent: node %s, host root %s, state %s, sweep every %gs, kernel log %s, "
@@ -428,6 +450,7 @@ class Agent:
             with contextlib.suppress(OomsightError, OSError):
                 self._process_kmsg(final=True)
         self._save_cursor(force=True)
+        self.writer.stop(FLUSH_SECONDS)
         self.pods.stop()
         left = self.deliverer.stop(FLUSH_SECONDS)
         if left:
@@ -447,7 +470,8 @@ class Agent:
         while not self.stop.is_set():
             now = time.monotonic()
             self.last_loop = now
-            if now >= next_sweep:
+            delay = self._sweep_delay(now - next_sweep, now) if now >= next_sweep else next_sweep - now
+            if delay <= 0:
                 try:
                     self._sweep()
                 except OomsightError as err:
@@ -458,7 +482,7 @@ class Agent:
                     log.exception("sweep failed")
                 next_sweep = max(next_sweep + self.s.interval, time.monotonic() + self.s.interval / 10)
                 continue
-            timeout = 0.0 if self.deferred else min(next_sweep - now, 0.5)
+            timeout = 0.0 if self.deferred else min(delay, 0.5)
             try:
                 if self.reader is None:
                     self.stop.wait(timeout)
@@ -476,6 +500,21 @@ class Agent:
                 self._error("loop")
                 log.exception("agent loop error")
                 self.stop.wait(1.0)
+
+    def _sweep_delay(self, late: float, now: float) -> float:
+        """How much longer a sweep due ``late`` seconds ago waits for the kernel log (0: none).
+        It waits while kill lines are held back or records are unread, and while kills are being
+        logged (one in the last ``STORM_GAP_SECONDS``), for up to ``SWEEP_YIELD_SECONDS``. A sweep
+        takes 5-15 ms at 200 containers, 25-75 ms on a node busy with a storm, and the storm's kills
+        read meanwhile waited for all of it; the counters it reads are wanted after the storm."""
+        if late >= SWEEP_YIELD_SECONDS:
+            return 0.0
+        storm = self.last_kill + STORM_GAP_SECONDS - now
+        if storm > 0:
+            return min(storm, SWEEP_YIELD_SECONDS - late)
+        if self.deferred or (self.reader is not None and self.reader.wait(0)):
+            return 0.001  # read (or place) them first; the loop does not wait for more
+        return 0.0
 
     # ---- kernel log ---------------------------------------------------------------------
     def _process_kmsg(self, final: bool = False) -> None:
@@ -518,7 +557,10 @@ class Agent:
                 reads.append((last.seq, now))
             self._assembled(done, now, reads)
             incidents += done
-            if final or time.monotonic() > burst_end or not self.reader.wait(QUIET):
+            # A batch ends with the first read that completed a kill: reading on while the log was
+            # busy (a storm) held each kill until it fell quiet, 40 ms and more, and placed the bare
+            # kill lines among the many containers whose counters had moved meanwhile (a guess).
+            if (incidents and not final) or time.monotonic() > burst_end or not self.reader.wait(QUIET):
                 break
         done = self.assembler.idle()
         self._assembled(done, time.monotonic(), reads)
@@ -571,9 +613,9 @@ class Agent:
                 self._error("diagnose")
                 log.warning("diagnose: incident at seq %s failed: %s", inc.seq, err)  # once: seqs differ
         held, self.deferred = self.deferred, []
-        since = {inc.seq: first for inc, _, _, first in held}
-        again |= {inc.seq for inc, _, was_again, _ in held if was_again and inc.seq is not None}
-        todo = [(inc, diag) for inc, diag, _, _ in held] + todo
+        held_before = {inc.seq for inc, _, _ in held}
+        again |= {inc.seq for inc, _, was_again in held if was_again and inc.seq is not None}
+        todo = [(inc, diag) for inc, diag, _ in held] + todo
         if not todo:
             return
         self.last_kill = time.monotonic()
@@ -590,17 +632,16 @@ class Agent:
                 headerless.append(i)
         hold: set[int] = set()
         if headerless:
-            hold = self._place_headerless(todo, headerless, since)
+            hold = self._place_headerless(todo, headerless, held_before)
         if again:
             log.info(
                 "kernel log: %d kill(s) reported before the restart (Events spooled after the last "
                 "save) accounted again, without new Events",
                 len(again),
             )
-        now = time.monotonic()
         for i, (inc, diag) in enumerate(todo):
             if i in hold:
-                self.deferred.append((inc, diag, inc.seq in again, since.get(inc.seq, now)))
+                self.deferred.append((inc, diag, inc.seq in again))
             elif inc.seq not in again:
                 self._incident(inc, diag)
 
@@ -608,7 +649,7 @@ class Agent:
         self,
         todo: list[tuple[Incident, dict[str, Any]]],
         headerless: list[int],
-        since: Mapping[int | None, float],
+        held_before: set[int | None],
     ) -> set[int]:
         """Give each kill line without its report (``todo[i]`` for ``i`` in ``headerless``) its cgroup.
 
@@ -625,11 +666,11 @@ class Agent:
         would leave its own container's lead to be reported again from the counter (bench/peers.py:
         121 Events for 120 kills). So such lines are held back once: returned, and placed by the
         next batch (at once: the log is read again right away), after the reports it reads; those
-        held before (``since``) are placed, as a guess the note owns up to.
+        held before (``held_before``, their sequence numbers) are placed, as a guess the note owns up to.
         """
         proc = str(self.s.host_root / "proc")
         leaves = {i: read_memory_cgroup_leaf(todo[i][0].victim.pid, proc) for i in headerless}
-        may_hold = {i for i in headerless if todo[i][0].seq not in since}
+        may_hold = {i for i in headerless if todo[i][0].seq not in held_before}
         hold: set[int] = set()
         left = self._place_once(todo, headerless, leaves, may_hold, hold)
         if left and self.newcomers.adopt(self.oom_accounted, self.explained):
@@ -880,6 +921,8 @@ class Agent:
         return seq if now - self._open_report[1] < OPEN_REPORT_HOLD else None
 
     def _save_cursor(self, force: bool = False) -> None:
+        """Hand the state writer the cursor to save when it moved (the spool is synced first), or
+        just the spool's sync when Events were spooled without it moving."""
         now = time.monotonic()
         accounted = {**self.explained, **self.oom_accounted}
         # A kill changed the accounting: save at once, or a SIGKILL before the next save leaves the
@@ -887,13 +930,14 @@ class Agent:
         # second time. Only the cursor's passing other kernel messages is worth batching.
         recent = now - self._last_cursor_save < CURSOR_SAVE_SECONDS
         if not force and recent and accounted == self._saved_accounted:
+            self._sync_spool()
             return
         cur = self.reader.cursor if self.reader is not None else None
         handled = seq = cur.next_seq - 1 if cur is not None else self._saved_seq
         waiting = tuple(
             sorted(
                 {u.incident.seq for u in self.unresolved if u.incident.seq is not None}
-                | {inc.seq for inc, _, _, _ in self.deferred if inc.seq is not None}
+                | {inc.seq for inc, _, _ in self.deferred if inc.seq is not None}
             )
         )
         if waiting:  # not handled yet: resume before them, but do not handle the others again
@@ -904,19 +948,17 @@ class Agent:
         seq = max(seq, self._saved_seq)
         handled = max(handled, self._saved_handled, seq)
         if seq == self._saved_seq and handled == self._saved_handled and accounted == self._saved_accounted:
+            self._sync_spool()
             return
-        try:
-            self.state.save_cursor(
-                SavedCursor(self.boot_id, seq, self.source, handled, waiting[:1000]), accounted
-            )
-        except OSError as err:
-            self._error("cursor_write")
-            self._once("cursor", "state: cannot save the kernel log cursor: %s", err)
-            return
+        self.writer.submit(SavedCursor(self.boot_id, seq, self.source, handled, waiting[:1000]), accounted)
         self._saved_seq = seq
         self._saved_handled = handled
         self._saved_accounted = accounted
         self._last_cursor_save = now
+
+    def _sync_spool(self) -> None:
+        if self.state.unsynced():
+            self.writer.submit(None)
 
     # ---- node facts ---------------------------------------------------------------------
     def _check_node(self) -> None:

@@ -9,7 +9,13 @@ Layout (``--state-dir``, a hostPath in the DaemonSet so it survives pod restarts
 
 Every file is written to a temporary name, fsync'd, renamed over the old one and the directory
 fsync'd (the rename(2) atomicity POSIX guarantees), so a crash leaves either the old or the new
-content, never a torn file. The order is: spool the Event, then advance the cursor; on restart the
+content, never a torn file. A spooled Event is the exception to "fsync'd before the rename": it is
+renamed into place at once, so that the sender can deliver it while the disk catches up, and made
+durable by ``StateDir.sync``, which the agent calls before it saves the cursor (one journal commit
+for a batch of kills, not two per Event: a storm's kills waited in turn for each other's fsyncs,
+up to 20 ms each with the node's disk busy). The cursor never passes a kill whose Event is not on
+disk; only a power loss within those milliseconds can lose a spooled Event, and with it that boot's
+kernel log. The order is: spool the Event, then advance the cursor; on restart the
 cursor is the larger of the saved one and the highest kmsg sequence already spooled, so a kill is
 neither lost (it is in the spool or after the cursor) nor duplicated (the Event's name is derived
 from boot ID and sequence, and delivery is create-or-patch).
@@ -59,16 +65,20 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes, durable: bool = True) -> None:
+    """Replace ``path`` with ``data`` atomically; with ``durable``, on disk when it returns (else
+    the caller fsyncs the file and its directory later: ``StateDir.sync``)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         os.write(fd, data)
-        os.fsync(fd)
+        if durable:
+            os.fsync(fd)
     finally:
         os.close(fd)
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    if durable:
+        _fsync_dir(path.parent)
 
 
 class StateDir:
@@ -92,6 +102,10 @@ class StateDir:
         self._revs: dict[str, int] = {}
         self._unwritten: dict[str, tuple[EventSpec, int]] = {}
         """Events whose spool write failed (disk full, read-only): delivered from memory."""
+        self._latest: dict[str, tuple[EventSpec, int]] = {}
+        """The newest state of each Event this process spooled, until delivered (``latest``)."""
+        self._unsynced: set[str] = set()
+        """Events spooled since the last ``sync``: renamed into place, not yet fsync'd."""
         self.corrupt = 0
         """Spool or cursor files that could not be read (counted, moved aside, never fatal)."""
 
@@ -153,21 +167,74 @@ class StateDir:
 
     # ---- spool --------------------------------------------------------------------------
     def put(self, spec: EventSpec) -> int:
-        """Spool ``spec`` (replacing an older state of the same Event); return its revision."""
+        """Spool ``spec`` (replacing an older state of the same Event); return its revision. The
+        file is in place for the sender at once, and on disk after the next ``sync``."""
         path = self.spool_dir / f"{spec.name}.json"
         with self._lock:
             rev = self._revs.get(spec.name, 0) + 1
             self._revs[spec.name] = rev
             payload: dict[str, Any] = {"rev": rev, "event": spec.to_json()}
             try:
-                atomic_write(path, json.dumps(payload).encode())
+                atomic_write(path, json.dumps(payload).encode(), durable=False)
             except OSError:
                 # Full or read-only: the Event is still delivered from memory (only a restart before
                 # delivery loses it); the caller logs and counts the failed write.
                 self._unwritten[spec.name] = (spec, rev)
                 raise
+            finally:
+                self._latest[spec.name] = (spec, rev)
             self._unwritten.pop(spec.name, None)
+            self._unsynced.add(spec.name)
         return rev
+
+    def sync(self) -> None:
+        """Put the Events spooled since the last sync on disk: each file, then the directory once.
+        One whose file cannot be synced (a full disk shows here, with delayed allocation) is
+        delivered from memory, like one whose write failed; the first such error is raised."""
+        with self._lock:
+            todo = [(name, self._latest[name]) for name in self._unsynced if name in self._latest]
+            self._unsynced = set()
+        if not todo:
+            return
+        failed: OSError | None = None
+        for name, (spec, rev) in todo:
+            try:
+                fd = os.open(self.spool_dir / f"{name}.json", os.O_RDONLY)
+            except FileNotFoundError:
+                continue  # delivered and removed meanwhile
+            except OSError as err:
+                failed = failed or err
+                continue
+            try:
+                os.fsync(fd)
+            except OSError as err:
+                failed = failed or err
+                with self._lock:
+                    if self._revs.get(name) == rev:
+                        self._unwritten[name] = (spec, rev)
+            finally:
+                os.close(fd)
+        try:
+            _fsync_dir(self.spool_dir)
+        except OSError as err:
+            failed = failed or err
+        if failed is not None:
+            raise failed
+
+    def unsynced(self) -> bool:
+        """Whether Events were spooled since the last ``sync``."""
+        return bool(self._unsynced)
+
+    def latest(self, name: str) -> tuple[EventSpec, int] | None:
+        """The newest state (and revision) of an Event this process spooled and is not delivered."""
+        with self._lock:
+            return self._latest.get(name)
+
+    def is_current(self, name: str, rev: int) -> bool:
+        """Whether ``rev`` is still the Event's newest state, not delivered (a listed state may be
+        stale by the time the sender reaches it: delivered already, or superseded)."""
+        with self._lock:
+            return self._revs.get(name) == rev
 
     def pending(self) -> list[EventSpec]:
         """Spooled Events, oldest first."""
@@ -205,6 +272,8 @@ class StateDir:
             if self._revs.get(name, 0) != rev:
                 return False
             self._unwritten.pop(name, None)
+            self._unsynced.discard(name)
+            self._latest.pop(name, None)
             with contextlib.suppress(FileNotFoundError, OSError):
                 path.unlink()  # an older state on a read-only spool stays; it is sent again after a restart
             self._revs.pop(name, None)

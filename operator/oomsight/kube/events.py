@@ -16,6 +16,7 @@ there (someone else wrote it since) falls back to the read. The outcome says wha
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Literal
@@ -53,11 +54,13 @@ KNOWN_MAX = 4096
 
 
 class EventSender:
-    """Creates or patches Events; one call to ``send`` per Event state. Used by one thread."""
+    """Creates or patches Events; one call to ``send`` per Event state. Several threads may send at
+    once, never two states of one Event (the caller's rule: ``oomsight.agent.delivery``)."""
 
     def __init__(self, rest: Rest, instance: str) -> None:
         self.rest = rest
         self.instance = instance
+        self._lock = threading.Lock()
         self._known: OrderedDict[str, tuple[int, str]] = OrderedDict()
         """Event name → (series count, resourceVersion) of this sender's last successful write."""
 
@@ -72,30 +75,36 @@ class EventSender:
     def _remember(self, name: str, count: int, resp: Response) -> None:
         version = resource_version(resp.body)
         if not version:
-            self._known.pop(name, None)
+            with self._lock:
+                self._known.pop(name, None)
             return
-        self._known[name] = (count, version)
-        self._known.move_to_end(name)
-        if len(self._known) > KNOWN_MAX:
-            self._known.popitem(last=False)
+        self._remember_known(name, (count, version))
+
+    def _remember_known(self, name: str, known: tuple[int, str]) -> None:
+        with self._lock:
+            self._known[name] = known
+            self._known.move_to_end(name)
+            if len(self._known) > KNOWN_MAX:
+                self._known.popitem(last=False)
 
     def send(self, spec: EventSpec) -> Result:
-        known = self._known.pop(spec.name, None)
+        with self._lock:
+            known = self._known.pop(spec.name, None)
         patch = spec.patch_body()
         if known is not None:
             count, version = known
             if spec.count <= count:  # an older state than this sender already wrote
-                self._known[spec.name] = known
+                self._remember_known(spec.name, known)
                 return Result("delivered", 200)
-            if patch is not None:
-                resp = self._patch(spec, {**patch, "metadata": {"resourceVersion": version}})
-                if resp.ok:
-                    self._remember(spec.name, spec.count, resp)
-                    return Result("delivered", resp.status)
-                if resp.status == 409:  # written by someone else since: read it, compare, patch
-                    return self._raise_series(spec, patch)
-                if resp.status != 404:  # 404: expired (--event-ttl), created again below
-                    return Result(classify(resp.status), resp.status, resp.message)
+            assert patch is not None  # count > count it wrote >= 1: a series
+            resp = self._patch(spec, {**patch, "metadata": {"resourceVersion": version}})
+            if resp.ok:
+                self._remember(spec.name, spec.count, resp)
+                return Result("delivered", resp.status)
+            if resp.status == 409:  # written by someone else since: read it, compare, patch
+                return self._raise_series(spec, patch)
+            if resp.status != 404:  # 404: expired (--event-ttl), created again below
+                return Result(classify(resp.status), resp.status, resp.message)
         resp = self._create(spec)
         if resp.status != 409:
             if resp.ok:

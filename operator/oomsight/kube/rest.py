@@ -141,6 +141,7 @@ class Rest:
             resp.release_conn()
 
 
-def connect(kubeconfig: str | None) -> Rest:
-    """A client for ``kubeconfig``, or the in-cluster service account when it is None."""
-    return Rest(load(kubeconfig))
+def connect(kubeconfig: str | None, connections: int = 4) -> Rest:
+    """A client for ``kubeconfig``, or the in-cluster service account when it is None, keeping up
+    to ``connections`` open (more are opened when needed, and closed after their request)."""
+    return Rest(load(kubeconfig), maxsize=connections)
