@@ -27,14 +27,14 @@ def test_place_unreported(accounted, counters, n, expected):
 @pytest.mark.parametrize(
     ("accounted", "counters", "expected"),
     [
-        ({A: 3, B: 1}, {A: 4, B: 1}, 1),  # one cgroup ahead: its kill line is its own
-        ({A: 3, B: 1}, {A: 5, B: 1}, 1),  # two kills, one cgroup: still certain
-        ({A: 0, B: 0, C: 0}, {A: 1, B: 1, C: 0}, 2),  # two ahead: which line is whose is a guess
-        ({A: 3, B: 0}, {A: 4}, 1),  # B vanished (no counter)
-        ({A: 3}, {A: 2}, 0),  # behind (a group kill counted once per task): not ahead
+        ({A: 3, B: 1}, {A: 4, B: 1}, [A]),  # one cgroup ahead: its kill line is its own
+        ({A: 3, B: 1}, {A: 5, B: 1}, [A]),  # two kills, one cgroup: still certain
+        ({A: 0, B: 0, C: 0}, {A: 1, B: 1, C: 0}, [A, B]),  # two ahead: which line is whose is a guess
+        ({A: 3, B: 0}, {A: 4}, [A]),  # B vanished (no counter)
+        ({A: 3}, {A: 2}, []),  # behind (a group kill counted once per task): not ahead
     ],
 )
-def test_leading_counts_the_cgroups_a_line_may_belong_to(accounted, counters, expected):
+def test_leading_names_the_cgroups_a_line_may_belong_to(accounted, counters, expected):
     assert leading(accounted, counters) == expected
 
 

@@ -14,7 +14,8 @@ Stages, each in the histogram ``oomsight_agent_kill_report_latency_seconds{stage
 - ``read``: the kill line was taken from the kernel log;
 - ``assembled``: its report was complete (the next report or a quiet log ended it);
 - ``attributed``: the Event was made (diagnosed, placed in its Pod and container);
-- ``spooled``: the Event was on disk (fsync'd), so the kernel log cursor may pass the kill;
+- ``spooled``: the Event was in the spool, where the sender takes it (the state writer puts it on
+  disk before the kernel log cursor passes the kill: ``oomsight.agent.writer``);
 - ``delivered``: the API server acknowledged the Event.
 
 Kills in the ring buffer when the agent started (read in its first batch) are not timed: their
@@ -124,7 +125,7 @@ class KillLatency:
                 self._by_event.popitem(last=False)
 
     def spooled(self, seq: int | None) -> None:
-        """The kill's Event is on disk (the cursor may move past the kill)."""
+        """The kill's Event is in the spool (on disk before the cursor moves past the kill)."""
         killed = self._by_seq.pop(seq, None) if seq is not None else None
         if killed is not None:
             self._observe("spooled", time.monotonic() - killed)
@@ -144,7 +145,7 @@ class KillLatency:
         fam = HistogramMetricFamily(
             METRIC,
             "time from the kernel's OOM kill line (its kmsg stamp, on CLOCK_MONOTONIC) to each stage of "
-            "the kill's report: read, assembled, attributed, spooled (on disk), delivered (API acknowledged)",
+            "the kill's report: read, assembled, attributed, spooled, delivered (API acknowledged)",
             labels=["stage"],
         )
         with self._lock:

@@ -74,7 +74,7 @@ from oomsight.core.stuck import find_stuck
 from oomsight.core.watermark import Watermark, step
 from oomsight.host.afterkill import AfterKill, kill_age_seconds
 from oomsight.host.cgroupfs import CgroupWalker, detect_layout
-from oomsight.host.heap import release_free_heap
+from oomsight.host.heap import release_free_heap, share_one_heap
 from oomsight.host.jvm import JvmScanner
 from oomsight.host.kernlog import open_kernel_log
 from oomsight.host.klogctl import KlogctlReader
@@ -200,6 +200,9 @@ class Agent:
         self.high: dict[tuple[str, str], bool] = {}
         self.stuck: set[tuple[str, str]] = set()
         self.unresolved: list[_Unresolved] = []
+        self.guessed: dict[str, int] = {}
+        """Containers still ahead of their counters since a kill line was placed among them (by how
+        many): a line placed in one later may be the one that guess took (``_place_once``)."""
         self.deferred: list[tuple[Incident, dict[str, Any], bool]] = []
         """Kill lines without their report held back for one read of the log, because several
         containers were ahead of their counters (``_place_headerless``): (incident, diagnosis, made
@@ -397,6 +400,7 @@ class Agent:
 
     def run(self) -> int:
         self._install_signals()
+        share_one_heap()  # before the threads start: one heap for all (oomsight.host.heap)
         if self.s.metrics_port:
             collector = AgentCollector(
                 lambda: self.snapshot,
@@ -707,16 +711,24 @@ class Agent:
                 since = time.monotonic() - OOM_QUIET_SECONDS
                 candidates = {p: candidates[p] for p in self.oomnotify.may_have_oomed(candidates, since)}
             counted = self._oom_counters(candidates)
-            among = leading(candidates, counted)
+            ahead = leading(candidates, counted)
+            among = len(ahead)
             if among > 1 and may_hold.intersection(rest):
                 hold.update(may_hold.intersection(rest))
                 rest = [i for i in rest if i not in hold]
+            # A guess among several leaves the others ahead, and the next line placed in one of them
+            # may be the one the guess took: it is a guess too (its note says so), until that
+            # container's lead is gone.
+            self.guessed = {p: n for p, n in self.guessed.items() if p in ahead}
+            if among > 1 and rest:
+                self.guessed.update(dict.fromkeys(ahead, among))
             places = place_unreported(candidates, counted, len(rest))
             for i, path in zip(rest, places, strict=True):
                 if path is None:
                     left.append(i)
                 else:
-                    todo[i] = (todo[i][0], self._placed(todo[i][1], path, among))
+                    shared = max(among, self.guessed.get(path, 1))
+                    todo[i] = (todo[i][0], self._placed(todo[i][1], path, shared))
         return sorted(left)
 
     def _aftermath(self, inc: Incident, later_kill: bool) -> Aftermath | None:
@@ -1105,6 +1117,7 @@ class Agent:
             del self.explained[path]
         for path in [p for p in self.leads if p not in self.oom_accounted]:
             del self.leads[path]
+        self.guessed = {p: n for p, n in self.guessed.items() if p in self.oom_accounted}
         for path in [p for p in self.explained_at if p not in self.oom_accounted and p not in self.explained]:
             del self.explained_at[path]
         self._fresh = False

@@ -41,11 +41,11 @@ def place_unreported(
     return out
 
 
-def leading(accounted: Mapping[str, int], counters: Mapping[str, int | None]) -> int:
-    """How many of the cgroups have a counter ahead of their accounted kills: with two or more, which
+def leading(accounted: Mapping[str, int], counters: Mapping[str, int | None]) -> list[str]:
+    """The cgroups whose counter is ahead of their accounted kills: with two or more, which
     unreported kill line is whose is a guess (``place_unreported`` gets the counts right, not the
     lines: a line carries the victim's pid and sizes, not its cgroup)."""
-    return sum(1 for p, a in accounted.items() if (counters.get(p) or 0) > a)
+    return [p for p, a in accounted.items() if (counters.get(p) or 0) > a]
 
 
 def unexplained(

@@ -8,6 +8,11 @@ Measured here (glibc 2.36): 100 MiB of 1 KiB objects, 1 in 64 kept: RssAnon 107.
 13.4 MiB after the trim, which took 16 ms (1 ms when there is little to release).
 
 No such call outside glibc (musl): then ``release_free_heap`` does nothing and says so.
+
+``share_one_heap``: glibc gives each thread that allocates an arena of its own (up to 8 per core),
+which keeps its own free pages. The agent's threads (Event senders, state writer, pod watch,
+/metrics) allocate little, and under the GIL rarely at once. Measured here: 4 threads doing JSON
+work cost +544 KiB of RSS after a trim with an arena each, +316 KiB with one arena (as one thread).
 """
 
 from __future__ import annotations
@@ -27,6 +32,19 @@ def _malloc_trim() -> Callable[[int], int] | None:
 
 
 _TRIM = _malloc_trim()
+M_ARENA_MAX = -8
+"""glibc's ``mallopt`` parameter (malloc.h)."""
+
+
+def share_one_heap() -> bool | None:
+    """Make every thread started from now on allocate from the one heap; None without glibc."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return None
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    return bool(mallopt(M_ARENA_MAX, 1))
 
 
 def release_free_heap() -> bool | None:
