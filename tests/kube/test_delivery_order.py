@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from kube.eventkit import KILL_DIAG, series_count
 from oomsight.agent.delivery import SENDS_AT_ONCE, Deliverer
 from oomsight.agent.metrics import Counters
 from oomsight.agent.state import StateDir
@@ -21,13 +22,6 @@ from oomsight.kube.events import EventSender, Result
 
 pytestmark = pytest.mark.kube
 
-DIAG = {
-    "scope": "container",
-    "victim": {"pid": 4242, "comm": "memhog", "anon_rss_bytes": 40 << 20, "file_rss_bytes": 0,
-               "shmem_rss_bytes": 0, "oom_score_adj": 0},
-    "limit_bytes": 64 << 20,
-    "container_survived": True,
-}  # fmt: skip
 
 
 def _pod(namespace: str, name: str) -> PodInfo:
@@ -58,11 +52,6 @@ class _WatchedSender(EventSender):
                 self.inflight.remove(spec.name)
 
 
-def _count(rest: Any, namespace: str, name: str) -> int:
-    resp = rest.request("GET", f"/apis/events.k8s.io/v1/namespaces/{namespace}/events/{name}")
-    assert resp.ok, resp.message
-    return int((resp.body.get("series") or {}).get("count") or 1)
-
 
 def test_an_event_spooled_during_a_pass_is_sent_ahead_of_the_rest_of_it(
     rest: Any, namespace: str, tmp_path: Path
@@ -71,7 +60,8 @@ def test_an_event_spooled_during_a_pass_is_sent_ahead_of_the_rest_of_it(
     boot, t0 = str(uuid.uuid4()), datetime.now(UTC) - timedelta(minutes=1)
     state = StateDir(tmp_path / "state")
     order: list[str] = []
-    kill = oom_event(DIAG, _pod(namespace, "late"), "app", "node-a", boot, 999, t0 + timedelta(seconds=59))
+    late = t0 + timedelta(seconds=59)
+    kill = oom_event(KILL_DIAG, _pod(namespace, "late"), "app", "node-a", boot, 999, late)
     deliverer: Deliverer
 
     def delivered(name: str) -> None:
@@ -82,7 +72,8 @@ def test_an_event_spooled_during_a_pass_is_sent_ahead_of_the_rest_of_it(
 
     sender = _WatchedSender(rest, "node-a")
     deliverer = Deliverer(state, sender, Counters(), on_delivered=delivered)
-    earlier = [oom_event(DIAG, _pod(namespace, f"p{i}"), "app", "node-a", boot, i, t0) for i in range(30)]
+    pods = [_pod(namespace, f"p{i}") for i in range(30)]
+    earlier = [oom_event(KILL_DIAG, pod, "app", "node-a", boot, i, t0) for i, pod in enumerate(pods)]
     for spec in earlier:
         state.put(spec)
     assert deliverer.drain()
@@ -93,7 +84,7 @@ def test_an_event_spooled_during_a_pass_is_sent_ahead_of_the_rest_of_it(
     assert 1 < sender.most_at_once <= SENDS_AT_ONCE
 
 
-def test_several_writes_at_once_never_two_states_of_one_event_and_each_ends_with_its_newest_count(
+def test_several_writes_at_once_never_two_states_of_one_event_and_each_ends_with_its_newestseries_count(
     rest: Any, namespace: str, tmp_path: Path
 ) -> None:
     boot, t0 = str(uuid.uuid4()), datetime.now(UTC) - timedelta(minutes=1)
@@ -114,7 +105,7 @@ def test_several_writes_at_once_never_two_states_of_one_event_and_each_ends_with
 
     deliverer = Deliverer(state, sender, Counters(), on_delivered=delivered)
     for i in range(12):
-        spec = oom_event(DIAG, _pod(namespace, f"q{i}"), "app", "node-a", boot, i, t0)
+        spec = oom_event(KILL_DIAG, _pod(namespace, f"q{i}"), "app", "node-a", boot, i, t0)
         newest[spec.name] = spec
         state.put(spec)
     for _ in range(10):
@@ -125,4 +116,4 @@ def test_several_writes_at_once_never_two_states_of_one_event_and_each_ends_with
     assert sender.same_event_at_once == []
     assert sender.most_at_once > 1
     for name, spec in newest.items():
-        assert _count(rest, namespace, name) == spec.count, name
+        assert series_count(rest, namespace, name) == spec.count, name

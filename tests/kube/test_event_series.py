@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from kube.eventkit import KILL_DIAG, series_count
 from oomsight.agent.delivery import Deliverer
 from oomsight.agent.metrics import Counters
 from oomsight.agent.state import StateDir
@@ -23,36 +24,22 @@ from oomsight.kube.rest import Response, Rest
 
 pytestmark = pytest.mark.kube
 
-DIAG = {
-    "scope": "container",
-    "victim": {"pid": 4242, "comm": "memhog", "anon_rss_bytes": 40 << 20, "file_rss_bytes": 0,
-               "shmem_rss_bytes": 0, "oom_score_adj": 0},
-    "limit_bytes": 64 << 20,
-    "charged": {"anon": 60 << 20, "file": 1 << 20, "shmem": 0, "kernel": 2 << 20},
-    "dominant": "anon",
-    "container_survived": True,
-}  # fmt: skip
 
 
-def _count(rest: Any, namespace: str, name: str) -> int:
-    resp = rest.request("GET", f"/apis/events.k8s.io/v1/namespaces/{namespace}/events/{name}")
-    assert resp.ok, resp.message
-    return int((resp.body.get("series") or {}).get("count") or 1)
 
-
-def test_a_late_older_series_write_after_an_etcd_restart_does_not_lower_the_count(
+def test_a_late_older_series_write_after_an_etcd_restart_does_not_lower_theseries_count(
     control_plane: Any, rest: Any, namespace: str
 ) -> None:
     pod = PodInfo(uid=str(uuid.uuid4()), namespace=namespace, name="hog", node_name="node-a",
                   containers=(ContainerInfo("app", "ab" * 32, 64 << 20, 128 << 20),))  # fmt: skip
     t0 = datetime.now(UTC)
-    first = oom_event(DIAG, pod, "app", "node-a", str(uuid.uuid4()), 7, t0)
+    first = oom_event(KILL_DIAG, pod, "app", "node-a", str(uuid.uuid4()), 7, t0)
     second = first.repeated(t0 + timedelta(seconds=1))
     third = second.repeated(t0 + timedelta(seconds=2))
     sender = EventSender(rest, "node-a")
     assert sender.send(first).outcome == "delivered"
     assert sender.send(second).outcome == "delivered"
-    assert _count(rest, namespace, first.name) == 2
+    assert series_count(rest, namespace, first.name) == 2
 
     control_plane._etcd.stop(str(control_plane.binary("etcd")), control_plane.stop_timeout)
     try:
@@ -64,17 +51,17 @@ def test_a_late_older_series_write_after_an_etcd_restart_does_not_lower_the_coun
         if (result := sender.send(third)).outcome == "delivered":
             break
     assert result.outcome == "delivered", result
-    assert _count(rest, namespace, first.name) == 3
+    assert series_count(rest, namespace, first.name) == 3
 
     # The older state arrives after the newer one (the write given up on during the outage, or an
     # agent Pod being replaced flushing its spool while the new one sends): it must change nothing.
     late = sender.send(second)
     assert late.outcome == "delivered", late
-    assert _count(rest, namespace, first.name) == 3
+    assert series_count(rest, namespace, first.name) == 3
 
     fourth = third.repeated(t0 + timedelta(seconds=3))
     assert sender.send(fourth).outcome == "delivered"
-    assert _count(rest, namespace, first.name) == 4
+    assert series_count(rest, namespace, first.name) == 4
 
 
 class _CountingRest(Rest):
@@ -96,7 +83,7 @@ def test_each_further_state_of_an_event_this_sender_wrote_is_one_patch(rest: Any
     pod = PodInfo(uid=str(uuid.uuid4()), namespace=namespace, name="hog", node_name="node-a",
                   containers=(ContainerInfo("app", "ab" * 32, 64 << 20, 128 << 20),))  # fmt: skip
     t0 = datetime.now(UTC)
-    states = [oom_event(DIAG, pod, "app", "node-a", str(uuid.uuid4()), 7, t0)]
+    states = [oom_event(KILL_DIAG, pod, "app", "node-a", str(uuid.uuid4()), 7, t0)]
     for i in range(1, 6):
         states.append(states[-1].repeated(t0 + timedelta(seconds=i)))
     counting = _CountingRest(rest)
@@ -104,7 +91,7 @@ def test_each_further_state_of_an_event_this_sender_wrote_is_one_patch(rest: Any
     for spec in states[:4]:
         assert sender.send(spec).outcome == "delivered"
     assert counting.calls == ["POST", "PATCH", "PATCH", "PATCH"]
-    assert _count(rest, namespace, states[0].name) == 4
+    assert series_count(rest, namespace, states[0].name) == 4
 
     # Another writer raises it past ours: our next, lower state is read, compared, and dropped.
     other = EventSender(rest, "node-b")
@@ -112,11 +99,11 @@ def test_each_further_state_of_an_event_this_sender_wrote_is_one_patch(rest: Any
     counting.calls.clear()
     assert sender.send(states[4]).outcome == "delivered"
     assert counting.calls == ["PATCH", "GET"]  # the version it knew was stale: 409, then read
-    assert _count(rest, namespace, states[0].name) == 6
+    assert series_count(rest, namespace, states[0].name) == 6
     counting.calls.clear()
     assert sender.send(states[3]).outcome == "delivered"  # older than what it wrote or read: no call
     assert counting.calls == []
-    assert _count(rest, namespace, states[0].name) == 6
+    assert series_count(rest, namespace, states[0].name) == 6
 
 
 class _RacedSender(EventSender):
@@ -145,7 +132,7 @@ def test_a_conflict_between_read_and_patch_is_one_line_saying_so_not_api_unavail
     pod = PodInfo(uid=str(uuid.uuid4()), namespace=namespace, name="hog", node_name="node-a",
                   containers=(ContainerInfo("app", "ab" * 32, 64 << 20, 128 << 20),))  # fmt: skip
     t0 = datetime.now(UTC)
-    first = oom_event(DIAG, pod, "app", "node-a", str(uuid.uuid4()), 7, t0)
+    first = oom_event(KILL_DIAG, pod, "app", "node-a", str(uuid.uuid4()), 7, t0)
     state = StateDir(tmp_path / "state")
     sender = _RacedSender(rest, "node-a")
     deliverer = Deliverer(state, sender, Counters())
@@ -158,7 +145,7 @@ def test_a_conflict_between_read_and_patch_is_one_line_saying_so_not_api_unavail
         assert deliverer.drain(), "read again and patched"
 
     assert sender.races == 0
-    assert _count(rest, namespace, first.name) == 2
+    assert series_count(rest, namespace, first.name) == 2
     lines = [r.getMessage() for r in caplog.records]
     assert not any("unavailable" in ln or "reachable again" in ln for ln in lines), lines
     conflict = [ln for ln in lines if "409" in ln]
