@@ -81,10 +81,11 @@ def _need(binary: str, package: str) -> str:
 
 
 def ensure_tools(log: Log = _stderr_log) -> None:
-    """Install buildah and mmdebstrap from Debian's packages when missing (root only)."""
+    """Install buildah, mmdebstrap and runc (``buildah run``'s runtime) from Debian's packages when
+    missing (root only)."""
     missing = [
         pkg
-        for binary, pkg in (("buildah", "buildah"), ("mmdebstrap", "mmdebstrap"))
+        for binary, pkg in (("buildah", "buildah"), ("mmdebstrap", "mmdebstrap"), ("runc", "runc"))
         if not shutil.which(binary)
     ]
     if not missing:

@@ -39,9 +39,12 @@ images_lib = _load_images_lib()
 
 @pytest.fixture(scope="module")
 def archive() -> Path:
-    for binary, package in (("buildah", "buildah"), ("mmdebstrap", "mmdebstrap"), ("runc", "runc")):
-        if shutil.which(binary) is None:
-            unavailable(f"{binary} is not installed (apt-get install {package}; hack/image installs it)")
+    try:
+        # What hack/image installs (apt-get, as root): on a fresh machine this module runs before the
+        # real-node step that would otherwise have installed them.
+        images_lib.ensure_tools(log=lambda _m: None)
+    except images_lib.ImageError as exc:
+        unavailable(f"hack/image could not install its tools: {exc}")
     try:
         return images_lib.project_image(log=lambda _m: None)
     except images_lib.ImageError as exc:

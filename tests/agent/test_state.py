@@ -84,6 +84,58 @@ def test_resume_cursor_resumes_at_the_save_and_names_the_last_spooled_kill_for_t
     assert st.resume_cursor("another-boot") is None
 
 
+def test_kills_reported_after_the_last_save_are_skipped_and_accounted_on_resume_though_delivered(tmp_path):
+    """The spool cannot say which kills were reported after the last save: a delivered Event leaves
+    it, and a container's 6th kill raises the count of the 5th's Event. A restart read those kills
+    again and reported them under new names (13 kills for 12 in a SIGKILL during a storm); the
+    journal names each one and the count its cgroup had with it."""
+    c1, c2 = "/kubepods/burstable/pod1/c1", "/kubepods/burstable/pod2/c2"
+    st = StateDir(tmp_path)
+    st.save_cursor(Cursor(BOOT, 40), {c1: 2})
+    st.note_reported(BOOT, 57, c1, 3)
+    rev = st.put(spec(57))
+    assert st.done(spec(57).name, rev)  # delivered: gone from the spool
+    st.note_reported(BOOT, 61, c1, 4)  # folded into 57's Event (a series): no Event of its own
+    st.note_reported(BOOT, None, c2, 7)  # counted from c2's counter: no kernel log line
+    st.note_reported("another-boot", 99, c1, 50)
+    # The agent is SIGKILLed before the writer saves the cursor; the next one reads the state.
+    again = StateDir(tmp_path)
+    assert again.resume_cursor(BOOT) == Cursor(BOOT, 40, reported=frozenset({57, 61}))
+    assert again.load_oom_accounted(BOOT) == {c1: 4, c2: 7}
+    assert again.pending() == []
+
+
+def test_a_cursor_save_trims_the_journal_to_the_kills_reported_after_its_snapshot(tmp_path):
+    """The mark is taken with the accounting the cursor saves: lines written while the writer was
+    saving stay; lines the saved cursor covers go, and the file with them."""
+    c1 = "/kubepods/burstable/pod1/c1"
+    st = StateDir(tmp_path)
+    st.note_reported(BOOT, 57, c1, 3)
+    mark = st.journal_mark()
+    st.note_reported(BOOT, 61, c1, 4)  # after the snapshot
+    assert st.unsynced()
+    st.sync()
+    st.save_cursor(Cursor(BOOT, 60), {c1: 3})
+    st.trim_journal(mark)
+    assert StateDir(tmp_path).resume_cursor(BOOT) == Cursor(BOOT, 60, reported=frozenset({61}))
+    st.save_cursor(Cursor(BOOT, 61), {c1: 4})
+    st.trim_journal(st.journal_mark())
+    assert not (tmp_path / "reported.jsonl").exists()
+    assert StateDir(tmp_path).resume_cursor(BOOT) == Cursor(BOOT, 61)
+
+
+def test_a_line_torn_by_a_kill_in_its_write_is_skipped(tmp_path):
+    c1 = "/kubepods/burstable/pod1/c1"
+    st = StateDir(tmp_path)
+    st.save_cursor(Cursor(BOOT, 40), {c1: 2})
+    st.note_reported(BOOT, 57, c1, 3)
+    with open(tmp_path / "reported.jsonl", "ab") as f:
+        f.write(b'{"boot":"' + BOOT.encode() + b'","seq":6')  # SIGKILL mid-write
+    again = StateDir(tmp_path)
+    assert again.resume_cursor(BOOT) == Cursor(BOOT, 40, reported=frozenset({57}))
+    assert again.load_oom_accounted(BOOT) == {c1: 3}
+
+
 def test_corrupt_files_are_moved_aside_and_counted(tmp_path):
     st = StateDir(tmp_path)
     (tmp_path / "cursor.json").write_text("{not json")

@@ -424,6 +424,53 @@ def test_agent_sigkilled_during_a_storm_then_restarted_reports_each_kill_once(
     time.sleep(RATELIMIT_WINDOW)  # the window these kills exhausted passes: the next test's kill is reported
 
 
+def test_kills_reported_after_the_last_cursor_save_are_not_reported_again_by_the_next_run(
+    rest, scenes, namespace, node, agent, tmp_path
+):
+    """Found by a fresh machine's CI (13 kills for 12 in the SIGKILL-during-a-storm test above): a
+    kill whose Event was delivered (so no longer in the spool) before the cursor covering it was
+    saved was read again by the next run and reported a second time, under another name. Here the
+    cursor cannot be saved at all after the first three kills (``cursor.json`` is a directory, so
+    the rename onto it fails; spool and Events work): the next five are reported and delivered, the
+    6th to 8th raising the 5th's count (a series), then the agent is SIGKILLed and the last saved
+    cursor put back. A next run without ``reported.jsonl`` reads kills 4 to 8 again and reports
+    each on its own (11 for 8); with it, none again."""
+    scene = scenes(limit=32 << 20)
+    a = agent()
+    a.wait_swept(1)
+    cursor = tmp_path / "state" / "cursor.json"
+
+    def storm(kills: int) -> None:
+        proc = scene.cgroup.run(sys.executable, str(PROGS / "oomloop.py"), str(kills), "--grow-mib", "1")
+        scene.procs.append(proc)
+        assert proc.wait(120) == 0
+
+    def accounted() -> list[int]:
+        try:
+            return list((json.loads(cursor.read_text()).get("oom_accounted") or {}).values())
+        except (OSError, ValueError):
+            return []
+
+    storm(3)
+    wait_for(lambda: series_total(scene.events()) == 3 and 3 in accounted(), 60, "3 kills reported and saved")
+    saved = cursor.read_bytes()
+    cursor.unlink()
+    cursor.mkdir()  # os.replace(file, directory) fails: no further cursor save lands
+    storm(5)
+    wait_for(lambda: series_total(scene.events()) == 8, 60, "the next 5 kills as Events")
+    wait_for(lambda: "cannot save the kernel log cursor" in a.log(), 30, "a failed cursor save")
+    a.kill()
+    cursor.rmdir()
+    cursor.write_bytes(saved)
+    b = agent()
+    b.wait_swept(1)
+    time.sleep(7)  # past the 5 s a counter's lead waits for the log: a kill counted again shows now
+    names = [(e["metadata"]["name"], e.get("series")) for e in scene.events()]
+    assert series_total(scene.events()) == 8, names
+    assert re.search(r"[1-5] kill\(s\) reported after the last cursor save", b.log()), b.log()[-2000:]
+    time.sleep(RATELIMIT_WINDOW)  # the window these kills used passes: the next test's kill is reported
+
+
 def test_spool_survives_sigterm_during_an_outage(
     rest, scenes, namespace, node, agent, control_plane, tmp_path
 ):

@@ -247,7 +247,11 @@ class Agent:
         self.replayed: frozenset[int] = frozenset()
         self.spooled_through = -1
         """Incidents after ``handled`` up to this one had their Events spooled by an earlier run, after
-        its last cursor save: accounted again, not reported again (``state.Cursor.spooled``)."""
+        its last cursor save: accounted again, not reported again (``state.Cursor.spooled``; only for
+        a state directory an agent without the journal of reported kills left)."""
+        self.reported_before: frozenset[int] = frozenset()
+        """Kills an earlier run reported after its last cursor save (``state.Cursor.reported``):
+        skipped, their accounting taken from the journal."""
         """Incidents the earlier run left waiting for their pod (they are handled again)."""
         self._last_cursor_save = 0.0
         self._bd_last: dict[str, tuple[MemoryReading, dict[str, int | None], _Items]] = {}
@@ -286,8 +290,12 @@ class Agent:
         self.counters.inc("oomsight_agent_errors_total", kind=kind)
 
     def _write_failed(self, what: str, err: OSError) -> None:
-        """The state writer's thread could not put the spool (``what`` "spool") or the cursor on disk."""
-        if what == "spool":
+        """The state writer's thread could not put the spool (``what`` "spool"), the cursor or the
+        journal (its trim) on disk."""
+        if what == "journal":
+            self._error("journal_write")
+            self._once("journal", "state: cannot rewrite the journal of reported kills: %s", err)
+        elif what == "spool":
             self._error("spool_write")
             self._once(
                 "spool",
@@ -317,6 +325,16 @@ class Agent:
         if not self.snapshot.taken_at:
             return False, "not ready: waiting for the first sweep (the kernel log is read first)"
         return True, "ok"
+
+    def _note_reported(self, seq: int | None, cgroup: str | None, accounted: int | None) -> None:
+        """Journal a kill's report before its Event is spooled (``state``: a restart before the next
+        cursor save neither reports it again nor counts it again from its cgroup's counter)."""
+        try:
+            self.state.note_reported(self.boot_id or "", seq, cgroup, accounted)
+        except OSError as err:
+            self._error("journal_write")
+            self._once("journal", "state: cannot journal a reported kill: %s; a restart before the next "
+                       "cursor save may report it twice", err)
 
     def _emit(self, spec: EventSpec, on_name: Callable[[str], None] | None = None) -> EventSpec:
         """Spool ``spec`` (folded into its series by the aggregator) and wake the sender; the spec
@@ -354,6 +372,13 @@ class Agent:
                 self.floor = self._saved_seq = saved.seq
                 self.handled, self.replayed = saved.handled, frozenset(saved.unresolved)
                 self.spooled_through = saved.spooled
+                self.reported_before = saved.reported
+                if saved.reported:
+                    log.info(
+                        "state: %d kill(s) reported after the last cursor save (reported.jsonl): "
+                        "not reported or counted again",
+                        len(saved.reported),
+                    )
             self.explained = self.state.load_oom_accounted(self.boot_id)
             self._saved_accounted = dict(self.explained)
             self.last_kill = time.monotonic()  # not "quiet": the replay may place kills against these
@@ -603,7 +628,9 @@ class Agent:
         last_in = {inc.task_memcg: i for i, inc in enumerate(incidents) if inc.task_memcg}
         for i, inc in enumerate(incidents):
             if inc.seq is not None and (
-                inc.seq <= self.floor or (inc.seq <= self.handled and inc.seq not in self.replayed)
+                inc.seq <= self.floor
+                or (inc.seq <= self.handled and inc.seq not in self.replayed)
+                or inc.seq in self.reported_before
             ):
                 continue  # handled (spooled) by an earlier run
             if inc.seq is not None and inc.seq <= self.spooled_through and inc.seq not in self.replayed:
@@ -631,6 +658,7 @@ class Agent:
                 # counts each task). Kept for a cgroup the sweep has not matched yet, too.
                 book = self.oom_accounted if cg in self.oom_accounted else self.explained
                 book[cg] = book.get(cg, 0) + max(1, len(inc.victims))
+                todo[i] = (inc, {**diag, "accounted_with": book[cg]})
                 self.explained_at[cg] = time.monotonic()
             elif diag.get("pod_uid") is None and inc.oom_memcg is None:
                 headerless.append(i)
@@ -802,7 +830,13 @@ class Agent:
         self.oom_accounted[path] += 1
         self.explained_at[path] = time.monotonic()
         self.counters.inc("oomsight_agent_headerless_kills_total")
-        placed = {**diag, "task_cgroup": path, "pod_uid": ref.pod_uid, "container_id": ref.container_id}
+        placed = {
+            **diag,
+            "task_cgroup": path,
+            "pod_uid": ref.pod_uid,
+            "container_id": ref.container_id,
+            "accounted_with": self.oom_accounted[path],
+        }
         if among > 1:
             placed["placed_among"] = among
         return placed
@@ -856,6 +890,9 @@ class Agent:
         seq = inc.seq if inc.seq is not None else (inc.usec or 0)
         spec = oom_event(diag, pod, name, self.s.node_name, self.boot_id, seq, when)
         self.latency.mark(inc.seq, "attributed")
+        # The count its cgroup had with this kill (not the batch's later kills): a restart right after
+        # its Event accounts the later ones again as it reads them.
+        self._note_reported(inc.seq, diag.get("task_cgroup"), diag.get("accounted_with"))
         spec = self._emit(spec, lambda event: self.latency.handed(inc.seq, event))
         self.latency.spooled(inc.seq)
         survived = diag.get("container_survived")
@@ -962,7 +999,8 @@ class Agent:
         if seq == self._saved_seq and handled == self._saved_handled and accounted == self._saved_accounted:
             self._sync_spool()
             return
-        self.writer.submit(SavedCursor(self.boot_id, seq, self.source, handled, waiting[:1000]), accounted)
+        cursor = SavedCursor(self.boot_id, seq, self.source, handled, waiting[:1000])
+        self.writer.submit(cursor, accounted, self.state.journal_mark())
         self._saved_seq = seq
         self._saved_handled = handled
         self._saved_accounted = accounted
@@ -1187,6 +1225,7 @@ class Agent:
             else "its kernel log lines were lost (ring buffer overwritten or rate-limited)"
         )
         spec = counted_kill_event(pod, container, self.s.node_name, self.boot_id, path, n, limit, why, when)
+        self._note_reported(None, path, n)
         self._emit(spec)
         self.counters.inc("oomsight_agent_counted_kills_total", source=self.source)
         self.counters.inc(

@@ -6,6 +6,8 @@ Layout (``--state-dir``, a hostPath in the DaemonSet so it survives pod restarts
                             "oom_accounted": {cgroup: kills}}  last kernel log record fully
                             processed (seq -1: none), and each container's OOM-kill count accounted
     spool/<event>.json     the full desired state of one Event not yet acknowledged by the API
+    reported.jsonl         the kills reported since the cursor was last saved, one line each:
+                           {"boot": ..., "seq": N or null, "cg": cgroup, "acc": kills accounted}
 
 Every file is written to a temporary name, fsync'd, renamed over the old one and the directory
 fsync'd (the rename(2) atomicity POSIX guarantees), so a crash leaves either the old or the new
@@ -19,6 +21,15 @@ kernel log. The order is: spool the Event, then advance the cursor; on restart t
 cursor is the larger of the saved one and the highest kmsg sequence already spooled, so a kill is
 neither lost (it is in the spool or after the cursor) nor duplicated (the Event's name is derived
 from boot ID and sequence, and delivery is create-or-patch).
+
+The spool alone cannot say which kills were reported after the last save: a delivered Event leaves
+it at once, and the 6th and later kills of a container within the series window raise the count of
+an earlier kill's Event, named after that kill. A restart re-read those kills and reported them
+again under new names (a SIGKILL during a storm: 13 kills for 12). So each kill's report is also
+appended to ``reported.jsonl`` before its Event is spooled, with the accounted kill count of its
+cgroup; on restart those kills are skipped and the counts taken, and each cursor save drops the
+lines it covers (``journal_mark``, ``trim_journal``). Like the spool, the journal is synced before
+the cursor is saved.
 """
 
 from __future__ import annotations
@@ -50,11 +61,15 @@ class Cursor:
     resumes at ``seq`` (held back for them) without handling the others again."""
     unresolved: tuple[int, ...] = ()
     """Incidents (first sequence number) between ``seq`` and ``handled`` still waiting for their pod."""
+    reported: frozenset[int] = frozenset()
+    """On resuming only: the kills (sequence numbers) an earlier run of this boot reported after its
+    last save (``reported.jsonl``): neither reported nor accounted again."""
     spooled: int = -1
     """On resuming only: the highest sequence number among this boot's spooled Events, when above
     ``handled``. Their kills were handled (their Events made) after the last save, so the accounted
     counts saved with it do not hold them: reading resumes at ``seq`` and accounts the kills up to
-    here again without making their Events again (never saved; ``resume_cursor`` fills it in)."""
+    here again without making their Events again (never saved; ``resume_cursor`` fills it in, for a
+    state directory without ``reported.jsonl``, written by an agent before it)."""
 
 
 def _fsync_dir(path: Path) -> None:
@@ -108,6 +123,13 @@ class StateDir:
         """Events spooled since the last ``sync``: renamed into place, not yet fsync'd."""
         self.corrupt = 0
         """Spool or cursor files that could not be read (counted, moved aside, never fatal)."""
+        self._journal_path = root / "reported.jsonl"
+        self._journal_fd: int | None = None
+        self._journal_lines: list[bytes] = []
+        """The journal's lines not yet trimmed, in order (those of an earlier run first)."""
+        self._journal_trimmed = 0
+        """Lines trimmed so far: ``journal_mark`` counts from the first line this object read or wrote."""
+        self._journal_unsynced = False
 
     # ---- cursor -------------------------------------------------------------------------
     def load_cursor(self) -> Cursor | None:
@@ -141,14 +163,90 @@ class StateDir:
         atomic_write(self.root / "cursor.json", json.dumps(data).encode())
 
     def load_oom_accounted(self, boot_id: str) -> dict[str, int]:
-        """The accounted OOM-kill counts saved with the cursor of this boot (empty otherwise)."""
+        """The accounted OOM-kill counts of this boot (empty otherwise): those saved with the cursor,
+        raised to those of the kills reported after it (``reported.jsonl``)."""
         try:
             data = json.loads((self.root / "cursor.json").read_text())
-            if data.get("boot_id") != boot_id:
-                return {}
-            return {str(k): int(v) for k, v in (data.get("oom_accounted") or {}).items()}
+            saved = (
+                {str(k): int(v) for k, v in (data.get("oom_accounted") or {}).items()}
+                if data.get("boot_id") == boot_id
+                else {}
+            )
         except (OSError, ValueError, TypeError, AttributeError):
-            return {}
+            saved = {}
+        for entry in self._journal_entries(boot_id):
+            cg, acc = entry.get("cg"), entry.get("acc")
+            if isinstance(cg, str) and isinstance(acc, int):
+                saved[cg] = max(saved.get(cg, 0), acc)
+        return saved
+
+    # ---- journal of the kills reported since the last cursor save ----------------------
+    def _journal_entries(self, boot_id: str) -> list[dict[str, Any]]:
+        """This boot's lines of ``reported.jsonl`` as left by an earlier run (read once; a torn last
+        line, from a kill in the middle of its write, is skipped)."""
+        with self._lock:
+            if self._journal_fd is None and not self._journal_lines and not self._journal_trimmed:
+                try:
+                    raw = self._journal_path.read_bytes()
+                except FileNotFoundError:
+                    raw = b""
+                except OSError as err:
+                    log.warning("state: unreadable %s (%s); kills reported after the last save may be "
+                                "reported again", self._journal_path, err)
+                    raw = b""
+                self._journal_lines = [line + b"\n" for line in raw.splitlines() if line.strip()]
+            lines = list(self._journal_lines)
+        out = []
+        for line in lines:
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(entry, dict) and entry.get("boot") == boot_id:
+                out.append(entry)
+        return out
+
+    def journal_exists(self) -> bool:
+        return bool(self._journal_lines) or self._journal_fd is not None or self._journal_path.exists()
+
+    def note_reported(self, boot_id: str, seq: int | None, cgroup: str | None, accounted: int | None) -> None:
+        """Append one kill's report (before its Event is spooled): its kmsg sequence number, if any,
+        and the kills accounted in its cgroup with it. On page cache at once, on disk at ``sync``.
+        Raises OSError (the caller logs and counts it: only a restart can then report it twice)."""
+        entry = {"boot": boot_id, "seq": seq, "cg": cgroup, "acc": accounted}
+        line = json.dumps(entry, separators=(",", ":")).encode() + b"\n"
+        with self._lock:
+            if self._journal_fd is None:
+                self._journal_fd = os.open(self._journal_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            os.write(self._journal_fd, line)
+            self._journal_lines.append(line)
+            self._journal_unsynced = True
+
+    def journal_mark(self) -> int:
+        """Where the journal stands now: after the cursor saved with the accounting of this moment,
+        ``trim_journal`` of this mark drops the lines it covers."""
+        with self._lock:
+            return self._journal_trimmed + len(self._journal_lines)
+
+    def trim_journal(self, mark: int) -> None:
+        """Drop the lines before ``mark`` (the cursor saved since covers them). A crash before the
+        rewrite lands leaves lines the cursor covers: their kills are at or before it, and their
+        counts are at most those saved with it, so reading them again changes nothing."""
+        with self._lock:
+            n = mark - self._journal_trimmed
+            if n <= 0:
+                return
+            self._journal_lines = self._journal_lines[n:]
+            self._journal_trimmed = mark
+            if self._journal_fd is not None:
+                os.close(self._journal_fd)
+                self._journal_fd = None
+            if self._journal_lines:
+                atomic_write(self._journal_path, b"".join(self._journal_lines), durable=False)
+                self._journal_unsynced = True
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    self._journal_path.unlink()
 
     def resume_cursor(self, boot_id: str) -> Cursor | None:
         """Where to resume on this boot: the saved cursor, with ``spooled`` set when an Event was
@@ -157,9 +255,16 @@ class StateDir:
         spooled = max(
             (s.seq for s in self.pending() if s.boot_id == boot_id and s.seq is not None), default=None
         )
+        journal = self.journal_exists()
+        reported = frozenset(
+            e["seq"] for e in self._journal_entries(boot_id) if isinstance(e.get("seq"), int)
+        )
         if saved is None or saved.boot_id != boot_id:
-            return None if spooled is None else Cursor(boot_id, spooled)
-        if spooled is None or spooled <= max(saved.seq, saved.handled):
+            last = max([x for x in (spooled, max(reported, default=None)) if x is not None], default=None)
+            return None if last is None else Cursor(boot_id, last)
+        if reported:
+            saved = replace(saved, reported=frozenset(x for x in reported if x > saved.seq))
+        if journal or spooled is None or spooled <= max(saved.seq, saved.handled):
             return saved
         # Not "resume after it": the kills between were accounted after the save, and skipping them
         # left their cgroups' counters ahead, reported again as counted kills (bench: 13 for 12).
@@ -188,15 +293,31 @@ class StateDir:
         return rev
 
     def sync(self) -> None:
-        """Put the Events spooled since the last sync on disk: each file, then the directory once.
-        One whose file cannot be synced (a full disk shows here, with delayed allocation) is
-        delivered from memory, like one whose write failed; the first such error is raised."""
+        """Put the Events spooled since the last sync on disk: each file, then the directory once;
+        and the journal of reported kills. One whose file cannot be synced (a full disk shows here,
+        with delayed allocation) is delivered from memory, like one whose write failed; the first
+        such error is raised."""
+        failed: OSError | None = None
         with self._lock:
             todo = [(name, self._latest[name]) for name in self._unsynced if name in self._latest]
             self._unsynced = set()
+            journal, self._journal_unsynced = self._journal_unsynced, False
+        if journal:
+            try:
+                fd = os.open(self._journal_path, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                _fsync_dir(self.root)
+            except FileNotFoundError:
+                pass  # trimmed to nothing meanwhile
+            except OSError as err:
+                failed = err
         if not todo:
+            if failed is not None:
+                raise failed
             return
-        failed: OSError | None = None
         for name, (spec, rev) in todo:
             try:
                 fd = os.open(self.spool_dir / f"{name}.json", os.O_RDONLY)
@@ -222,8 +343,8 @@ class StateDir:
             raise failed
 
     def unsynced(self) -> bool:
-        """Whether Events were spooled since the last ``sync``."""
-        return bool(self._unsynced)
+        """Whether Events were spooled (or kills journaled) since the last ``sync``."""
+        return bool(self._unsynced) or self._journal_unsynced
 
     def latest(self, name: str) -> tuple[EventSpec, int] | None:
         """The newest state (and revision) of an Event this process spooled and is not delivered."""

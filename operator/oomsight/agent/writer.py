@@ -4,8 +4,9 @@ The loop hands it what to save (``submit``) and goes back to the kernel log at o
 disk is busy: a save (each Event spooled since the last one, the directory, then the cursor file and
 its directory, one fsync each) took 4-20 ms on this machine's disk, and a kill read after a batch
 waited for all of it. The order that makes a kill neither lost nor reported twice across restarts
-(``oomsight.agent.state``) is kept here: the spool is synced before each cursor write, and only
-Events spooled before the cursor's snapshot can be behind it.
+(``oomsight.agent.state``) is kept here: the spool and the journal of reported kills are synced
+before each cursor write, only Events spooled before the cursor's snapshot can be behind it, and the
+journal is trimmed only after the cursor that covers its lines is on disk.
 
 Only the newest submission matters: one not yet started is replaced by a newer one. A failed write
 is counted and logged (``on_error``) and tried again after ``RETRY_SECONDS`` unless a newer one came.
@@ -25,9 +26,9 @@ class StateWriter:
     def __init__(self, state: StateDir, on_error: Callable[[str, OSError], None]) -> None:
         self.state = state
         self.on_error = on_error
-        """Called with ``"spool"`` or ``"cursor"`` and the error, on the writer's thread."""
+        """Called with ``"spool"``, ``"cursor"`` or ``"journal"`` and the error, on the writer's thread."""
         self._cond = threading.Condition()
-        self._job: tuple[Cursor, dict[str, int]] | None = None
+        self._job: tuple[Cursor, dict[str, int], int | None] | None = None
         self._sync_only = False
         self._submitted = 0
         self._finished = 0
@@ -38,12 +39,18 @@ class StateWriter:
         self._thread = threading.Thread(target=self._run, name="state-writer", daemon=True)
         self._thread.start()
 
-    def submit(self, cursor: Cursor | None, accounted: Mapping[str, int] | None = None) -> None:
-        """Save ``cursor`` with the accounted counts after syncing the spool; ``None``: only sync
-        the spool (Events made without the cursor moving, such as a sweep's warnings)."""
+    def submit(
+        self,
+        cursor: Cursor | None,
+        accounted: Mapping[str, int] | None = None,
+        journal_mark: int | None = None,
+    ) -> None:
+        """Save ``cursor`` with the accounted counts after syncing the spool, then trim the journal of
+        reported kills to ``journal_mark`` (taken with the counts); ``None``: only sync the spool
+        (Events made without the cursor moving, such as a sweep's warnings)."""
         with self._cond:
             if cursor is not None:
-                self._job = (cursor, dict(accounted or {}))
+                self._job = (cursor, dict(accounted or {}), journal_mark)
             elif self._job is None:
                 self._sync_only = True
             self._submitted += 1
@@ -66,7 +73,7 @@ class StateWriter:
         if self._thread is not None:
             self._thread.join(timeout=1.0)
 
-    def _take(self) -> tuple[tuple[Cursor, dict[str, int]] | None, bool, int]:
+    def _take(self) -> tuple[tuple[Cursor, dict[str, int], int | None] | None, bool, int]:
         job, sync_only, upto = self._job, self._sync_only, self._submitted
         self._job, self._sync_only = None, False
         return job, sync_only, upto
@@ -96,16 +103,22 @@ class StateWriter:
                 if not ok:
                     self._cond.wait(RETRY_SECONDS)
 
-    def _write(self, job: tuple[Cursor, dict[str, int]] | None) -> bool:
+    def _write(self, job: tuple[Cursor, dict[str, int], int | None] | None) -> bool:
         ok = True
         try:
             self.state.sync()
         except OSError as err:
             self.on_error("spool", err)  # those Events are delivered from memory; the cursor may move on
         if job is not None:
+            cursor, accounted, mark = job
             try:
-                self.state.save_cursor(*job)
+                self.state.save_cursor(cursor, accounted)
             except OSError as err:
                 self.on_error("cursor", err)
-                ok = False
+                return False
+            if mark is not None:
+                try:
+                    self.state.trim_journal(mark)
+                except OSError as err:
+                    self.on_error("journal", err)  # lines the cursor covers: read again, harmless
         return ok
