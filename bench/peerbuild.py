@@ -133,7 +133,11 @@ def cache_key(peer: Peer) -> str:
     return digest.hexdigest()[:16]
 
 
-def build(name: str, log=print) -> Path:  # type: ignore[no-untyped-def]
+def _stderr_log(message: str) -> None:
+    print(f"peers: {message}", file=sys.stderr, flush=True)
+
+
+def build(name: str, log=_stderr_log) -> Path:  # type: ignore[no-untyped-def]
     """The path of ``name``'s binary, built into the cache first when it is not there."""
     peer = PEERS[name]
     try:
@@ -152,7 +156,7 @@ def build(name: str, log=print) -> Path:  # type: ignore[no-untyped-def]
             raise PeerError(f"{name}: tag {peer.tag} in {src} is {commit}, the pin is {peer.commit}")
         tree = dest / "src"
         if not (tree / ".unpacked").exists():
-            log(f"peers: unpacking {peer.repo} {peer.tag} from {src} into {tree}")
+            log(f"unpacking {peer.repo} {peer.tag} from {src} into {tree}")
             tree.mkdir(parents=True, exist_ok=True)
             archive = subprocess.Popen(
                 [
@@ -168,7 +172,7 @@ def build(name: str, log=print) -> Path:  # type: ignore[no-untyped-def]
             if archive.wait() != 0:
                 raise PeerError(f"{name}: git archive {peer.tag} failed in {src}")
             (tree / ".unpacked").write_text(peer.commit + "\n")
-        log(f"peers: building {name} ({peer.repo} {peer.tag}): {peer.recipe()} ...")
+        log(f"building {name} ({peer.repo} {peer.tag}): {peer.recipe()} ...")
         started = time.monotonic()
         partial = dest / f".{peer.name}.partial"
         cmd = [
@@ -205,7 +209,7 @@ def build(name: str, log=print) -> Path:  # type: ignore[no-untyped-def]
             "build_seconds": round(seconds, 1),
         }
         (dest / "build.json").write_text(json.dumps(record, indent=2) + "\n")
-        log(f"peers: built {name} in {seconds:.0f} s -> {binary}")
+        log(f"built {name} in {seconds:.0f} s -> {binary}")
     return binary
 
 
