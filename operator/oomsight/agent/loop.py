@@ -98,6 +98,7 @@ BURST_SECONDS = 0.5
 """A flood of kernel messages is read in slices of this long, so sweeps still happen."""
 _Items = tuple[tuple[str, int], ...]
 CURSOR_SAVE_SECONDS = 2.0
+"""How often the cursor is saved when only other kernel messages moved it (a kill saves at once)."""
 SWEEP_YIELD_SECONDS = 2.0
 """How long a due sweep waits for the kernel log (``Agent._sweep_delay``): a log that never falls
 quiet, or a storm that never ends, must not stop the sweeps, which warn before the kills."""
@@ -105,7 +106,6 @@ STORM_GAP_SECONDS = 0.25
 """A kill this recent means more may be coming: a storm's kills came 5-30 ms apart here."""
 OPEN_REPORT_HOLD = 30.0
 """Seconds a report whose kill line has not come yet keeps the saved cursor before its first line."""
-"""How often the cursor is saved when only other kernel messages moved it (a kill saves at once)."""
 NODE_CHECK_SECONDS = 600.0
 UNRESOLVED_GRACE = 15.0
 """How long an incident for a pod not (yet) in the cache waits for the pod watch."""
@@ -245,6 +245,7 @@ class Agent:
         self.handled = -1
         """Incidents up to this sequence number were handled by an earlier run, except ``replayed``."""
         self.replayed: frozenset[int] = frozenset()
+        """Incidents the earlier run left waiting for their pod (they are handled again)."""
         self.spooled_through = -1
         """Incidents after ``handled`` up to this one had their Events spooled by an earlier run, after
         its last cursor save: accounted again, not reported again (``state.Cursor.spooled``; only for
@@ -252,7 +253,6 @@ class Agent:
         self.reported_before: frozenset[int] = frozenset()
         """Kills an earlier run reported after its last cursor save (``state.Cursor.reported``):
         skipped, their accounting taken from the journal."""
-        """Incidents the earlier run left waiting for their pod (they are handled again)."""
         self._last_cursor_save = 0.0
         self._bd_last: dict[str, tuple[MemoryReading, dict[str, int | None], _Items]] = {}
         self._listed_mark: int | None = None

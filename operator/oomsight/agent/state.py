@@ -129,7 +129,11 @@ class StateDir:
         """The journal's lines not yet trimmed, in order (those of an earlier run first)."""
         self._journal_trimmed = 0
         """Lines trimmed so far: ``journal_mark`` counts from the first line this object read or wrote."""
+        self._journal_loaded = False
+        """The file an earlier run left was read into ``_journal_lines`` (once, at the first use)."""
         self._journal_unsynced = False
+        self._journal_relinked = False
+        """The journal file was created or replaced since the last ``sync``: its directory is synced too."""
 
     # ---- cursor -------------------------------------------------------------------------
     def load_cursor(self) -> Cursor | None:
@@ -185,7 +189,8 @@ class StateDir:
         """This boot's lines of ``reported.jsonl`` as left by an earlier run (read once; a torn last
         line, from a kill in the middle of its write, is skipped)."""
         with self._lock:
-            if self._journal_fd is None and not self._journal_lines and not self._journal_trimmed:
+            if not self._journal_loaded:
+                self._journal_loaded = True
                 try:
                     raw = self._journal_path.read_bytes()
                 except FileNotFoundError:
@@ -216,8 +221,10 @@ class StateDir:
         entry = {"boot": boot_id, "seq": seq, "cg": cgroup, "acc": accounted}
         line = json.dumps(entry, separators=(",", ":")).encode() + b"\n"
         with self._lock:
+            self._journal_loaded = True  # what an earlier run left was read at start, or is not wanted
             if self._journal_fd is None:
                 self._journal_fd = os.open(self._journal_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+                self._journal_relinked = True
             os.write(self._journal_fd, line)
             self._journal_lines.append(line)
             self._journal_unsynced = True
@@ -243,7 +250,7 @@ class StateDir:
                 self._journal_fd = None
             if self._journal_lines:
                 atomic_write(self._journal_path, b"".join(self._journal_lines), durable=False)
-                self._journal_unsynced = True
+                self._journal_unsynced = self._journal_relinked = True
             else:
                 with contextlib.suppress(FileNotFoundError):
                     self._journal_path.unlink()
@@ -302,6 +309,7 @@ class StateDir:
             todo = [(name, self._latest[name]) for name in self._unsynced if name in self._latest]
             self._unsynced = set()
             journal, self._journal_unsynced = self._journal_unsynced, False
+            relinked, self._journal_relinked = self._journal_relinked, False
         if journal:
             try:
                 fd = os.open(self._journal_path, os.O_RDONLY)
@@ -309,7 +317,8 @@ class StateDir:
                     os.fsync(fd)
                 finally:
                     os.close(fd)
-                _fsync_dir(self.root)
+                if relinked:
+                    _fsync_dir(self.root)
             except FileNotFoundError:
                 pass  # trimmed to nothing meanwhile
             except OSError as err:
